@@ -1,0 +1,3 @@
+from costplan.cli import main
+
+main()

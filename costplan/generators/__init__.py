@@ -1,0 +1,32 @@
+"""The ordered registry of generators, one module per target.
+
+Each module exposes ``generate(plan: Plan) -> list[Artifact]`` and is a pure
+function of the plan. Order here is only the order of the stream on stdout;
+files are sorted by path when written.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from costplan.artifacts import Artifact
+from costplan.generators import argocd, common, grafana, kuadrant, opencost, prometheus, reports
+from costplan.model import Plan
+
+GENERATORS: tuple[tuple[str, Callable[[Plan], list[Artifact]]], ...] = (
+    ("common", common.generate),
+    ("kuadrant", kuadrant.generate),
+    ("prometheus", prometheus.generate),
+    ("opencost", opencost.generate),
+    ("grafana", grafana.generate),
+    ("reports", reports.generate),
+    ("argocd", argocd.generate),
+)
+
+
+def generate_all(plan: Plan) -> list[Artifact]:
+    """Run every generator; the result is the environment's whole output."""
+    artifacts: list[Artifact] = []
+    for _, generate in GENERATORS:
+        artifacts.extend(generate(plan))
+    return artifacts

@@ -1,0 +1,203 @@
+"""Reading YAML with positions.
+
+Every mapping and sequence the loader builds remembers, for each key or item,
+the file, line and column it came from (``Located``). The environment merge
+carries these positions along, so a validation error on a merged value
+points into whichever file supplied it.
+
+Duplicate keys are errors (PyYAML silently keeps the last one), and numbers
+with a fraction become ``Decimal`` built from the scalar's own text, so money
+is exact from the first byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from costplan.diagnostics import Diagnostic
+
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """1-based line and column in a file."""
+
+    file: str
+    line: int
+    column: int
+
+
+class Located:
+    """Mixin for containers that know where their children came from."""
+
+    position: Position | None = None
+
+
+class LDict(dict, Located):
+    """A mapping that records the position of each key and each value."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_positions: dict[Any, Position] = {}
+        self.value_positions: dict[Any, Position] = {}
+
+
+class LList(list, Located):
+    """A sequence that records the position of each item."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.item_positions: list[Position | None] = []
+
+
+def _position(filename: str, mark: Any) -> Position:
+    return Position(filename, mark.line + 1, mark.column + 1)
+
+
+def _make_loader(filename: str, diagnostics: list[Diagnostic]) -> type:
+    """A loader class bound to one file, reporting into ``diagnostics``."""
+
+    class PositionLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+        pass
+
+    def construct_mapping(loader: Any, node: yaml.MappingNode) -> LDict:
+        result = LDict()
+        result.position = _position(filename, node.start_mark)
+        loader.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, bool)) or isinstance(key, Decimal):
+                key = str(key)
+            key_pos = _position(filename, key_node.start_mark)
+            if key in result:
+                first = result.key_positions[key]
+                diagnostics.append(
+                    Diagnostic(
+                        file=filename,
+                        line=key_pos.line,
+                        column=key_pos.column,
+                        pointer="",
+                        message=f"duplicate key {key!r} (first defined at line {first.line})",
+                        check_id="duplicate-key",
+                    )
+                )
+            result[key] = loader.construct_object(value_node, deep=True)
+            result.key_positions[key] = key_pos
+            result.value_positions[key] = _position(filename, value_node.start_mark)
+        return result
+
+    def construct_sequence(loader: Any, node: yaml.SequenceNode) -> LList:
+        result = LList(loader.construct_object(child, deep=True) for child in node.value)
+        result.position = _position(filename, node.start_mark)
+        result.item_positions = [_position(filename, child.start_mark) for child in node.value]
+        return result
+
+    def construct_float(loader: Any, node: yaml.ScalarNode) -> Any:
+        text = str(node.value).replace("_", "")
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            # .inf / .nan: keep YAML's meaning; validation rejects them as money.
+            return loader.construct_yaml_float(node)
+        return value
+
+    PositionLoader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
+    PositionLoader.add_constructor("tag:yaml.org,2002:seq", construct_sequence)
+    PositionLoader.add_constructor("tag:yaml.org,2002:float", construct_float)
+    # Timestamps stay strings: a plan has no use for datetime objects.
+    PositionLoader.add_constructor(
+        "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
+    )
+    return PositionLoader
+
+
+@dataclass
+class LoadedFile:
+    """A parsed file, or the diagnostics that explain why it could not be parsed."""
+
+    path: str
+    data: Any
+    diagnostics: list[Diagnostic]
+
+
+def load_yaml_text(text: str, filename: str) -> LoadedFile:
+    """Parse one YAML document, recording positions and duplicate keys."""
+    diagnostics: list[Diagnostic] = []
+    loader_class = _make_loader(filename, diagnostics)
+    try:
+        documents = list(yaml.load_all(text, Loader=loader_class))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            problem = f"{exc.context}: {problem}" if exc.context not in problem else problem
+        diagnostics.append(
+            Diagnostic(filename, line, column, "", f"YAML syntax error: {problem}", "yaml-syntax")
+        )
+        return LoadedFile(filename, None, diagnostics)
+    except yaml.YAMLError as exc:
+        diagnostics.append(Diagnostic(filename, 1, 1, "", f"YAML error: {exc}", "yaml-syntax"))
+        return LoadedFile(filename, None, diagnostics)
+    if len(documents) > 1:
+        diagnostics.append(
+            Diagnostic(filename, 1, 1, "", "expected one YAML document, found several", "yaml-syntax")
+        )
+    data = documents[0] if documents else None
+    return LoadedFile(filename, data, diagnostics)
+
+
+def load_yaml_file(path: Path, display_name: str | None = None) -> LoadedFile:
+    """Read and parse a file; unreadable files become diagnostics, not exceptions."""
+    name = display_name or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", "file not found", "file-missing")])
+    except (OSError, UnicodeDecodeError) as exc:
+        return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", f"cannot read: {exc}", "file-unreadable")])
+    return load_yaml_text(text, name)
+
+
+# --------------------------------------------------------------------------
+# JSON pointers and positions
+# --------------------------------------------------------------------------
+
+
+def escape_pointer_token(token: Any) -> str:
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
+def pointer(path: Iterator[Any] | list[Any] | tuple[Any, ...]) -> str:
+    """RFC 6901 pointer for a path of keys and indexes (``""`` for the root)."""
+    return "".join("/" + escape_pointer_token(p) for p in path)
+
+
+def locate(document: Any, path: list[Any] | tuple[Any, ...], *, key: bool = False) -> Position | None:
+    """Best position for ``path`` in ``document``.
+
+    Walks as deep as the path exists. For the last step it returns the value's
+    position (or the key's, with ``key=True``, which is where an unknown-key
+    error belongs). If the path leaves the document, the deepest container
+    that exists is used.
+    """
+    node = document
+    best: Position | None = getattr(document, "position", None)
+    for index, step in enumerate(path):
+        last = index == len(path) - 1
+        if isinstance(node, LDict) and step in node:
+            where = node.key_positions.get(step) if (key and last) else node.value_positions.get(step)
+            best = where or best
+            node = node[step]
+        elif isinstance(node, LList) and isinstance(step, int) and 0 <= step < len(node):
+            best = (node.item_positions[step] if step < len(node.item_positions) else None) or best
+            node = node[step]
+        else:
+            break
+    return best

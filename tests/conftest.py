@@ -1,0 +1,42 @@
+"""Shared test fixtures: the bundled plan and the reference data beside the project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from costplan.pipeline import load_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = ROOT / "costplan.yaml"
+SHARED = ROOT.parent / "shared"
+CRD_SCHEMAS = SHARED / "crd-schemas"
+CRD_SCHEMA_LOCATION = str(CRD_SCHEMAS) + "/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
+HELM_VALUES = SHARED / "helm-values"
+ENVIRONMENTS = ("dev", "prod", "staging")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"reference data missing: {SHARED} (tests need ../shared beside the project)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def crd_schema_location(shared_dir: Path) -> str:
+    return CRD_SCHEMA_LOCATION
+
+
+@pytest.fixture(scope="session")
+def bundled_plan():
+    """``bundled_plan(env)`` → the validated Plan of costplan.yaml (env None = base)."""
+    cache = {}
+
+    def get(environment: str | None = None):
+        if environment not in cache:
+            cache[environment] = load_plan(PLAN, environment)
+        return cache[environment]
+
+    return get
