@@ -114,3 +114,32 @@ def compile_plan(plan: Plan) -> list[Artifact]:
     from costplan.generators import generate_all
 
     return generate_all(plan)
+
+
+@dataclass
+class BuildResult:
+    """Artifacts per environment, in the order the environments were asked for."""
+
+    plan_name: str
+    environments: dict[str, list[Artifact]]
+
+
+def build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
+    """Validate and compile each environment; all problems of all environments at once.
+
+    Nothing is generated unless every environment is valid, so a build never
+    produces half an output.
+    """
+    plans: list[Plan] = []
+    problems: list[Diagnostic] = []
+    for environment in environments:
+        try:
+            plans.append(load_plan(plan_path, environment))
+        except PlanInvalid as invalid:
+            problems.extend(invalid.diagnostics)
+    if problems:
+        raise PlanInvalid(problems)
+    result = BuildResult(plan_name=plans[0].name if plans else "", environments={})
+    for plan in plans:
+        result.environments[plan.environment] = compile_plan(plan)
+    return result

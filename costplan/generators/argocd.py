@@ -1,10 +1,33 @@
-"""Generator: argocd (not implemented yet)."""
+"""Argo CD wiring: one Application per environment that syncs its build output.
+
+Rendered manifests are committed (the hydrated-manifests pattern): reviewers
+see the real YAML in the pull request, and Argo CD applies exactly what
+merged. The Application uses server-side apply (large dashboards exceed the
+client-side annotation limit) and prunes last.
+"""
 
 from __future__ import annotations
 
-from costplan.artifacts import Artifact
+from costplan.artifacts import Artifact, manifest
+from costplan.generators.common import WAVE_CONFIG, metadata
 from costplan.model import Plan
+from costplan.names import object_name
+from costplan.render import render_mapping
+
+
+def application_name(plan: Plan) -> str:
+    return object_name("costplan", plan.name, plan.environment)
 
 
 def generate(plan: Plan) -> list[Artifact]:
-    return []
+    argocd = plan.integrations.argocd
+    if argocd is None:
+        return []
+    path = "/".join(p for p in (argocd.path.strip("/"), plan.environment) if p)
+    app = render_mapping(
+        "argocd/application.yaml.j2",
+        metadata=metadata(plan, "argocd", application_name(plan), argocd.namespace, wave=WAVE_CONFIG),
+        argocd=argocd,
+        path=path,
+    )
+    return [manifest("argocd", app)]

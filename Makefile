@@ -1,0 +1,45 @@
+# Two entry points for a fresh machine:
+#   make build  - set up, then compile the bundled costplan.yaml for every environment into out/
+#   make test   - set up (incl. promtool), then run the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+COSTPLAN := $(VENV)/bin/costplan
+
+# CRD schemas for custom resources, kubeconform layout. Uses the reference
+# copy beside the project when it exists; override with your own location.
+SHARED_CRD_SCHEMAS := $(abspath ../shared/crd-schemas)
+ifneq ($(wildcard $(SHARED_CRD_SCHEMAS)),)
+COSTPLAN_SCHEMA_LOCATION ?= $(SHARED_CRD_SCHEMAS)/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json
+export COSTPLAN_SCHEMA_LOCATION
+endif
+
+.PHONY: build test setup tools bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# promtool and the Prometheus server (Debian's package) for rule tests.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus package (promtool)" >&2; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+build: setup
+	$(COSTPLAN) build --all-envs -o out
+
+test: setup tools
+	$(PY) -m pytest -q
+
+bench: setup tools
+	$(PY) benchmarks/build_bench.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

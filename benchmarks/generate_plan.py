@@ -1,0 +1,82 @@
+"""Generate a large, valid plan for benchmarks.
+
+``python benchmarks/generate_plan.py --scale 1 -o /tmp/big`` writes
+``/tmp/big/costplan.yaml`` with 500 teams, 5,000 users and 100 models at
+scale 1 (users and teams grow linearly with ``--scale``; models, tiers and
+GPU instances stay the size a real platform has).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "costplan.yaml"
+
+
+def make_plan(teams: int, users_per_team: int, models: int) -> dict:
+    """A plan shaped like the bundled one, with many teams, users and models."""
+    base = yaml.load(BUNDLED.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    tiers = [t["name"] for t in base["tiers"]]
+    sources = base["usageSources"]
+    plan = {key: value for key, value in base.items() if key not in ("models", "teams", "budgets")}
+    plan["models"] = []
+    for index in range(models):
+        if index % 2:
+            pricing = {"type": "perMillionTokens", "input": "0.5", "output": "1.5", "cachedInput": "0.05"}
+            source = "envoy-ai"
+        else:
+            pricing = {"type": "perRequest", "price": "0.002"}
+            source = "limitador"
+        plan["models"].append(
+            {
+                "name": f"model-{index:03d}",
+                "modelName": f"org/model-{index:03d}",
+                "provider": "openai" if index % 2 else "self-hosted",
+                "usageSource": source,
+                "pricing": pricing,
+            }
+        )
+    plan["usageSources"] = sources
+    plan["teams"] = []
+    for t in range(teams):
+        name = f"team-{t:05d}"
+        plan["teams"].append(
+            {
+                "name": name,
+                "costCenter": f"CC-{t:05d}",
+                "namespaces": [name],
+                "tier": tiers[t % len(tiers)],
+                "users": [
+                    {"id": f"user-{t:05d}-{u:03d}", "apiKey": {"secretName": f"apikey-{t:05d}-{u:03d}"}}
+                    for u in range(users_per_team)
+                ],
+                "budgets": [{"name": "monthly", "amount": 1000 + t, "period": "month", "thresholds": [80, 100]}],
+            }
+        )
+    plan["budgets"] = [{"name": "company-monthly", "amount": 10_000_000, "period": "month", "thresholds": [100]}]
+    return plan
+
+
+def write_plan(directory: Path, scale: float = 1.0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    plan = make_plan(teams=max(1, int(500 * scale)), users_per_team=10, models=100)
+    path = directory / "costplan.yaml"
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    path.write_text(yaml.dump(plan, Dumper=dumper, sort_keys=False))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="1 = 500 teams, 5,000 users")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="directory for costplan.yaml")
+    args = parser.parse_args()
+    print(write_plan(args.output, args.scale))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""The command line: the only place that prints or exits.
+
+stdout carries data (manifests, JSON, the schema); stderr carries messages.
+Exit codes (documented in the README):
+
+    0  success
+    1  differences found (reserved for diff/check modes)
+    2  usage error (bad option, unknown environment, missing tool)
+    3  the plan is invalid
+    4  cluster failure (reserved for apply/diff)
+    5  generated output failed validation (a costplan bug or a schema mismatch)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+from costplan import __version__
+
+EXIT_OK = 0
+EXIT_DIFF = 1
+EXIT_USAGE = 2
+EXIT_INVALID = 3
+EXIT_CLUSTER = 4
+EXIT_OUTPUT_INVALID = 5
+
+DEFAULT_PLAN = "costplan.yaml"
+
+
+class Console:
+    """Messages to stderr, at the verbosity chosen once at the root."""
+
+    def __init__(self, verbosity: int = 0) -> None:
+        self.verbosity = verbosity
+
+    def info(self, message: str) -> None:
+        if self.verbosity >= 0:
+            click.echo(message, err=True)
+
+    def detail(self, message: str) -> None:
+        if self.verbosity > 0:
+            click.echo(message, err=True)
+
+    def error(self, message: str) -> None:
+        click.echo(message, err=True)
+
+
+def _console(ctx: click.Context) -> Console:
+    return ctx.find_object(Console) or Console()
+
+
+def _fail(code: int, message: str | None = None) -> None:
+    if message:
+        click.echo(message, err=True)
+    sys.exit(code)
+
+
+plan_option = click.option(
+    "-f",
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PLAN,
+    envvar="COSTPLAN_PLAN",
+    show_default=True,
+    help="The plan file; overlays are read from environments/ beside it.",
+)
+env_option = click.option("-e", "--env", "environment", help="Merge environments/ENV.yaml onto the plan.")
+all_envs_option = click.option("--all-envs", is_flag=True, help="Every environment in environments/.")
+
+
+def _environments(plan_path: Path, environment: str | None, all_envs: bool) -> list[str | None]:
+    from costplan.pipeline import list_environments
+
+    if environment and all_envs:
+        raise click.UsageError("--env and --all-envs exclude each other")
+    if all_envs:
+        names = list_environments(plan_path)
+        if not names:
+            raise click.UsageError(f"no environments/*.yaml beside {plan_path}")
+        return list(names)
+    return [environment]
+
+
+def _report_invalid(ctx: click.Context, diagnostics: Sequence[Any], output_format: str) -> None:
+    from costplan.diagnostics import render_json, render_text
+
+    if output_format == "json":
+        click.echo(render_json(diagnostics))
+    else:
+        click.echo(render_text(diagnostics), err=True)
+        errors = sum(1 for d in diagnostics if d.severity == "error")
+        _console(ctx).info(f"{errors} error(s) in the plan")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="costplan")
+@click.option("-v", "--verbose", count=True, help="More messages on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Compile an LLM chargeback plan (costplan.yaml) into cluster config."""
+    ctx.obj = Console(-1 if quiet else verbose)
+
+
+@main.command()
+@plan_option
+@env_option
+@all_envs_option
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def validate(ctx: click.Context, plan_path: Path, environment: str | None, all_envs: bool, output_format: str) -> None:
+    """Check the plan (and overlays) against the schema and semantic rules.
+
+    Every problem is reported at once as FILE:LINE:COLUMN: /POINTER: MESSAGE [CHECK].
+    Exit 0 when valid, 3 when not.
+    """
+    from costplan.diagnostics import sort_diagnostics
+    from costplan.pipeline import load_document, validate_document
+
+    diagnostics = []
+    for env in _environments(plan_path, environment, all_envs):
+        diagnostics.extend(validate_document(load_document(plan_path, env)))
+    diagnostics = sort_diagnostics(diagnostics)
+    errors = [d for d in diagnostics if d.severity == "error"]
+    if errors or (diagnostics and output_format == "json"):
+        _report_invalid(ctx, diagnostics, output_format)
+        if errors:
+            _fail(EXIT_INVALID)
+    elif diagnostics:
+        _report_invalid(ctx, diagnostics, output_format)
+    if output_format == "json" and not diagnostics:
+        click.echo('{\n  "valid": true,\n  "diagnostics": []\n}')
+    _console(ctx).info(f"{plan_path}: valid")
+
+
+@main.command()
+@plan_option
+@env_option
+@all_envs_option
+@click.option(
+    "-o",
+    "--output",
+    "output_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write DIR/<env>/<component>/<kind>-<name>.yaml (atomically). Without it: YAML stream on stdout.",
+)
+@click.option(
+    "--schema-location",
+    "schema_locations",
+    multiple=True,
+    envvar="COSTPLAN_SCHEMA_LOCATION",
+    help="Where CRD JSON schemas live, kubeconform style, e.g. "
+    "'schemas/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json'. Repeatable.",
+)
+@click.option("--kubernetes-version", default="1.33", show_default=True, help="Schemas of this version for core kinds.")
+@click.option("--strict-schemas", is_flag=True, help="A custom resource without a schema is an error.")
+@click.option("--kubeconform", "use_kubeconform", is_flag=True, help="Also run kubeconform through docker.")
+@click.pass_context
+def build(
+    ctx: click.Context,
+    plan_path: Path,
+    environment: str | None,
+    all_envs: bool,
+    output_dir: Path | None,
+    schema_locations: Sequence[str],
+    kubernetes_version: str,
+    strict_schemas: bool,
+    use_kubeconform: bool,
+) -> None:
+    """Compile the plan into manifests, validated before anything is written."""
+    from costplan import output, pipeline, verify
+    from costplan.diagnostics import PlanInvalid
+
+    console = _console(ctx)
+    envs = _environments(plan_path, environment, all_envs)
+    locations = _split_locations(schema_locations)
+    try:
+        result = pipeline.build(plan_path, envs)
+    except PlanInvalid as invalid:
+        _report_invalid(ctx, invalid.diagnostics, "text")
+        _fail(EXIT_INVALID)
+        return
+    try:
+        validator = verify.ManifestValidator(
+            kubernetes_version=kubernetes_version, schema_locations=locations, strict=strict_schemas
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    problems = []
+    for env, artifacts in result.environments.items():
+        for problem in validator.validate_all(artifacts):
+            problems.append((env, problem))
+    for env, problem in problems:
+        line = f"{env}/{problem.render()}"
+        console.error(line) if problem.severity == "error" else console.info(f"warning: {line}")
+    if any(p.severity == "error" for _, p in problems):
+        _fail(EXIT_OUTPUT_INVALID, "generated output failed validation; nothing was written")
+    files = {
+        f"{env}/{path}": text
+        for env, artifacts in result.environments.items()
+        for path, text in output.render_environment(artifacts, result.plan_name, env).items()
+    }
+    if output_dir is None:
+        click.echo(output.render_stream(result.environments, result.plan_name), nl=False)
+        return
+    if all_envs:
+        output.write_tree(files, output_dir)
+    else:
+        env = next(iter(result.environments))
+        prefix = f"{env}/"
+        output.write_tree({k[len(prefix):]: v for k, v in files.items()}, output_dir / env)
+    count = sum(len(a) for a in result.environments.values())
+    console.info(f"wrote {count} artifacts for {', '.join(result.environments)} to {output_dir}")
+    if use_kubeconform:
+        _kubeconform(console, output_dir, locations, kubernetes_version)
+
+
+def _split_locations(values: Sequence[str]) -> list[str]:
+    from costplan.verify import split_locations
+
+    return split_locations(values)
+
+
+def _kubeconform(console: Console, directory: Path, locations: list[str], kubernetes_version: str) -> None:
+    from costplan import verify
+
+    try:
+        problems = verify.run_kubeconform(directory, locations, kubernetes_version)
+    except verify.KubeconformUnavailable as exc:
+        _fail(EXIT_USAGE, f"cannot run kubeconform: {exc}")
+        return
+    for problem in problems:
+        console.error(problem.render())
+    if any(p.severity == "error" for p in problems):
+        _fail(EXIT_OUTPUT_INVALID, "kubeconform found problems")
+    console.info("kubeconform: all manifests valid")
+
+
+@main.command()
+def schema() -> None:
+    """Print the plan's JSON Schema (for editors and CI)."""
+    from costplan.schema import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
+@main.command()
+@plan_option
+def envs(plan_path: Path) -> None:
+    """List the environments found in environments/ beside the plan."""
+    from costplan.pipeline import list_environments
+
+    for name in list_environments(plan_path):
+        click.echo(name)
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules are optional pieces of the package."""
+    try:
+        from costplan.report import report_command
+    except ImportError:  # pragma: no cover - report module not installed
+        return
+    main.add_command(report_command, "report")
+
+
+_register_optional_commands()

@@ -1,0 +1,80 @@
+"""Pieces every generator shares: object metadata, and the team namespaces.
+
+Every object costplan writes carries the same identifying labels, so a
+cluster operator (and ``costplan apply``'s pruning) can find them all with
+one selector, and Argo CD orders them by sync wave.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from costplan import conventions as c
+from costplan.artifacts import Artifact, manifest
+from costplan.model import Plan
+
+# Argo CD sync waves: namespaces and config first, workloads next, then the
+# custom resources that depend on both.
+WAVE_NAMESPACES = -10
+WAVE_CONFIG = -5
+WAVE_WORKLOADS = 0
+WAVE_POLICIES = 5
+
+
+def metadata(
+    plan: Plan,
+    component: str,
+    name: str,
+    namespace: str | None = None,
+    *,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    wave: int | None = None,
+) -> dict[str, Any]:
+    """``metadata`` for a generated object: name, namespace, standard labels."""
+    all_labels = {
+        c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE,
+        c.LABEL_PART_OF: "costplan",
+        c.LABEL_PLAN: plan.name,
+        c.LABEL_ENVIRONMENT: plan.environment,
+        c.LABEL_COMPONENT: component,
+    }
+    all_labels.update(labels or {})
+    meta: dict[str, Any] = {"name": name, "labels": dict(sorted(all_labels.items()))}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    all_annotations = dict(annotations or {})
+    if wave is not None:
+        all_annotations[c.ANNOTATION_SYNC_WAVE] = str(wave)
+    if all_annotations:
+        meta["annotations"] = dict(sorted(all_annotations.items()))
+    return meta
+
+
+def generate(plan: Plan) -> list[Artifact]:
+    """Team namespaces, labelled with team and cost center.
+
+    OpenCost and Kubecost attribute cost by namespace label (a ``team``
+    label on the namespace is enough), and the spend rules map namespace to
+    team from the same labels. Server-side apply only owns these labels, so
+    namespaces created by someone else keep everything else they have.
+    """
+    artifacts = []
+    owners: dict[str, Any] = {}
+    for team in plan.teams:
+        for namespace in team.namespaces:
+            owners.setdefault(namespace, team)
+    for namespace, team in sorted(owners.items()):
+        labels = {c.LABEL_TEAM: team.name, c.LABEL_COST_CENTER.replace("_", "-"): team.cost_center}
+        labels.update(team.labels)
+        artifacts.append(
+            manifest(
+                "namespaces",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": metadata(plan, "namespaces", namespace, labels=labels, wave=WAVE_NAMESPACES),
+                },
+            )
+        )
+    return artifacts
