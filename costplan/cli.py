@@ -83,6 +83,9 @@ def _environments(plan_path: Path, environment: str | None, all_envs: bool) -> l
         if not names:
             raise click.UsageError(f"no environments/*.yaml beside {plan_path}")
         return list(names)
+    if environment is not None and plan_path.is_file() and environment not in list_environments(plan_path):
+        known = ", ".join(list_environments(plan_path)) or "none"
+        raise click.UsageError(f"no environment {environment!r} beside {plan_path} (known: {known})")
     return [environment]
 
 

@@ -1,0 +1,155 @@
+"""The command line as a user meets it: exit codes, streams, determinism, atomicity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from costplan.cli import main
+from tests.conftest import CRD_SCHEMA_LOCATION, ROOT
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Path:
+    """A copy of the bundled plan and its environments, safe to break."""
+    shutil.copy(ROOT / "costplan.yaml", tmp_path / "costplan.yaml")
+    shutil.copytree(ROOT / "environments", tmp_path / "environments")
+    return tmp_path
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def build_args(workspace: Path, *extra: str) -> list[str]:
+    return ["build", "-f", str(workspace / "costplan.yaml"), "--schema-location", CRD_SCHEMA_LOCATION,
+            "--strict-schemas", *extra]
+
+
+def test_version_and_help_list_only_real_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    commands = result.output.split("Commands:")[1].split()
+    for name in ("build", "envs", "schema", "validate"):
+        assert name in commands
+    assert "apply" not in commands and "diff" not in commands
+    assert run("--version").output.startswith("costplan, version ")
+
+
+def test_validate_the_bundled_plan_and_every_environment(workspace):
+    result = run("validate", "-f", str(workspace / "costplan.yaml"), "--all-envs")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+
+
+def test_envs_lists_the_overlays(workspace):
+    assert run("envs", "-f", str(workspace / "costplan.yaml")).stdout.split() == ["dev", "prod", "staging"]
+
+
+def test_schema_prints_json_schema_on_stdout():
+    result = run("schema")
+    schema = json.loads(result.stdout)
+    assert schema["$schema"].endswith("2020-12/schema")
+
+
+def test_build_all_envs_twice_is_byte_identical(workspace, tmp_path):
+    first, second = tmp_path / "one", tmp_path / "two"
+    assert run(*build_args(workspace, "--all-envs", "-o", str(first))).exit_code == 0
+    assert run(*build_args(workspace, "--all-envs", "-o", str(second))).exit_code == 0
+    a, b = tree(first), tree(second)
+    assert a == b
+    assert {p.split("/")[0] for p in a} == {"dev", "prod", "staging"}
+    assert all((first / env / "kustomization.yaml").is_file() for env in ("dev", "prod", "staging"))
+
+
+def test_kustomization_lists_exactly_the_manifests_written(workspace, tmp_path):
+    out = tmp_path / "out"
+    assert run(*build_args(workspace, "--env", "prod", "-o", str(out))).exit_code == 0
+    listed = set(yaml.safe_load((out / "prod" / "kustomization.yaml").read_text())["resources"])
+    for path in listed:
+        doc = yaml.safe_load((out / "prod" / path).read_text())
+        assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"]
+    on_disk = {str(p.relative_to(out / "prod")) for p in (out / "prod").rglob("*.yaml")}
+    not_listed = on_disk - listed - {"kustomization.yaml"}
+    for path in not_listed:  # only plain files (Helm values, rule files) stay out of kustomize
+        assert "kind" not in (yaml.safe_load((out / "prod" / path).read_text()) or {}) or path.endswith(".rules.yaml")
+
+
+def test_an_empty_overlay_changes_nothing_but_the_environment_name(workspace, tmp_path):
+    (workspace / "environments" / "same.yaml").write_text("{}\n")
+    base = run(*build_args(workspace))
+    same = run(*build_args(workspace, "--env", "same"))
+    assert base.exit_code == same.exit_code == 0
+    normalise = lambda text: text.replace("'same'", "'base'").replace(": same", ": base").replace("-same", "-base").replace("/same", "/base")  # noqa: E731
+    assert normalise(same.stdout) == base.stdout
+
+
+def test_stdout_stream_is_only_kubernetes_objects(workspace):
+    result = run(*build_args(workspace, "--env", "dev"))
+    assert result.exit_code == 0
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d is not None]
+    assert docs, "the stream has documents"
+    assert all({"apiVersion", "kind", "metadata"} <= set(d) for d in docs)
+
+
+BROKEN = "teams:\n  - name: ml-research\n    tier: gold\n"
+
+
+def test_invalid_plan_exits_3_with_positions_no_traceback_and_keeps_output(workspace, tmp_path):
+    out = tmp_path / "out"
+    assert run(*build_args(workspace, "--all-envs", "-o", str(out))).exit_code == 0
+    before = tree(out)
+    (workspace / "environments" / "dev.yaml").write_text(BROKEN)
+    result = run(*build_args(workspace, "--all-envs", "-o", str(out)))
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert "environments/dev.yaml:3:11: /teams/0/tier:" in result.stderr
+    assert tree(out) == before
+
+
+def test_invalid_plan_streams_nothing_to_stdout(workspace):
+    (workspace / "environments" / "dev.yaml").write_text(BROKEN)
+    result = run(*build_args(workspace, "--env", "dev"))
+    assert result.exit_code == 3 and result.stdout == ""
+
+
+def test_validate_json_format_reports_on_stdout(workspace):
+    (workspace / "environments" / "dev.yaml").write_text(BROKEN)
+    result = run("validate", "-f", str(workspace / "costplan.yaml"), "--env", "dev", "--format", "json")
+    assert result.exit_code == 3
+    report = json.loads(result.stdout)
+    assert report["valid"] is False
+    assert report["diagnostics"][0]["pointer"] == "/teams/0/tier"
+
+
+def test_unknown_environment_is_a_usage_error(workspace):
+    result = run("validate", "-f", str(workspace / "costplan.yaml"), "--env", "nope")
+    assert result.exit_code == 2
+    assert "nope" in result.stderr and "dev, prod, staging" in result.stderr
+
+
+def test_env_and_all_envs_exclude_each_other(workspace):
+    assert run("validate", "-f", str(workspace / "costplan.yaml"), "--env", "dev", "--all-envs").exit_code == 2
+
+
+def test_a_missing_plan_file_is_reported_not_a_crash(tmp_path):
+    result = run("validate", "-f", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 3
+    assert "nope.yaml:1:1: /: file not found [file-missing]" in result.stderr
+
+
+def test_kubeconform_without_docker_says_so_clearly(workspace, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    result = run(*build_args(workspace, "--env", "dev", "-o", str(tmp_path / "o"), "--kubeconform"))
+    assert result.exit_code == 2
+    assert "docker" in result.stderr.lower()
