@@ -67,3 +67,211 @@ ANNOTATION_SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 # --------------------------------------------------------------------------
 
 METRIC_PREFIX = "costplan:"
+
+# --------------------------------------------------------------------------
+# Series the outputs read (dashboards, `costplan report`, e2e test).
+#
+# Agreed names for the spend rules' output until that section above defines
+# them; if it names them differently, alias these constants to those names.
+# Every "per step" series holds the amount of one rule evaluation step
+# (SPEND_STEP) ending at the sample's timestamp, so summing its samples over
+# a period gives the period's amount exactly, with no extrapolation.
+# --------------------------------------------------------------------------
+
+SPEND_STEP = "5m"
+SPEND_STEP_SECONDS = 300
+
+# Money of record charged to callers during one step (currency units), by
+# user, team, tier, model, cost_center. Includes gpuHourly models.
+METRIC_SPEND_STEP = "costplan:spend:increase5m"
+# Requests during one step, same identity labels.
+METRIC_REQUESTS_STEP = "costplan:requests:increase5m"
+# Tokens during one step, same identity labels plus token_type.
+METRIC_TOKENS_STEP = "costplan:tokens:increase5m"
+# GPU cost during one step of GPUs requested by model servers, by model,
+# gpu_instance, namespace, team; and of GPUs nobody requested, by gpu_instance.
+METRIC_GPU_SPEND_STEP = "costplan:gpu_spend:increase5m"
+METRIC_GPU_IDLE_SPEND_STEP = "costplan:gpu_idle_spend:increase5m"
+# Period-to-date spend and amount of every budget, by team (absent for a
+# global budget), budget, period.
+METRIC_BUDGET_SPEND = "costplan:budget_spend:period_to_date"
+METRIC_BUDGET_AMOUNT = "costplan:budget_amount"
+# Share of requests the gateway rejected with 429, by tier (0..1).
+METRIC_RATE_LIMITED_RATIO = "costplan:rate_limited:ratio_rate5m"
+
+# Token types on METRIC_TOKENS_STEP.
+TOKEN_TYPE_INPUT = "input"
+TOKEN_TYPE_OUTPUT = "output"
+TOKEN_TYPE_CACHED = "cached_input"
+TOKEN_TYPE_REASONING = "reasoning"
+
+# What the cost engine exports ($ per GPU-hour, per node); not costplan's.
+ENGINE_METRIC_NODE_GPU_HOURLY_COST = "node_gpu_hourly_cost"
+
+OUTPUT_METRICS = (
+    METRIC_SPEND_STEP,
+    METRIC_REQUESTS_STEP,
+    METRIC_TOKENS_STEP,
+    METRIC_GPU_SPEND_STEP,
+    METRIC_GPU_IDLE_SPEND_STEP,
+    METRIC_BUDGET_SPEND,
+    METRIC_BUDGET_AMOUNT,
+    METRIC_RATE_LIMITED_RATIO,
+)
+
+# --------------------------------------------------------------------------
+# Gateway enforcement (Kuadrant policies, key Secrets, scrape monitors)
+# --------------------------------------------------------------------------
+
+# The data key Authorino reads the API key from in each key Secret, and the
+# field of the remote secret (external-secrets) that holds the key.
+SECRET_API_KEY_FIELD = "api_key"
+
+# Metric label -> CEL the TelemetryPolicy evaluates for it. The identity
+# fields are published by the AuthPolicy; the model is read from the OpenAI
+# style response body, so it only resolves where a body is seen: Limitador
+# carries it on ``authorized_hits`` (token counting), not on
+# ``authorized_calls`` or ``limited_calls``.
+TELEMETRY_LABEL_EXPRESSIONS = {
+    LABEL_USER: f"auth.identity.{IDENTITY_USER}",
+    LABEL_TEAM: f"auth.identity.{IDENTITY_TEAM}",
+    LABEL_TIER: f"auth.identity.{IDENTITY_TIER}",
+    LABEL_COST_CENTER: f"auth.identity.{IDENTITY_COST_CENTER}",
+    LABEL_MODEL: 'responseBodyJSON("/model")',
+}
+# Identity labels the TelemetryPolicy cannot put on Limitador metrics at all
+# (every one of IDENTITY_LABELS is available; ``model`` with the caveat above).
+TELEMETRY_UNAVAILABLE_LABELS: tuple[str, ...] = ()
+
+# The legacy path: the chargeback demo's custom Limitador image, which exports
+# ``authorized_calls_with_user_and_group{user, group}`` (group = tier).
+LEGACY_LIMITADOR_IMAGE = "ghcr.io/nerdalert/limitador:latest"
+LEGACY_LIMITADOR_METRIC = "authorized_calls_with_user_and_group"
+LEGACY_LIMITADOR_GROUP_LABEL = "group"
+# The Limitador CR the Kuadrant operator creates in its namespace.
+LIMITADOR_CR_NAME = "limitador"
+# Free-text explanation on objects whose purpose is not obvious from the kind.
+ANNOTATION_NOTE = "costplan.dev/note"
+
+# Scraping: the Service limitador-operator creates carries ``app: limitador``
+# and serves /metrics on its port named ``http`` (8080).
+LIMITADOR_SERVICE_LABELS = {"app": "limitador"}
+LIMITADOR_METRICS_PORT = "http"
+# Model-server pods opt into scraping with this label (value = the model's
+# ``server``); vLLM serves /metrics on its API port, 8000 by default.
+LABEL_MODEL_SERVER = "costplan.dev/model-server"
+MODEL_SERVER_METRICS_PORT = 8000
+
+# -- Constant series compiled from the plan (group costplan-prices) --------
+METRIC_PRICE_PER_REQUEST = "costplan:price_per_request"  # {model, tier}
+METRIC_PRICE_PER_TOKEN = "costplan:price_per_token"  # {model, tier, token_type}
+METRIC_INCLUDED_TOKENS_PER_REQUEST = "costplan:included_tokens_per_request"  # {model, tier}
+METRIC_PRICE_PER_OVERAGE_TOKEN = "costplan:price_per_overage_token"  # {model, tier}
+METRIC_VOLUME_BAND_START = "costplan:volume_band_start"  # {model, tier, band, unit, period}
+METRIC_VOLUME_BAND_PRICE = "costplan:volume_band_price"  # {model, tier, band, unit, period}
+METRIC_VOLUME_BAND_PRICE_STEP = "costplan:volume_band_price_step"  # {model, tier, band, unit, period}
+METRIC_GPU_PRICE_PER_HOUR = "costplan:gpu_price_per_hour"  # {gpu_instance, instance_type}
+METRIC_MODEL_INFO = "costplan:model_info"  # {model, model_name, source, provider}
+METRIC_MODEL_OWNER = "costplan:model_owner"  # {model, team, tier}
+METRIC_TEAM_INFO = "costplan:team_info"  # {team, tier, cost_center}
+METRIC_NAMESPACE_TEAM = "costplan:namespace_team"  # {namespace, team, cost_center}
+METRIC_BUDGET_AMOUNT = "costplan:budget_amount"  # {team, budget, period}
+METRIC_BUDGET_THRESHOLD_AMOUNT = "costplan:budget_threshold_amount"  # {team, budget, period, threshold}
+METRIC_TIMEZONE_OFFSET = "costplan:timezone_offset_seconds"  # {}
+METRIC_PERIOD_START_LOCAL = "costplan:period_start_local_seconds"  # {period}
+METRIC_PERIOD_END_LOCAL = "costplan:period_end_local_seconds"  # {period}
+METRIC_PERIOD_START = "costplan:period_start_seconds"  # {period}
+METRIC_PERIOD_END = "costplan:period_end_seconds"  # {period}
+
+# -- Normalised usage (group costplan-usage) -------------------------------
+METRIC_USAGE_REQUESTS_RATE = "costplan:usage_requests:rate5m"  # {source, model, model_name, user, team, tier}
+METRIC_USAGE_REQUESTS_HOURLY = "costplan:usage_requests:increase1h"
+METRIC_USAGE_TOKENS_RATE = "costplan:usage_tokens:rate5m"  # ... + token_type
+METRIC_USAGE_TOKENS_HOURLY = "costplan:usage_tokens:increase1h"
+METRIC_USAGE_LIMITED_RATE = "costplan:usage_limited_requests:rate5m"  # {source, user, team, tier}
+METRIC_GPU_REQUESTED = "costplan:gpu_requested"  # {namespace, node}
+METRIC_GPU_ALLOCATABLE = "costplan:gpu_allocatable"  # {node}
+METRIC_GPU_NODE_PRICE = "costplan:gpu_node_price_per_hour"  # {node, instance_type, gpu_instance}
+METRIC_GPU_COST_RATE = "costplan:gpu_cost:per_second"  # {namespace, gpu_instance, team, cost_center}
+METRIC_GPU_IDLE_COST_RATE = "costplan:gpu_idle_cost:per_second"  # {node, instance_type, gpu_instance}
+
+# -- Period-to-date volumes for non-linear prices (group costplan-volume) --
+METRIC_USAGE_REQUESTS_PTD = "costplan:usage_requests:period_to_date"  # {user, team, tier, model, period}
+METRIC_USAGE_TOKENS_PTD = "costplan:usage_tokens:period_to_date"  # {user, team, tier, model, period}
+METRIC_OVERAGE_TOKENS_PTD = "costplan:overage_tokens:period_to_date"  # {user, team, tier, model, period}
+METRIC_VOLUME_PTD = "costplan:volume:period_to_date"  # {team, tier, model, unit, period}
+METRIC_VOLUME_MARGINAL_PRICE = "costplan:volume_marginal_price"  # {team, tier, model, unit, period}
+METRIC_CHARGE_PTD = "costplan:charge:period_to_date"  # {charge, user, team, tier, model, period}
+
+# -- Money (group costplan-spend); money per second or per window ---------
+METRIC_SPEND_RATE = "costplan:spend:rate5m"  # {charge, user, team, tier, model, cost_center, token_type}
+METRIC_SPEND_HOURLY = "costplan:spend:increase1h"
+ROLLUPS = {  # roll-up name -> labels kept
+    "user": ("user", "team", "tier", "cost_center"),
+    "team": ("team", "cost_center"),
+    "tier": ("tier",),
+    "model": ("model",),
+    "cost_center": ("cost_center",),
+}
+WINDOW_RATE = "rate5m"  # money per second, 5m rate
+WINDOW_HOUR = "increase1h"  # money in the last hour
+WINDOW_DAY = "increase1d"  # money in the last 24 hours
+
+
+def spend_rollup(by: str, window: str) -> str:
+    """``costplan:spend_by_<by>:<window>``, e.g. ``costplan:spend_by_team:increase1h``."""
+    return f"{METRIC_PREFIX}spend_by_{by}:{window}"
+
+
+METRIC_GPU_COST_BY_TEAM_HOURLY = "costplan:gpu_cost_by_team:increase1h"  # {namespace, team, cost_center, gpu_instance}
+METRIC_GPU_IDLE_COST_HOURLY = "costplan:gpu_idle_cost:increase1h"  # {node, instance_type, gpu_instance}
+METRIC_COST_PER_REQUEST = "costplan:cost_per_request_by_model:rate5m"  # {model}
+METRIC_COST_PER_REQUEST_P95 = "costplan:cost_per_request_by_model:p95_1h"  # {model}
+METRIC_COST_PER_MILLION_TOKENS = "costplan:cost_per_million_tokens_by_model:rate5m"  # {model}
+METRIC_RATE_LIMITED_RATIO = "costplan:rate_limited_ratio:rate5m"  # {source, team, tier}
+
+# -- Budgets (group costplan-budgets) -------------------------------------
+METRIC_SPEND_PTD_BY_TEAM = "costplan:spend_by_team:period_to_date"  # {team, cost_center, period}
+METRIC_SPEND_PTD = "costplan:spend:period_to_date"  # {period}
+METRIC_BUDGET_SPEND = "costplan:budget_spend"  # {team, budget, period}
+METRIC_BUDGET_UTILIZATION = "costplan:budget_utilization_ratio"  # {team, budget, period}
+METRIC_BUDGET_FORECAST = "costplan:budget_forecast"  # {team, budget, period}
+
+# -- Label values ----------------------------------------------------------
+LABEL_CHARGE = "charge"
+LABEL_UNIT = "unit"
+LABEL_BAND = "band"
+LABEL_THRESHOLD = "threshold"
+LABEL_MODEL_NAME = "model_name"
+LABEL_PROVIDER = "provider"
+LABEL_NODE = "node"
+LABEL_INSTANCE_TYPE = "instance_type"
+LABEL_SEVERITY = "severity"
+CHARGE_REQUEST = "request"
+CHARGE_TOKEN = "token"
+CHARGE_OVERAGE = "overage"
+CHARGE_VOLUME = "volume"
+CHARGE_GPU = "gpu"
+TOKEN_TYPES = ("input", "cached_input", "output", "reasoning")  # disjoint
+TOKEN_TYPE_TOTAL = "total"  # sources that count only total tokens
+PERIODS = ("day", "week", "month")
+
+
+def rolling_period(window: str) -> str:
+    """``period`` label value of a rolling-window budget: ``rolling_7d``."""
+    return f"rolling_{window}"
+
+
+# -- Rule groups and alerts ------------------------------------------------
+GROUP_PRICES = "costplan-prices"
+GROUP_USAGE = "costplan-usage"
+GROUP_VOLUME = "costplan-volume"
+GROUP_SPEND = "costplan-spend"
+GROUP_BUDGETS = "costplan-budgets"
+GROUP_ALERTS = "costplan-alerts"
+ALERT_BUDGET_THRESHOLD = "CostplanBudgetThresholdReached"
+ALERT_BUDGET_FORECAST = "CostplanBudgetForecastExceeded"
+ALERT_SPEND_ANOMALY = "CostplanSpendAnomaly"
+ALERT_RATE_LIMITED = "CostplanRateLimitPressure"
+ALERT_COST_PER_REQUEST = "CostplanCostPerRequestHigh"
+ALERT_SOURCE_ABSENT = "CostplanUsageSourceAbsent"

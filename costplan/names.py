@@ -79,5 +79,21 @@ def promql_regex_literal(values: list[str]) -> str:
 
 
 def cel_string(value: str) -> str:
-    """A CEL double-quoted string literal; JSON escaping is a valid subset of CEL's."""
-    return json.dumps(value, ensure_ascii=True)
+    """A CEL double-quoted string literal that means exactly ``value``.
+
+    Printable ASCII stays as is (quote and backslash escaped); everything
+    else becomes ``\\uXXXX`` or, beyond the basic plane, ``\\UXXXXXXXX``
+    (CEL, unlike JSON, has no surrogate pairs).
+    """
+    out = []
+    for ch in value:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
