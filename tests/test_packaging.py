@@ -1,0 +1,28 @@
+"""The installed package must carry everything the checkout has."""
+
+from __future__ import annotations
+
+import tomllib
+
+from tests.conftest import ROOT
+
+
+def test_every_subpackage_is_listed_in_pyproject():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in (ROOT / "costplan").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert "costplan._data" in listed
+
+
+def test_schemas_and_templates_ship_as_package_data():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["costplan._data"]
+    shipped = {str(p.relative_to(ROOT)) for pattern in patterns for p in ROOT.glob(pattern)}
+    on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "schemas").glob("*.json")}
+    on_disk |= {str(p.relative_to(ROOT)) for p in (ROOT / "templates").rglob("*.j2")}
+    assert on_disk and on_disk <= shipped
