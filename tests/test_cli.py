@@ -84,13 +84,27 @@ def test_kustomization_lists_exactly_the_manifests_written(workspace, tmp_path):
         assert "kind" not in (yaml.safe_load((out / "prod" / path).read_text()) or {}) or path.endswith(".rules.yaml")
 
 
-def test_an_empty_overlay_changes_nothing_but_the_environment_name(workspace, tmp_path):
-    (workspace / "environments" / "same.yaml").write_text("{}\n")
-    base = run(*build_args(workspace))
-    same = run(*build_args(workspace, "--env", "same"))
-    assert base.exit_code == same.exit_code == 0
-    normalise = lambda text: text.replace("'same'", "'base'").replace(": same", ": base").replace("-same", "-base").replace("/same", "/base")  # noqa: E731
-    assert normalise(same.stdout) == base.stdout
+def test_empty_overlays_change_nothing_but_the_environment_name(workspace, tmp_path):
+    """Output depends on the environment only through what its overlay says."""
+    for name in ("zzonezz", "zztwozz"):
+        (workspace / "environments" / f"{name}.yaml").write_text("{}\n")
+    one = run(*build_args(workspace, "--env", "zzonezz"))
+    two = run(*build_args(workspace, "--env", "zztwozz"))
+    assert one.exit_code == two.exit_code == 0
+    assert "zztwozz" not in one.stdout
+    assert one.stdout.replace("zzonezz", "ENV") == two.stdout.replace("zztwozz", "ENV")
+
+
+def test_an_overlay_changes_exactly_what_it_says(workspace):
+    """dev.yaml lowers two budgets: only the budget series and their alerts move."""
+    (workspace / "environments" / "zzonezz.yaml").write_text("{}\n")
+    (workspace / "environments" / "zztwozz.yaml").write_text(
+        "teams:\n  - name: ml-research\n    budgets:\n      - name: monthly\n        amount: 123.45\n"
+    )
+    one = run(*build_args(workspace, "--env", "zzonezz")).stdout.replace("zzonezz", "ENV")
+    two = run(*build_args(workspace, "--env", "zztwozz")).stdout.replace("zztwozz", "ENV")
+    changed = [line for line in two.splitlines() if line not in set(one.splitlines())]
+    assert changed and all("123.45" in line for line in changed), changed
 
 
 def test_stdout_stream_is_only_kubernetes_objects(workspace):
@@ -153,3 +167,24 @@ def test_kubeconform_without_docker_says_so_clearly(workspace, tmp_path, monkeyp
     result = run(*build_args(workspace, "--env", "dev", "-o", str(tmp_path / "o"), "--kubeconform"))
     assert result.exit_code == 2
     assert "docker" in result.stderr.lower()
+
+
+def test_a_generated_object_that_breaks_its_schema_stops_the_build(workspace, tmp_path, monkeypatch):
+    """If any generator emits an invalid object, exit 5 and write nothing."""
+    from costplan import generators
+    from costplan.artifacts import manifest
+
+    out = tmp_path / "out"
+    assert run(*build_args(workspace, "--env", "dev", "-o", str(out))).exit_code == 0
+    before = tree(out)
+
+    def broken(plan):
+        return [manifest("x", {"apiVersion": "batch/v1", "kind": "CronJob",
+                               "metadata": {"name": "bad", "namespace": "x"},
+                               "spec": {"schedulee": "* * * * *", "jobTemplate": {}}})]
+
+    monkeypatch.setattr(generators, "GENERATORS", generators.GENERATORS + (("broken", broken),))
+    result = run(*build_args(workspace, "--env", "dev", "-o", str(out)))
+    assert result.exit_code == 5
+    assert "cronjob-bad" in result.stderr.lower() and "schedulee" in result.stderr
+    assert tree(out) == before
