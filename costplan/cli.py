@@ -262,13 +262,11 @@ def envs(plan_path: Path) -> None:
         click.echo(name)
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules are optional pieces of the package."""
-    try:
-        from costplan.report import report_command
-    except ImportError:  # pragma: no cover - report module not installed
-        return
+def _register_report_commands() -> None:
+    from costplan.report import check_gpu_prices_command, report_command
+
     main.add_command(report_command, "report")
+    main.add_command(check_gpu_prices_command, "check-gpu-prices")
 
 
-_register_optional_commands()
+_register_report_commands()

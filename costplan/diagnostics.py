@@ -35,6 +35,8 @@ CHECKS: dict[str, str] = {
     "pricing": "a pricing block is inconsistent (e.g. the first volume tier does not start at 0)",
     "secrets": "the secrets backend and the users' key references do not fit together",
     "usage-source": "a model's usage source cannot measure what its pricing needs",
+    "url": "a URL costplan's reports call is not an absolute http(s) URL",
+    "tier-no-effect": "a tier sets no limits, quotas or price changes (warning)",
 }
 
 

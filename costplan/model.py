@@ -159,6 +159,10 @@ class CostEngine:
     namespace: str
     chart_version: str | None
     image_tag: str | None
+    # Existing Secret with key ``openai_config.json``: enables OpenCost's
+    # ``openai`` custom-cost plugin (never configured from the plan itself).
+    openai_plugin_secret: str | None = None
+    plugin_version: str = "v0.0.15"
 
 
 @dataclass(frozen=True)
@@ -363,6 +367,36 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class SecretKey:
+    """A key of an existing Secret (the value itself never enters git)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Reports:
+    """The scheduled chargeback report and the GPU price check.
+
+    ``schedule`` is a cron expression in the plan's timezone; the default
+    runs on the 1st at 06:00 and reports the month that just ended.
+    Reports land on the PVC ``pvc_claim`` (created with ``pvc_size`` unless
+    ``create_pvc`` is false) and are also posted to the URL held in
+    ``webhook`` when set. ``namespace`` defaults to Prometheus' namespace.
+    """
+
+    enabled: bool = True
+    schedule: str = "0 6 1 * *"
+    namespace: str | None = None
+    image: str = "ghcr.io/costplan/costplan:0.1.0"
+    pvc_claim: str = "costplan-reports"
+    pvc_size: str = "1Gi"
+    create_pvc: bool = True
+    webhook: SecretKey | None = None
+    gpu_price_check_schedule: str = "17 * * * *"
+
+
+@dataclass(frozen=True)
 class Plan:
     """A whole, validated plan for one environment."""
 
@@ -379,6 +413,7 @@ class Plan:
     teams: tuple[Team, ...]
     budgets: tuple[Budget, ...]
     alerts: Alerts
+    reports: Reports = field(default_factory=Reports)
 
     # -- lookups generators need often ------------------------------------
 
@@ -507,6 +542,8 @@ def _integrations(doc: Mapping[str, Any]) -> Integrations:
             namespace=engine.get("namespace", engine.get("type", "none")),
             chart_version=_opt_str(engine.get("chartVersion")),
             image_tag=_opt_str(engine.get("imageTag")),
+            openai_plugin_secret=engine.get("openaiPlugin", {}).get("existingSecret"),
+            plugin_version=engine.get("openaiPlugin", {}).get("version", "v0.0.15"),
         ),
         grafana=Grafana(
             mode=grafana.get("mode", "sidecar"),
@@ -544,6 +581,25 @@ def _alerts(doc: Mapping[str, Any] | None) -> Alerts:
         anomaly_factor=to_decimal(doc.get("anomalyFactor", defaults.anomaly_factor)),
         cost_per_request_p95=_opt_decimal(doc.get("costPerRequestP95")),
         source_absent_for=doc.get("sourceAbsentFor", defaults.source_absent_for),
+    )
+
+
+def _reports(doc: Mapping[str, Any] | None) -> Reports:
+    doc = doc or {}
+    defaults = Reports()
+    webhook = doc.get("webhook")
+    return Reports(
+        enabled=bool(doc.get("enabled", defaults.enabled)),
+        schedule=doc.get("schedule", defaults.schedule),
+        namespace=doc.get("namespace"),
+        image=doc.get("image", defaults.image),
+        pvc_claim=doc.get("pvc", {}).get("claimName", defaults.pvc_claim),
+        pvc_size=doc.get("pvc", {}).get("size", defaults.pvc_size),
+        create_pvc=bool(doc.get("pvc", {}).get("create", defaults.create_pvc)),
+        webhook=None
+        if webhook is None
+        else SecretKey(name=webhook["secretName"], key=webhook.get("key", "url")),
+        gpu_price_check_schedule=doc.get("gpuPriceCheckSchedule", defaults.gpu_price_check_schedule),
     )
 
 
@@ -631,4 +687,5 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
         ),
         budgets=tuple(_budget(b, None) for b in doc.get("budgets", [])),
         alerts=_alerts(doc.get("alerts")),
+        reports=_reports(doc.get("reports")),
     )

@@ -104,7 +104,9 @@ def test_an_overlay_changes_exactly_what_it_says(workspace):
     one = run(*build_args(workspace, "--env", "zzonezz")).stdout.replace("zzonezz", "ENV")
     two = run(*build_args(workspace, "--env", "zztwozz")).stdout.replace("zztwozz", "ENV")
     changed = [line for line in two.splitlines() if line not in set(one.splitlines())]
-    assert changed and all("123.45" in line for line in changed), changed
+    # ml-research alerts at 50 %, 80 % and 100 % of 123.45: 61.725, 98.76, 123.45.
+    amounts = ("123.45", "98.76", "61.725")
+    assert changed and all(any(a in line for a in amounts) for line in changed), changed
 
 
 def test_stdout_stream_is_only_kubernetes_objects(workspace):

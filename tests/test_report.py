@@ -1,0 +1,278 @@
+"""The chargeback report: periods, queries, rounding, CSV/JSON/FOCUS shaping, CronJobs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import socket
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import CRD_SCHEMA_LOCATION, ENVIRONMENTS
+from costplan import report
+from costplan.generators import reports
+from costplan.model import Reports, SecretKey
+from costplan.pipeline import load_plan
+from costplan.promapi import Sample
+from costplan.verify import ManifestValidator
+
+UTC = timezone.utc
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# -- periods ---------------------------------------------------------------
+
+
+def test_month_in_berlin_follows_local_midnight_and_dst():
+    period = report.month_period("2026-10", BERLIN)
+    assert period.start == at("2026-09-30T22:00:00Z")  # CEST, UTC+2
+    assert period.end == at("2026-10-31T23:00:00Z")  # CET again after 25 October
+    parts = report.windows(period, BERLIN)
+    assert len(parts) == 31
+    lengths = [end - start for start, end in parts]
+    assert lengths.count(timedelta(hours=25)) == 1
+    assert parts[24] == (at("2026-10-24T22:00:00Z"), at("2026-10-25T23:00:00Z"))
+
+
+def test_default_period_is_the_last_full_month_and_current_is_clipped(bundled_plan):
+    plan = bundled_plan()  # UTC
+    now = at("2026-11-15T08:30:00Z")
+    last = report.choose_period(plan, None, None, None, now)
+    assert (last.start, last.end, last.label) == (at("2026-10-01T00:00:00Z"), at("2026-11-01T00:00:00Z"), "2026-10")
+    current = report.choose_period(plan, "current", None, None, now)
+    assert (current.start, current.end) == (at("2026-11-01T00:00:00Z"), now)
+    january = report.choose_period(plan, "last", None, None, at("2027-01-03T00:00:00Z"))
+    assert january.label == "2026-12"
+
+
+def test_custom_range_reads_naive_times_in_the_plan_timezone(bundled_plan):
+    plan = bundled_plan("prod")  # Europe/Berlin
+    period = report.choose_period(plan, None, "2026-10-01", "2026-10-02T12:00:00Z", at("2027-01-01T00:00:00Z"))
+    assert period.start == at("2026-09-30T22:00:00Z")
+    assert period.end == at("2026-10-02T12:00:00Z")
+    with pytest.raises(report.ReportError):
+        report.choose_period(plan, None, "2026-10-02", "2026-10-01", at("2027-01-01T00:00:00Z"))
+    with pytest.raises(report.ReportError):
+        report.choose_period(plan, "2026-13", None, None, at("2027-01-01T00:00:00Z"))
+
+
+def test_window_query_excludes_the_step_closing_at_the_start():
+    query = report.spend_query(at("2026-10-01T00:00:00Z"), at("2026-10-02T00:00:00Z"))
+    assert query == (
+        "sum by (team, user, tier, model, cost_center) "
+        "(sum_over_time(costplan:spend:increase1h[86399s:1h]))"
+    )
+    assert report.requests_query(at("2026-10-01T00:00:00Z"), at("2026-10-01T01:00:00Z")) == (
+        "sum by (team, user, tier, model) (sum_over_time(costplan:usage_requests:increase1h[3599s:1h]))"
+    )
+
+
+# -- rows and rounding -----------------------------------------------------
+
+
+def sample(value: str, **labels: str) -> Sample:
+    return Sample(labels=labels, value=Decimal(value))
+
+
+def test_rows_round_half_even_and_fill_the_cost_center(bundled_plan):
+    plan = bundled_plan()
+    start, end = at("2026-10-01T00:00:00Z"), at("2026-10-02T00:00:00Z")
+    rows = report.rows_from_samples(
+        plan,
+        start,
+        end,
+        spend=[
+            sample("0.15000000000000002", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet"),
+            sample("0.0000025", team="platform", user="batch-runner", tier="enterprise", model="mixtral-batch", cost_center="CC-0001"),
+        ],
+        requests=[sample("11.999999999", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet")],
+        tokens=[
+            sample("20000", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet", token_type="input"),
+            sample("5000.0000001", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet", token_type="output"),
+        ],
+    )
+    assert [(r.team, r.cost_center, r.cost) for r in rows] == [
+        ("ml-research", "CC-1001", Decimal("0.150000")),
+        ("platform", "CC-0001", Decimal("0.000002")),  # half-even: 0.0000025 -> 0.000002
+    ]
+    assert rows[0].requests == Decimal(12)
+    assert rows[0].tokens == {"input": Decimal(20000), "output": Decimal(5000)}
+
+
+def make_rows(plan):
+    d1 = (at("2026-10-01T00:00:00Z"), at("2026-10-02T00:00:00Z"))
+    d2 = (at("2026-10-02T00:00:00Z"), at("2026-10-03T00:00:00Z"))
+    row = report.UsageRow
+    return [
+        row(*d1, "ml-research", "premiumuser1", "premium", "claude-sonnet", "CC-1001", Decimal("1.250000"),
+            Decimal(10), {"input": Decimal(200000), "output": Decimal(50000)}),
+        row(*d2, "ml-research", "premiumuser2", "premium", "qwen3-0-6b", "CC-1001", Decimal("0.002000"), Decimal(1)),
+        row(*d2, "platform", "batch-runner", "enterprise", "qwen3-0-6b", "CC-0001", Decimal("0.800000"), Decimal(500)),
+    ]
+
+
+def test_views_add_up_to_one_total(bundled_plan):
+    plan = bundled_plan()
+    rows = make_rows(plan)
+    period = report.month_period("2026-10", UTC)
+    assert report.chargeback_csv(plan, period, rows, "team") == (
+        "period_start,period_end,team,cost_center,requests,input_tokens,output_tokens,cached_input_tokens,"
+        "reasoning_tokens,total_tokens,cost,currency\n"
+        "2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,ml-research,CC-1001,11,200000,50000,0,0,0,1.252000,USD\n"
+        "2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,platform,CC-0001,500,0,0,0,0,0,0.800000,USD\n"
+    )
+    document = json.loads(report.chargeback_json(plan, period, rows))
+    assert document["total"] == "2.052000"
+    assert [m["model"] for m in document["byModel"]] == ["claude-sonnet", "qwen3-0-6b"]
+    assert [m["cost"] for m in document["byModel"]] == ["1.250000", "0.802000"]
+    assert document["byCostCenter"] == [
+        {"cost_center": "CC-1001", "cost": "1.252000", "requests": "11",
+         "tokens": {"cached_input": "0", "input": "200000", "output": "50000", "reasoning": "0", "total": "0"}},
+        {"cost_center": "CC-0001", "cost": "0.800000", "requests": "500",
+         "tokens": {"cached_input": "0", "input": "0", "output": "0", "reasoning": "0", "total": "0"}},
+    ]
+    assert len(document["byUser"]) == 3 and len(document["detail"]) == 3
+
+
+def test_focus_rows(bundled_plan):
+    plan = bundled_plan()
+    out = list(csv.DictReader(io.StringIO(report.focus_csv(plan, make_rows(plan)))))
+    assert len(out) == 3
+    first, _, enterprise = out
+    assert first["ChargePeriodStart"] == "2026-10-01T00:00:00Z"
+    assert first["ChargePeriodEnd"] == "2026-10-02T00:00:00Z"
+    assert first["BillingPeriodStart"] == "2026-10-01T00:00:00Z"
+    assert first["BillingPeriodEnd"] == "2026-11-01T00:00:00Z"
+    assert first["BilledCost"] == first["EffectiveCost"] == first["ListCost"] == "1.250000"
+    assert first["PricingUnit"] == "1000000 Tokens"
+    assert first["PricingQuantity"] == "0.25"
+    assert first["ServiceCategory"] == "AI and Machine Learning"
+    assert first["ChargeCategory"] == "Usage"
+    assert first["BillingCurrency"] == "USD"
+    assert first["ProviderName"] == "anthropic"
+    assert (first["x_Team"], first["x_User"], first["x_Tier"], first["x_Model"]) == (
+        "ml-research", "premiumuser1", "premium", "claude-sonnet")
+    assert json.loads(first["Tags"]) == {"cost_center": "CC-1001", "team": "ml-research", "tier": "premium",
+                                         "user": "premiumuser1"}
+    # Enterprise pays 0.8 of list: 0.80 billed is 1.00 at list price.
+    assert enterprise["BilledCost"] == "0.800000"
+    assert enterprise["ListCost"] == "1.000000"
+    assert (enterprise["PricingQuantity"], enterprise["PricingUnit"]) == ("500", "Requests")
+    assert all(name.startswith("x_") for name in report.FOCUS_COLUMNS[report.FOCUS_COLUMNS.index("x_Team"):])
+
+
+# -- GPU price check ---------------------------------------------------------
+
+
+def test_gpu_price_check(bundled_plan):
+    plan = bundled_plan()
+    good = [
+        sample("1.006", node="n1", instance_type="g5.xlarge"),
+        sample("4.0965750000001", node="n2", instance_type="p4d.24xlarge"),
+        sample("9", node="n3", instance_type="m5.large"),
+    ]
+    problems, notes = report.check_gpu_prices(plan, good)
+    assert problems == []
+    assert notes == ["node n3: instance type m5.large is not in the plan; not checked"]
+    # 1.006 / 730 = 0.001378082...: the engine read the hourly price as monthly.
+    problems, _ = report.check_gpu_prices(plan, [sample("0.0013780821917808", node="n1", instance_type="g5.xlarge")])
+    assert len(problems) == 1 and "730 times too low" in problems[0]
+    problems, _ = report.check_gpu_prices(plan, [])
+    assert "no node_gpu_hourly_cost" in problems[0]
+
+
+# -- the command, without a server -------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_prometheus_is_a_clear_error():
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = CliRunner().invoke(
+        report.report_command, ["-f", "costplan.yaml", "--prometheus-url", url, "--month", "2025-03"]
+    )
+    assert result.exit_code == report.EXIT_PROMETHEUS
+    assert f"cannot reach Prometheus at {url}" in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_bad_month_is_a_usage_error():
+    result = CliRunner().invoke(report.report_command, ["-f", "costplan.yaml", "--month", "October"])
+    assert result.exit_code == report.EXIT_USAGE
+    assert "--month wants YYYY-MM" in result.stderr
+
+
+# -- generated objects ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_report_objects_validate(bundled_plan, env):
+    artifacts = reports.generate(bundled_plan(env))
+    problems = ManifestValidator(schema_locations=[CRD_SCHEMA_LOCATION], strict=True).validate_all(artifacts)
+    assert [p for p in problems if p.severity == "error"] == []
+    kinds = sorted(a.kind for a in artifacts)
+    assert kinds == ["ConfigMap", "CronJob", "CronJob", "PersistentVolumeClaim", "ServiceAccount"]
+    # No API access is needed: no RBAC, no token.
+    assert not any(a.kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding") for a in artifacts)
+
+
+def test_report_cronjob_runs_costplan_report_on_the_plans_schedule(bundled_plan):
+    plan = bundled_plan("prod")
+    job = next(a.data for a in reports.generate(plan) if a.kind == "CronJob" and a.name == "costplan-report")
+    assert job["spec"]["schedule"] == "0 6 1 * *"
+    assert job["spec"]["timeZone"] == "Europe/Berlin"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    assert container["args"] == ["report", "-f", "/etc/costplan/costplan.yaml", "-e", "prod",
+                                 "--month", "last", "--output-dir", "/reports"]
+    assert container["env"] == []
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["reports"]["persistentVolumeClaim"]["claimName"] == "costplan-reports"
+    assert volumes["plan"]["configMap"]["items"][1] == {"key": "environment.yaml", "path": "environments/prod.yaml"}
+
+
+def test_webhook_url_comes_from_a_secret(bundled_plan):
+    plan = dataclasses.replace(
+        bundled_plan("prod"),
+        reports=Reports(webhook=SecretKey("finance-webhook", "url"), create_pvc=False, pvc_claim="existing"),
+    )
+    artifacts = reports.generate(plan)
+    assert not any(a.kind == "PersistentVolumeClaim" for a in artifacts)
+    job = next(a.data for a in artifacts if a.kind == "CronJob" and a.name == "costplan-report")
+    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"] == [
+        {"name": "COSTPLAN_WEBHOOK_URL", "valueFrom": {"secretKeyRef": {"name": "finance-webhook", "key": "url"}}}
+    ]
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_shipped_plan_loads_back_equal(bundled_plan, env, tmp_path: Path):
+    plan = bundled_plan(env)
+    data = next(a.data for a in reports.generate(plan) if a.name == "costplan-plan")["data"]
+    (tmp_path / "environments").mkdir()
+    (tmp_path / "costplan.yaml").write_text(data["costplan.yaml"])
+    (tmp_path / "environments" / f"{env}.yaml").write_text(data["environment.yaml"])
+    assert load_plan(tmp_path / "costplan.yaml", env) == plan
+
+
+def test_gpu_price_check_cronjob(bundled_plan):
+    job = next(a.data for a in reports.generate(bundled_plan("dev")) if a.name == "costplan-gpu-price-check")
+    container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["check-gpu-prices", "-f", "/etc/costplan/costplan.yaml", "-e", "dev"]
