@@ -150,7 +150,34 @@ def load_yaml_text(text: str, filename: str) -> LoadedFile:
             Diagnostic(filename, 1, 1, "", "expected one YAML document, found several", "yaml-syntax")
         )
     data = documents[0] if documents else None
+    diagnostics = [_with_pointer(d, data) if d.check_id == "duplicate-key" else d for d in diagnostics]
     return LoadedFile(filename, data, diagnostics)
+
+
+def _with_pointer(diagnostic: Diagnostic, data: Any) -> Diagnostic:
+    """Give a duplicate-key diagnostic the pointer of the key (the loader knows only its position)."""
+    from dataclasses import replace
+
+    where = (diagnostic.line, diagnostic.column)
+
+    def search(node: Any, path: list[Any]) -> list[Any] | None:
+        if isinstance(node, LDict):
+            for key, position in node.key_positions.items():
+                if (position.line, position.column) == where:
+                    return path + [key]
+            children = list(node.items())
+        elif isinstance(node, LList):
+            children = list(enumerate(node))
+        else:
+            return None
+        for step, child in children:
+            found = search(child, path + [step])
+            if found is not None:
+                return found
+        return None
+
+    path = search(data, [])
+    return replace(diagnostic, pointer=pointer(path)) if path else diagnostic
 
 
 def load_yaml_file(path: Path, display_name: str | None = None) -> LoadedFile:

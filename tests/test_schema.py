@@ -206,7 +206,7 @@ BROKEN = [
            "98:1", "/budget", "unknown-key", "did you mean 'budgets'?"),
     Broken("duplicate YAML key is not silently dropped",
            (("  currency: USD\n", "  currency: USD\n  currency: EUR\n"),),
-           "9:3", "", "duplicate-key", "duplicate key 'currency' (first defined at line 8)"),
+           "9:3", "/metadata/currency", "duplicate-key", "duplicate key 'currency' (first defined at line 8)"),
     Broken("YAML syntax error is positioned",
            (("    tier: free\n", "    tier: [free\n"),),
            "83:10", "", "yaml-syntax", "YAML syntax error"),
