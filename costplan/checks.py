@@ -702,6 +702,27 @@ def check_tier_effect(document: Any) -> Iterator[Diagnostic]:
             )
 
 
+def check_gateway_telemetry(document: Any) -> Iterator[Diagnostic]:
+    """Warn when usage cannot carry identity: spend would land on nobody.
+
+    A TelemetryPolicy attaches only to a Gateway; with an HTTPRoute target
+    and ``metrics: telemetryPolicy`` Limitador's counters have no user,
+    team or tier labels, so per-team money would be empty.
+    """
+    gateway = document["integrations"]["gateway"]
+    metrics = (gateway.get("limitador") or {}).get("metrics", "telemetryPolicy")
+    kind = gateway["targetRef"]["kind"]
+    if metrics == "telemetryPolicy" and kind != "Gateway":
+        yield _at(
+            document,
+            ["integrations", "gateway", "targetRef", "kind"],
+            f"a TelemetryPolicy can only target a Gateway, not a {kind}: Limitador metrics will carry no "
+            "user, team or tier labels; target the Gateway, or use limitador.metrics: legacyImage",
+            "gateway-telemetry",
+            severity="warning",
+        )
+
+
 CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_unique_names,
     check_references,
@@ -717,6 +738,7 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_secrets,
     check_usage_sources,
     check_tier_effect,
+    check_gateway_telemetry,
 )
 
 

@@ -37,6 +37,7 @@ CHECKS: dict[str, str] = {
     "usage-source": "a model's usage source cannot measure what its pricing needs",
     "url": "a URL costplan's reports call is not an absolute http(s) URL",
     "tier-no-effect": "a tier sets no limits, quotas or price changes (warning)",
+    "gateway-telemetry": "warning: usage metrics cannot carry user, team and tier with this gateway target",
 }
 
 

@@ -294,7 +294,7 @@ def test_every_check_id_of_the_checks_module_is_registered_and_exercised():
     source = Path(checks.__file__).read_text(encoding="utf-8")
     emitted = {check_id for check_id in CHECKS if f'"{check_id}"' in source}
     fired = {e[2] for c in BROKEN for e in c.expected} | {c.expected[3] for c in BROKEN_OVERLAYS}
-    fired |= {"tier-no-effect"}  # the warning tests above
+    fired |= {"tier-no-effect", "gateway-telemetry"}  # the warning tests
     assert len(emitted) >= 14
     assert emitted <= fired
     assert fired <= set(CHECKS)
@@ -303,3 +303,12 @@ def test_every_check_id_of_the_checks_module_is_registered_and_exercised():
 def test_run_all_on_the_bundled_plan_is_empty():
     loaded = pipeline.load_document(Path(__file__).resolve().parents[1] / "costplan.yaml", "prod")
     assert checks.run_all(loaded.document) == []
+
+
+def test_http_route_target_with_telemetry_policy_warns(tmp_path, monkeypatch):
+    text = patched(("    kind: Gateway\n", "    kind: HTTPRoute\n"))
+    found = diagnose(tmp_path, monkeypatch, text)
+    assert errors_of(found) == []
+    warning = [d for d in found if d.check_id == "gateway-telemetry"]
+    assert len(warning) == 1 and warning[0].severity == "warning"
+    assert warning[0].pointer == "/integrations/gateway/targetRef/kind"
