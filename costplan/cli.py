@@ -163,6 +163,15 @@ def validate(ctx: click.Context, plan_path: Path, environment: str | None, all_e
 @click.option("--kubernetes-version", default="1.33", show_default=True, help="Schemas of this version for core kinds.")
 @click.option("--strict-schemas", is_flag=True, help="A custom resource without a schema is an error.")
 @click.option("--kubeconform", "use_kubeconform", is_flag=True, help="Also run kubeconform through docker.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["manifests", "rules"]),
+    default="manifests",
+    show_default=True,
+    help="manifests: everything for the cluster; rules: the spend rules as plain Prometheus rule files.",
+)
+@click.option("--check-rules", is_flag=True, help="Also run 'promtool check rules' on the spend rules.")
 @click.pass_context
 def build(
     ctx: click.Context,
@@ -174,6 +183,8 @@ def build(
     kubernetes_version: str,
     strict_schemas: bool,
     use_kubeconform: bool,
+    output_format: str,
+    check_rules: bool,
 ) -> None:
     """Compile the plan into manifests, validated before anything is written."""
     from costplan import output, pipeline, verify
@@ -203,6 +214,15 @@ def build(
         console.error(line) if problem.severity == "error" else console.info(f"warning: {line}")
     if any(p.severity == "error" for _, p in problems):
         _fail(EXIT_OUTPUT_INVALID, "generated output failed validation; nothing was written")
+    if check_rules:
+        _promtool_check(console, result)
+    if output_format == "rules":
+        result.environments = {env: pipeline.rules_artifacts(plan) for env, plan in result.plans.items()}
+        if output_dir is None:
+            for env, artifacts in result.environments.items():
+                for artifact in artifacts:
+                    click.echo(f"# Source: {env}/{artifact.path}\n" + output.dump_yaml(artifact.data), nl=False)
+            return
     files = {
         f"{env}/{path}": text
         for env, artifacts in result.environments.items()
@@ -221,6 +241,23 @@ def build(
     console.info(f"wrote {count} artifacts for {', '.join(result.environments)} to {output_dir}")
     if use_kubeconform:
         _kubeconform(console, output_dir, locations, kubernetes_version)
+
+
+def _promtool_check(console: Console, result: Any) -> None:
+    """promtool is the authority on PromQL: every environment's rules must pass it."""
+    from costplan import promtool
+    from costplan.spend import rule_groups
+
+    for env, plan in result.plans.items():
+        try:
+            checked = promtool.check_rules(rule_groups(plan))
+        except promtool.PromtoolMissing as exc:
+            _fail(EXIT_USAGE, f"cannot check rules: {exc}")
+            return
+        if not checked.ok:
+            console.error(checked.output.strip())
+            _fail(EXIT_OUTPUT_INVALID, f"{env}: promtool rejected the spend rules; nothing was written")
+        console.detail(f"{env}: promtool check rules: ok")
 
 
 def _split_locations(values: Sequence[str]) -> list[str]:

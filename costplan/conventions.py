@@ -69,57 +69,6 @@ ANNOTATION_SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 METRIC_PREFIX = "costplan:"
 
 # --------------------------------------------------------------------------
-# Series the outputs read (dashboards, `costplan report`, e2e test).
-#
-# Agreed names for the spend rules' output until that section above defines
-# them; if it names them differently, alias these constants to those names.
-# Every "per step" series holds the amount of one rule evaluation step
-# (SPEND_STEP) ending at the sample's timestamp, so summing its samples over
-# a period gives the period's amount exactly, with no extrapolation.
-# --------------------------------------------------------------------------
-
-SPEND_STEP = "5m"
-SPEND_STEP_SECONDS = 300
-
-# Money of record charged to callers during one step (currency units), by
-# user, team, tier, model, cost_center. Includes gpuHourly models.
-METRIC_SPEND_STEP = "costplan:spend:increase5m"
-# Requests during one step, same identity labels.
-METRIC_REQUESTS_STEP = "costplan:requests:increase5m"
-# Tokens during one step, same identity labels plus token_type.
-METRIC_TOKENS_STEP = "costplan:tokens:increase5m"
-# GPU cost during one step of GPUs requested by model servers, by model,
-# gpu_instance, namespace, team; and of GPUs nobody requested, by gpu_instance.
-METRIC_GPU_SPEND_STEP = "costplan:gpu_spend:increase5m"
-METRIC_GPU_IDLE_SPEND_STEP = "costplan:gpu_idle_spend:increase5m"
-# Period-to-date spend and amount of every budget, by team (absent for a
-# global budget), budget, period.
-METRIC_BUDGET_SPEND = "costplan:budget_spend:period_to_date"
-METRIC_BUDGET_AMOUNT = "costplan:budget_amount"
-# Share of requests the gateway rejected with 429, by tier (0..1).
-METRIC_RATE_LIMITED_RATIO = "costplan:rate_limited:ratio_rate5m"
-
-# Token types on METRIC_TOKENS_STEP.
-TOKEN_TYPE_INPUT = "input"
-TOKEN_TYPE_OUTPUT = "output"
-TOKEN_TYPE_CACHED = "cached_input"
-TOKEN_TYPE_REASONING = "reasoning"
-
-# What the cost engine exports ($ per GPU-hour, per node); not costplan's.
-ENGINE_METRIC_NODE_GPU_HOURLY_COST = "node_gpu_hourly_cost"
-
-OUTPUT_METRICS = (
-    METRIC_SPEND_STEP,
-    METRIC_REQUESTS_STEP,
-    METRIC_TOKENS_STEP,
-    METRIC_GPU_SPEND_STEP,
-    METRIC_GPU_IDLE_SPEND_STEP,
-    METRIC_BUDGET_SPEND,
-    METRIC_BUDGET_AMOUNT,
-    METRIC_RATE_LIMITED_RATIO,
-)
-
-# --------------------------------------------------------------------------
 # Gateway enforcement (Kuadrant policies, key Secrets, scrape monitors)
 # --------------------------------------------------------------------------
 
@@ -275,3 +224,26 @@ ALERT_SPEND_ANOMALY = "CostplanSpendAnomaly"
 ALERT_RATE_LIMITED = "CostplanRateLimitPressure"
 ALERT_COST_PER_REQUEST = "CostplanCostPerRequestHigh"
 ALERT_SOURCE_ABSENT = "CostplanUsageSourceAbsent"
+
+
+# -- What `costplan report` and the Grafana dashboard read ------------------
+# Money and usage over a period are sums of the hourly series over an hourly
+# subquery, the same way the budget rules sum them (costplan/spend/periods.py).
+OUTPUT_STEP = "1h"
+OUTPUT_METRICS = (
+    METRIC_SPEND_HOURLY,
+    METRIC_USAGE_REQUESTS_HOURLY,
+    METRIC_USAGE_TOKENS_HOURLY,
+    METRIC_COST_PER_REQUEST,
+    METRIC_COST_PER_MILLION_TOKENS,
+    METRIC_GPU_COST_BY_TEAM_HOURLY,
+    METRIC_GPU_IDLE_COST_HOURLY,
+    METRIC_BUDGET_UTILIZATION,
+    METRIC_RATE_LIMITED_RATIO,
+)
+TOKEN_TYPE_INPUT = "input"
+TOKEN_TYPE_CACHED = "cached_input"
+TOKEN_TYPE_OUTPUT = "output"
+TOKEN_TYPE_REASONING = "reasoning"
+# What the cost engine exports ($ per GPU-hour, per node); not costplan's.
+ENGINE_METRIC_NODE_GPU_HOURLY_COST = "node_gpu_hourly_cost"

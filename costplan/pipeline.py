@@ -8,7 +8,7 @@ every diagnostic at once.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,7 @@ class BuildResult:
 
     plan_name: str
     environments: dict[str, list[Artifact]]
+    plans: dict[str, Plan] = field(default_factory=dict)
 
 
 def build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
@@ -142,4 +143,13 @@ def build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
     result = BuildResult(plan_name=plans[0].name if plans else "", environments={})
     for plan in plans:
         result.environments[plan.environment] = compile_plan(plan)
+        result.plans[plan.environment] = plan
     return result
+
+
+def rules_artifacts(plan: Plan) -> list[Artifact]:
+    """The spend rules as plain Prometheus rule files, for setups without the operator."""
+    from costplan.artifacts import file
+    from costplan.generators.prometheus import rules_files
+
+    return [file("prometheus", name, groups) for name, groups in sorted(rules_files(plan).items())]

@@ -190,3 +190,28 @@ def test_a_generated_object_that_breaks_its_schema_stops_the_build(workspace, tm
     assert result.exit_code == 5
     assert "cronjob-bad" in result.stderr.lower() and "schedulee" in result.stderr
     assert tree(out) == before
+
+
+def test_format_rules_writes_plain_prometheus_rule_files(workspace, tmp_path):
+    out = tmp_path / "rules"
+    result = run(*build_args(workspace, "--env", "prod", "--format", "rules", "-o", str(out)))
+    assert result.exit_code == 0, result.stderr
+    files = sorted(p.name for p in (out / "prod" / "prometheus").glob("*.rules.yaml"))
+    assert "costplan-spend.rules.yaml" in files and "costplan-alerts.rules.yaml" in files
+    spend = yaml.safe_load((out / "prod" / "prometheus" / "costplan-spend.rules.yaml").read_text())
+    assert set(spend) == {"groups"} and spend["groups"][0]["name"] == "costplan-spend"
+    assert yaml.safe_load((out / "prod" / "kustomization.yaml").read_text())["resources"] == []
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
+def test_check_rules_runs_promtool_on_every_environment(workspace):
+    result = run("-v", *build_args(workspace, "--all-envs", "--check-rules"))
+    assert result.exit_code == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "promtool check rules: ok" in line] == [
+        "dev: promtool check rules: ok", "prod: promtool check rules: ok", "staging: promtool check rules: ok"]
+
+
+def test_check_rules_without_promtool_is_a_usage_error(workspace, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    result = run(*build_args(workspace, "--env", "dev", "--check-rules"))
+    assert result.exit_code == 2 and "promtool" in result.stderr and result.stdout == ""
