@@ -9,7 +9,7 @@ import kubernetes_validate
 import promql_parser
 import pytest
 
-from conftest import CRD_SCHEMAS, ENVIRONMENTS
+from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS
 from costplan import conventions as c
 from costplan.generators import grafana
 

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import CRD_SCHEMAS, ENVIRONMENTS, SHARED
+from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, SHARED
 from costplan import conventions as c
 from costplan.generators import kuadrant, kuadrant_auth, kuadrant_limits, kuadrant_telemetry, monitors
 from costplan.model import ApiKeyAuth, Quotas, Rate, TargetRef

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import CRD_SCHEMAS, ENVIRONMENTS, HELM_VALUES
+from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, HELM_VALUES
 from costplan.generators import opencost
 from costplan.model import GpuInstance
 

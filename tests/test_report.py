@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from conftest import CRD_SCHEMA_LOCATION, ENVIRONMENTS
+from tests.conftest import CRD_SCHEMA_LOCATION, ENVIRONMENTS
 from costplan import report
 from costplan.generators import reports
 from costplan.model import Reports, SecretKey

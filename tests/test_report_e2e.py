@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import PLAN
+from tests.conftest import PLAN
 from costplan import conventions as c
 from costplan.generators import grafana
 from costplan.pipeline import compile_plan, load_plan

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import ENVIRONMENTS
+from tests.conftest import ENVIRONMENTS
 from costplan import conventions as c
 from costplan.generators import kuadrant, secrets
 from costplan.model import ApiKeyRef
