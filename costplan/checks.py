@@ -174,6 +174,7 @@ def check_unique_names(document: Any) -> Iterator[Diagnostic]:
     yield from _duplicate_secret_names(document)
     yield from _duplicate_namespaces(document)
     yield from _duplicate_model_names(document)
+    yield from _duplicates(document, _items(document, ["gpuInstances"]), "instanceType", "GPU instance type")
 
 
 def _duplicates(document: Any, items: Iterable[tuple[JsonPath, dict]], key: str, what: str) -> Iterator[Diagnostic]:
@@ -676,6 +677,28 @@ def check_usage_sources(document: Any) -> Iterator[Diagnostic]:
                 path + ["type"],
                 f"{pricing.type} pricing needs {' and '.join(missing)}, which usage source "
                 f"{source.name!r} ({source.type}) does not measure",
+                "usage-source",
+            )
+    yield from _shared_limitador_sources(document, plan)
+
+
+# Limitador counts calls without a model label (only token hits carry one),
+# so calls through such a source can be priced for one model only.
+_CALLS_WITHOUT_MODEL = ("kuadrant-limitador", "limitador-legacy")
+
+
+def _shared_limitador_sources(document: Any, plan: Any) -> Iterator[Diagnostic]:
+    for source in plan.usage_sources:
+        if source.type not in _CALLS_WITHOUT_MODEL:
+            continue
+        users = [i for i, model in enumerate(plan.models) if model.usage_source == source.name]
+        for index in users[1:]:
+            names = ", ".join(repr(plan.models[i].name) for i in users)
+            yield _at(
+                document,
+                ["models", index, "usageSource"],
+                f"usage source {source.name!r} ({source.type}) counts calls without a model label, so it can "
+                f"measure one model only (used by {names}); give each model its own route and source",
                 "usage-source",
             )
 

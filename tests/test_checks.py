@@ -312,3 +312,21 @@ def test_http_route_target_with_telemetry_policy_warns(tmp_path, monkeypatch):
     warning = [d for d in found if d.check_id == "gateway-telemetry"]
     assert len(warning) == 1 and warning[0].severity == "warning"
     assert warning[0].pointer == "/integrations/gateway/targetRef/kind"
+
+
+def test_two_models_cannot_share_a_limitador_source(tmp_path, monkeypatch):
+    plan = MINIMAL.read_text(encoding="utf-8")
+    found = diagnose(tmp_path, monkeypatch, plan.replace("usageSource: vllm", "usageSource: limitador", 1))
+    errors = [d for d in found if d.check_id == "usage-source"]
+    assert errors and "counts calls without a model label" in errors[0].message
+    assert errors[0].pointer.endswith("/usageSource")
+
+
+def test_gpu_instance_types_are_unique(tmp_path, monkeypatch):
+    plan = MINIMAL.read_text(encoding="utf-8")
+    assert plan.count("instanceType: ") >= 1
+    first = plan.split("instanceType: ")[1].split("\n")[0]
+    doubled = plan.replace("gpuInstances:\n", f"gpuInstances:\n  - name: again\n    instanceType: {first}\n"
+                           "    gpuModel: X\n    gpusPerNode: 1\n    hourlyRate: 1\n", 1)
+    found = diagnose(tmp_path, monkeypatch, doubled)
+    assert any(d.check_id == "unique-name" and "GPU instance type" in d.message for d in found), found
