@@ -22,6 +22,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
+from costplan import names
+from costplan.source import pointer as source_pointer
+
 SEVERITIES = ("error", "warning")
 
 
@@ -54,7 +57,7 @@ class Problem:
 
 def pointer(*parts: object) -> str:
     """RFC 6901 pointer; label keys such as ``app.kubernetes.io/name`` hold '/'."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return source_pointer(parts)
 
 
 # A finding before it is tied to a location: (pointer, message, check, severity).
@@ -65,10 +68,6 @@ MAX_DATA_BYTES = 1024 * 1024  # ConfigMap / Secret payload limit of the API serv
 MAX_ANNOTATION_BYTES = 256 * 1024  # total size of metadata.annotations
 CRONJOB_NAME_MAX = 52  # the Job controller appends an 11-character suffix
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
-_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
-_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
 _CONFIG_KEY = re.compile(r"[-._a-zA-Z0-9]+\Z")
 _CRON_FIELD = re.compile(r"[0-9A-Za-z*?/,\-]+\Z")
 _CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
@@ -176,13 +175,13 @@ def name_problem(kind: str, name: str) -> str | None:
             return f"{name!r} is not a valid Namespace name: a DNS label (lowercase alphanumerics and '-', at most 63)"
         return None
     if kind == "Service":
-        if len(name) > 63 or not _DNS1035_LABEL.match(name):
+        if len(name) > 63 or not names.DNS1035_LABEL.fullmatch(name):
             return (
                 f"{name!r} is not a valid Service name: a DNS-1035 label "
                 "(starts with a letter; lowercase alphanumerics and '-', at most 63)"
             )
         return None
-    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    if len(name) > 253 or not names.DNS_SUBDOMAIN.fullmatch(name):
         return (
             f"{name!r} is not a valid object name: a DNS subdomain "
             "(lowercase alphanumerics, '-' and '.', at most 253)"
@@ -191,14 +190,14 @@ def name_problem(kind: str, name: str) -> str | None:
 
 
 def _is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and bool(_DNS_LABEL.match(value))
+    return len(value) <= 63 and bool(names.DNS_LABEL.fullmatch(value))
 
 
 def label_key_problem(key: str) -> str | None:
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not names.DNS_SUBDOMAIN.fullmatch(prefix)):
         return f"key {key!r}: the prefix must be a DNS subdomain"
-    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+    if not name or len(name) > 63 or not names.LABEL_KEY_NAME.fullmatch(name):
         return (
             f"key {key!r}: the name part must be 1-63 alphanumerics, '-', '_' or '.', "
             "starting and ending alphanumeric"
@@ -209,7 +208,7 @@ def label_key_problem(key: str) -> str | None:
 def label_value_problem(value: Any) -> str | None:
     if not isinstance(value, str):
         return None  # the schema reports the type
-    if value and (len(value) > 63 or not _QUALIFIED_NAME.match(value)):
+    if value and (len(value) > 63 or not names.LABEL_KEY_NAME.fullmatch(value)):
         return f"value {value!r} must be empty or 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
     return None
 

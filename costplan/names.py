@@ -12,25 +12,28 @@ import hashlib
 import json
 import re
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# All patterns are used with ``fullmatch``: ``$`` would accept a trailing
+# newline, which is exactly the kind of value that must never pass.
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # Kubernetes label values: empty, or up to 63 chars, alphanumeric at both ends.
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-PROM_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-PROM_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+LABEL_KEY_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+PROM_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+PROM_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 def is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and bool(DNS_LABEL.match(value))
+    return len(value) <= 63 and bool(DNS_LABEL.fullmatch(value))
 
 
 def is_dns_subdomain(value: str) -> bool:
-    return len(value) <= 253 and bool(DNS_SUBDOMAIN.match(value))
+    return len(value) <= 253 and bool(DNS_SUBDOMAIN.fullmatch(value))
 
 
 def is_label_value(value: str) -> bool:
-    return len(value) <= 63 and bool(LABEL_VALUE.match(value))
+    return len(value) <= 63 and bool(LABEL_VALUE.fullmatch(value))
 
 
 def is_label_key(key: str) -> bool:
@@ -38,15 +41,15 @@ def is_label_key(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
     if prefix and not is_dns_subdomain(prefix):
         return False
-    return len(name) <= 63 and bool(LABEL_KEY_NAME.match(name))
+    return len(name) <= 63 and bool(LABEL_KEY_NAME.fullmatch(name))
 
 
 def is_prometheus_label_name(value: str) -> bool:
-    return bool(PROM_LABEL_NAME.match(value)) and not value.startswith("__")
+    return bool(PROM_LABEL_NAME.fullmatch(value)) and not value.startswith("__")
 
 
 def is_prometheus_metric_name(value: str) -> bool:
-    return bool(PROM_METRIC_NAME.match(value))
+    return bool(PROM_METRIC_NAME.fullmatch(value))
 
 
 def object_name(*parts: str, max_length: int = 63) -> str:
@@ -55,7 +58,7 @@ def object_name(*parts: str, max_length: int = 63) -> str:
     ``object_name("costplan", "team", "ml-research")`` → ``costplan-team-ml-research``.
     """
     raw = "-".join(p for p in parts if p)
-    if len(raw) <= max_length and DNS_LABEL.match(raw):
+    if len(raw) <= max_length and DNS_LABEL.fullmatch(raw):
         return raw
     # Not a DNS label as written: sanitise, and add a hash of the original so
     # two different inputs can never collide on one name.

@@ -15,6 +15,16 @@ CRD_SCHEMAS = SHARED / "crd-schemas"
 CRD_SCHEMA_LOCATION = str(CRD_SCHEMAS) + "/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
 HELM_VALUES = SHARED / "helm-values"
 ENVIRONMENTS = ("dev", "prod", "staging")
+MINIMAL = ROOT / "tests" / "plans" / "minimal.yaml"
+
+
+def patched_minimal(*replacements: tuple[str, str]) -> str:
+    """tests/plans/minimal.yaml with each ``old`` (which must occur exactly once) replaced by ``new``."""
+    text = MINIMAL.read_text(encoding="utf-8")
+    for old, new in replacements:
+        assert text.count(old) == 1, f"patch target must be unique: {old!r}"
+        text = text.replace(old, new)
+    return text
 
 
 @pytest.fixture(scope="session")

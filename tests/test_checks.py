@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import pytest
 
+from tests.conftest import patched_minimal
 from costplan import checks, pipeline
 from costplan.diagnostics import CHECKS
 
@@ -20,13 +21,7 @@ PLAN = "costplan.yaml"
 OVERLAY = "environments/x.yaml"
 
 
-def patched(*replacements: tuple[str, str]) -> str:
-    """minimal.yaml with each ``old`` (which must occur exactly once) replaced by ``new``."""
-    text = MINIMAL.read_text(encoding="utf-8")
-    for old, new in replacements:
-        assert text.count(old) == 1, f"patch target must be unique: {old!r}"
-        text = text.replace(old, new)
-    return text
+patched = patched_minimal
 
 
 def diagnose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan_text: str, overlay: str | None = None) -> list:

@@ -13,6 +13,7 @@ from typing import Any, Iterator, NamedTuple
 import pytest
 from jsonschema import Draft202012Validator
 
+from tests.conftest import patched_minimal
 from costplan import capabilities, pipeline, schema
 from costplan.model import from_document
 
@@ -23,13 +24,7 @@ EVERY_KEY = Path(__file__).parent / "plans" / "every-key.yaml"
 ENVIRONMENTS = ("dev", "prod", "staging")
 
 
-def patched(*replacements: tuple[str, str]) -> str:
-    """minimal.yaml with each ``old`` (which must occur exactly once) replaced by ``new``."""
-    text = MINIMAL.read_text(encoding="utf-8")
-    for old, new in replacements:
-        assert text.count(old) == 1, f"patch target must be unique: {old!r}"
-        text = text.replace(old, new)
-    return text
+patched = patched_minimal
 
 
 def diagnose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan_text: str) -> list:
