@@ -209,9 +209,7 @@ def build(
     for env, artifacts in result.environments.items():
         for problem in validator.validate_all(artifacts):
             problems.append((env, problem))
-    for env, problem in problems:
-        line = f"{env}/{problem.render()}"
-        console.error(line) if problem.severity == "error" else console.info(f"warning: {line}")
+    _report_output_problems(console, problems)
     if any(p.severity == "error" for _, p in problems):
         _fail(EXIT_OUTPUT_INVALID, "generated output failed validation; nothing was written")
     if check_rules:
@@ -241,6 +239,25 @@ def build(
     console.info(f"wrote {count} artifacts for {', '.join(result.environments)} to {output_dir}")
     if use_kubeconform:
         _kubeconform(console, output_dir, locations, kubernetes_version)
+
+
+def _report_output_problems(console: Console, problems: list[tuple[str, Any]]) -> None:
+    """Errors one per line; unvalidated custom kinds as one summary unless -v."""
+    unchecked = [(env, p) for env, p in problems if p.check == "missing-schema"]
+    for env, problem in problems:
+        line = f"{env}/{problem.render()}"
+        if problem.severity == "error":
+            console.error(line)
+        elif problem.check != "missing-schema":
+            console.info(f"warning: {line}")
+        else:
+            console.detail(f"warning: {line}")
+    if unchecked and not any(p.severity == "error" for _, p in unchecked):
+        kinds = sorted({p.message.split(" (")[0].removeprefix("no schema for ") for _, p in unchecked})
+        console.info(
+            f"warning: {len(unchecked)} custom resources not validated, no schema for: {', '.join(kinds)}; "
+            "pass --schema-location (or set COSTPLAN_SCHEMA_LOCATION) to check them"
+        )
 
 
 def _promtool_check(console: Console, result: Any) -> None:

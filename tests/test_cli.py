@@ -215,3 +215,13 @@ def test_check_rules_without_promtool_is_a_usage_error(workspace, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     result = run(*build_args(workspace, "--env", "dev", "--check-rules"))
     assert result.exit_code == 2 and "promtool" in result.stderr and result.stdout == ""
+
+
+def test_without_schema_location_custom_resources_are_summarised_once(workspace, monkeypatch):
+    monkeypatch.delenv("COSTPLAN_SCHEMA_LOCATION", raising=False)
+    result = run("build", "-f", str(workspace / "costplan.yaml"), "--env", "dev")
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "AuthPolicy kuadrant.io/v1" in warnings[0] and "--schema-location" in warnings[0]
+    strict = run("build", "-f", str(workspace / "costplan.yaml"), "--env", "dev", "--strict-schemas")
+    assert strict.exit_code == 5 and "no schema for AuthPolicy" in strict.stderr
