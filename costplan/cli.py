@@ -97,7 +97,8 @@ def _report_invalid(ctx: click.Context, diagnostics: Sequence[Any], output_forma
     else:
         click.echo(render_text(diagnostics), err=True)
         errors = sum(1 for d in diagnostics if d.severity == "error")
-        _console(ctx).info(f"{errors} error(s) in the plan")
+        warnings = len(diagnostics) - errors
+        _console(ctx).info(f"{errors} error(s), {warnings} warning(s) in the plan")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

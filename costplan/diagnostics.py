@@ -55,7 +55,8 @@ class Diagnostic:
 
     def render(self) -> str:
         pointer = self.pointer or "/"
-        return f"{self.file}:{self.line}:{self.column}: {pointer}: {self.message} [{self.check_id}]"
+        level = "warning: " if self.severity == "warning" else ""
+        return f"{self.file}:{self.line}:{self.column}: {pointer}: {level}{self.message} [{self.check_id}]"
 
 
 class PlanInvalid(Exception):

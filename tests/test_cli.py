@@ -225,3 +225,11 @@ def test_without_schema_location_custom_resources_are_summarised_once(workspace,
     assert len(warnings) == 1 and "AuthPolicy kuadrant.io/v1" in warnings[0] and "--schema-location" in warnings[0]
     strict = run("build", "-f", str(workspace / "costplan.yaml"), "--env", "dev", "--strict-schemas")
     assert strict.exit_code == 5 and "no schema for AuthPolicy" in strict.stderr
+
+
+def test_warnings_are_marked_and_do_not_fail_validation(workspace):
+    plan = workspace / "costplan.yaml"
+    plan.write_text(plan.read_text().replace("      kind: Gateway\n", "      kind: HTTPRoute\n", 1))
+    result = run("validate", "-f", str(plan))
+    assert result.exit_code == 0
+    assert "/integrations/gateway/targetRef/kind: warning: a TelemetryPolicy can only target a Gateway" in result.stderr
