@@ -29,8 +29,10 @@ def make_plan(teams: int, users_per_team: int, models: int) -> dict:
             pricing = {"type": "perMillionTokens", "input": "0.5", "output": "1.5", "cachedInput": "0.05"}
             source = "envoy-ai"
         else:
+            # Limitador counts calls without a model label: one model per
+            # Limitador source; the other per-request models are vLLM-served.
             pricing = {"type": "perRequest", "price": "0.002"}
-            source = "limitador"
+            source = "limitador" if index == 0 else "vllm"
         plan["models"].append(
             {
                 "name": f"model-{index:03d}",

@@ -693,12 +693,12 @@ def _shared_limitador_sources(document: Any, plan: Any) -> Iterator[Diagnostic]:
             continue
         users = [i for i, model in enumerate(plan.models) if model.usage_source == source.name]
         for index in users[1:]:
-            names = ", ".join(repr(plan.models[i].name) for i in users)
             yield _at(
                 document,
                 ["models", index, "usageSource"],
                 f"usage source {source.name!r} ({source.type}) counts calls without a model label, so it can "
-                f"measure one model only (used by {names}); give each model its own route and source",
+                f"measure one model only, and model {plan.models[users[0]].name!r} uses it already; "
+                "give each model its own route and source",
                 "usage-source",
             )
 

@@ -91,9 +91,14 @@ def trend_alerts(plan: Plan) -> list[dict[str, Any]]:
     daily = c.spend_rollup("team", c.WINDOW_DAY)
     factor = number(plan.alerts.anomaly_factor)
     ratio = number(plan.alerts.rate_limited_ratio)
+    # Only once a full day of hourly points exists: a young series (a new
+    # team, or the first day after deployment) would be compared with an
+    # average diluted by hours that were never recorded.
+    history = f"count_over_time({hourly}[23h59m59s:1h]) >= 24"
     out = [
         _alert(
-            c.ALERT_SPEND_ANOMALY, f"{hourly} > {factor} * ({daily} / 24) and {daily} > 0", TREND_FOR, "warning", {},
+            c.ALERT_SPEND_ANOMALY, f"{hourly} > {factor} * ({daily} / 24) and {daily} > 0 and {history}",
+            TREND_FOR, "warning", {},
             "Spend spike for team {{ $labels.team }}",
             f"Team {{{{ $labels.team }}}} spent {VALUE} {cur} in the last hour, more than {factor} times its "
             "average hourly spend over the last 24 hours.",
