@@ -50,6 +50,9 @@ DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid=f"${{{DATASOURCE_VAR}}}
 GRAFANA_CURRENCY_UNITS = {"USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "NOK", "DKK", "INR", "BRL", "PLN"}
 THRESHOLD_COLORS = ("yellow", "orange", "red", "dark-red", "purple")
 TOP_USERS = 10
+# Beyond this many budgets, one gauge each would make an unusable (and, in a
+# ConfigMap, too large) dashboard: show the most used budgets in one panel.
+MAX_BUDGET_GAUGES = 24
 HOUR = "1h"
 
 # Filters every usage/spend panel applies from the dashboard variables.
@@ -130,6 +133,12 @@ def budget_used_query(budget: Budget) -> str:
     return f"100 * max({c.METRIC_BUDGET_UTILIZATION}{{{selector}}})"
 
 
+def top_budgets_query() -> str:
+    """Percent used of the most used budgets, for plans with many budgets."""
+    inner = f"100 * max by ({c.LABEL_TEAM}, {c.LABEL_BUDGET}) ({c.METRIC_BUDGET_UTILIZATION}{{{TEAM_FILTER}}})"
+    return f"topk({MAX_BUDGET_GAUGES}, {inner})"
+
+
 def gpu_spend_query() -> str:
     return f"sum by ({c.LABEL_TEAM}) ({c.METRIC_GPU_COST_BY_TEAM_HOURLY}{{{TEAM_FILTER}}})"
 
@@ -182,6 +191,15 @@ def _thresholds(budget: Budget) -> Any:
         color = THRESHOLD_COLORS[min(index + max(0, 3 - len(budget.thresholds)), len(THRESHOLD_COLORS) - 1)]
         steps.append(dm.Threshold(value=_number(threshold), color=color))
     return dashboard.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(steps)
+
+
+def _most_common_thresholds(plan: Plan) -> Budget:
+    """A stand-in budget carrying the thresholds most budgets use (ties: the first seen)."""
+    counts: dict[tuple[Decimal, ...], int] = {}
+    for budget in plan.all_budgets():
+        counts[budget.thresholds] = counts.get(budget.thresholds, 0) + 1
+    thresholds = max(counts, key=lambda t: counts[t])
+    return Budget(name="", amount=Decimal(0), period="month", thresholds=thresholds)
 
 
 def _budget_title(budget: Budget) -> str:
@@ -259,7 +277,22 @@ def build_dashboard(plan: Plan) -> dict[str, Any]:
     )
 
     builder = builder.with_row(dashboard.Row("Budgets"))
-    for budget in plan.all_budgets():
+    budgets = plan.all_budgets()
+    if len(budgets) > MAX_BUDGET_GAUGES:
+        budgets = ()
+        builder = builder.with_panel(
+            bargauge.Panel()
+            .title(f"Most used budgets (top {MAX_BUDGET_GAUGES})")
+            .datasource(DATASOURCE)
+            .unit("percent")
+            .min(0)
+            .max(100)
+            .span(24)
+            .height(12)
+            .thresholds(_thresholds(_most_common_thresholds(plan)))
+            .with_target(_query(top_budgets_query(), legend="{{team}}: {{budget}}", instant=True))
+        )
+    for budget in budgets:
         top = max([Decimal(100), *budget.thresholds])
         builder = builder.with_panel(
             gauge.Panel()

@@ -105,7 +105,11 @@ def _rates(rates: Any) -> list[dict[str, Any]]:
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:
-    """The merged plan as a costplan.yaml document (``from_document`` reads it back equal)."""
+    """The merged plan as a costplan.yaml document, teams reduced to what the jobs read.
+
+    ``from_document`` reads it back equal to the plan except for the teams'
+    users, namespaces, labels and budgets.
+    """
     i = plan.integrations
     gateway: dict[str, Any] = {
         "type": i.gateway.type,
@@ -202,27 +206,10 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         if t.price_overrides:
             tier["priceOverrides"] = [{"model": o.model, "pricing": _pricing_doc(o.pricing)} for o in t.price_overrides]
         tiers.append(tier)
-    teams = []
-    for t in plan.teams:
-        users = []
-        for u in t.users:
-            user: dict[str, Any] = {"id": u.id, "apiKey": {"secretName": u.api_key.secret_name}}
-            if u.display_name is not None:
-                user["displayName"] = u.display_name
-            if u.api_key.remote_key is not None:
-                user["apiKey"]["remoteKey"] = u.api_key.remote_key
-            users.append(user)
-        teams.append(
-            {
-                "name": t.name,
-                "costCenter": t.cost_center,
-                "namespaces": list(t.namespaces),
-                "labels": dict(t.labels),
-                "tier": t.tier,
-                "users": users,
-                "budgets": [_budget_doc(b) for b in t.budgets],
-            }
-        )
+    # Teams carry only what the jobs read (name, cost center, tier): users,
+    # namespaces and budgets stay out, so even a plan with thousands of teams
+    # fits in one ConfigMap, and the report namespace holds no user list.
+    teams = [{"name": t.name, "costCenter": t.cost_center, "tier": t.tier} for t in plan.teams]
     alerts: dict[str, Any] = {
         "rateLimitedRatio": plan.alerts.rate_limited_ratio,
         "anomalyFactor": plan.alerts.anomaly_factor,

@@ -9,6 +9,7 @@ once an hour and are the expensive ones (hourly subqueries over a month).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from costplan import conventions as c
@@ -40,8 +41,32 @@ def rule_groups(plan: Plan) -> list[dict[str, Any]]:
         c.GROUP_BUDGETS: budgets.rules(plan),
         c.GROUP_ALERTS: alerts.rules(plan),
     }
-    return [
-        {"name": name, "interval": INTERVALS[name], "rules": rules}
-        for name, rules in content.items()
-        if rules
-    ]
+    groups = []
+    for name, rules in content.items():
+        chunks = _shards(rules) if name in SHARDABLE else [rules]
+        for index, chunk in enumerate(c for c in chunks if c):
+            shard = name if index == 0 else f"{name}-{index + 1}"
+            groups.append({"name": shard, "interval": INTERVALS[name], "rules": chunk})
+    return groups
+
+
+# Groups whose rules never read each other's results: splitting them changes
+# nothing Prometheus computes. They are the ones that grow with teams and
+# budgets (constant price/budget series, one alert per budget threshold), and
+# one PrometheusRule object must stay well under the API server's ~1.5 MiB.
+SHARDABLE = frozenset({c.GROUP_PRICES, c.GROUP_ALERTS})
+SHARD_BYTES = 400_000
+
+
+def _shards(rules: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive runs of rules whose serialised size stays under ``SHARD_BYTES``."""
+    shards: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for rule in rules:
+        rule_size = len(json.dumps(rule, default=str))
+        if shards[-1] and size + rule_size > SHARD_BYTES:
+            shards.append([])
+            size = 0
+        shards[-1].append(rule)
+        size += rule_size
+    return shards

@@ -1,0 +1,51 @@
+"""Large plans: every object still fits the API server, and rules follow teams, not users."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+from costplan import output, pipeline, verify
+from costplan.generators import grafana
+from tests.conftest import ROOT
+
+_spec = importlib.util.spec_from_file_location("generate_plan", ROOT / "benchmarks" / "generate_plan.py")
+generate_plan = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(generate_plan)
+
+
+@pytest.fixture(scope="module")
+def large_build(tmp_path_factory) -> pipeline.BuildResult:
+    directory = tmp_path_factory.mktemp("large")
+    plan = generate_plan.make_plan(teams=1200, users_per_team=2, models=20)
+    (directory / "costplan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    return pipeline.build(directory / "costplan.yaml", [None])
+
+
+def test_every_object_of_a_large_plan_fits_the_api_server(large_build):
+    artifacts = large_build.environments["base"]
+    problems = verify.ManifestValidator().validate_all(artifacts)
+    assert [p.render() for p in problems if p.severity == "error"] == []
+    sizes = {a.path: len(output.dump_yaml(a.data)) for a in artifacts if a.is_manifest}
+    assert max(sizes.values()) < 1024 * 1024
+
+
+def test_groups_that_grow_with_teams_are_split_into_uniquely_named_objects(large_build):
+    rules = [a for a in large_build.environments["base"] if a.kind == "PrometheusRule"]
+    names = [a.name for a in rules]
+    assert len(names) == len(set(names))
+    assert {"costplan-alerts", "costplan-alerts-2", "costplan-prices", "costplan-prices-2"} <= set(names)
+    group_names = [g["name"] for a in rules for g in a.data["spec"]["groups"]]
+    assert len(group_names) == len(set(group_names))
+
+
+def test_many_budgets_share_one_top_budgets_panel(large_build):
+    plan = large_build.plans["base"]
+    dashboard = grafana.build_dashboard(plan)
+    panels = [p for p in dashboard["panels"] if p.get("type") in ("gauge", "bargauge")]
+    assert [p["title"] for p in panels if "budget" in p["title"].lower()] == [
+        f"Most used budgets (top {grafana.MAX_BUDGET_GAUGES})"
+    ]
