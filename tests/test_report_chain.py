@@ -437,13 +437,8 @@ def unaligned_chain(tmp_path_factory):
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "costplan:usage_requests:increase1h and costplan:usage_tokens:increase1h use increase(...[1h]), which "
-    "extrapolates when no scrape sits on the edges of the range: with 1m scrapes 30 s off the evaluation every "
-    "hour's count is scaled by 60/59 (premiumuser1's 10 calls are charged 0.020339, not 0.020), and the increase "
-    "between the last scrape of one hour's range and the first of the next is in neither hour (bob's 4 calls "
-    "before 03:00 are charged 0, not 0.008)"))
 def test_money_is_exact_when_scrapes_fall_between_evaluations(unaligned_chain):
+    """Hourly usage tiles exactly even when no scrape sits on an hour's edge (no extrapolation)."""
     rows = report(unaligned_chain, "2025-03", "user")
     # The usage of test_march_by_user plus bob's 4 calls before 03:00; only the scrape times differ.
     assert money_of(rows) == {

@@ -6,8 +6,9 @@ Each source type's counters become ``costplan:usage_requests:<window>``,
 (costplan's model id), ``model_name`` (what the source reported), ``user``,
 ``team`` and ``tier``. Two windows: ``rate5m`` (per second, for dashboards
 and alerts) and ``increase1h`` (per hour, the unit that period-to-date sums
-add up). Counters are only read through ``rate``/``increase``, so restarts
-never produce negative usage.
+add up). Counters are only read through ``rate``, ``increase`` or a
+reset-guarded difference, so restarts never produce negative usage, and
+hourly figures tile exactly (see ``_windowed``).
 
 Token types are disjoint: ``input`` is uncached input (sources count cached
 prompt tokens inside input, so cached is subtracted), ``output`` excludes
@@ -160,7 +161,7 @@ def _custom(source: UsageSource) -> Spec:
 def _normalise(spec_: Spec, counter: Counter, fn: str, window: str, extra: Mapping[str, str] | None = None) -> str:
     """``fn(counter[window])`` summed by the source's identity labels, renamed to canonical."""
     source_labels = sorted(spec_.labels.values())
-    inner = f"{fn}({counter.select(extra)}[{window}])"
+    inner = _windowed(fn, counter.select(extra), window)
     expr = f"sum by ({', '.join(source_labels)}) ({inner})" if source_labels else f"sum({inner})"
     renamed = False
     for role, label in sorted(spec_.labels.items()):
@@ -171,6 +172,22 @@ def _normalise(spec_: Spec, counter: Counter, fn: str, window: str, extra: Mappi
     if renamed:
         expr = f"sum by ({', '.join(sorted(CANONICAL[r] for r in spec_.labels))}) ({expr})"
     return expr
+
+
+def _windowed(fn: str, series: str, window: str) -> str:
+    """``rate``, or an hourly increase that tiles exactly.
+
+    ``increase()`` extrapolates to the edges of its range when no scrape sits
+    on them, so hourly sums would bill up to one scrape interval more or less
+    per hour, and the increment between two ranges would belong to neither.
+    The difference to the value one window ago telescopes: consecutive hours
+    add up to exactly the counter's growth. Where the counter was reset in
+    the window, or is younger than it, ``increase()`` (reset-aware) is used.
+    """
+    if fn != "increase":
+        return f"{fn}({series}[{window}])"
+    exact = f"({series} - {series} offset {window})"
+    return f"({exact} unless resets({series}[{window}]) > 0) or increase({series}[{window}])"
 
 
 def _with_teams(plan: Plan, spec_: Spec, counter: Counter, fn: str, window: str) -> str:
