@@ -7,6 +7,8 @@ every diagnostic at once.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,12 +127,34 @@ class BuildResult:
     plans: dict[str, Plan] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def paused_gc():
+    """Pause the cyclic garbage collector for a compile.
+
+    A compile makes millions of short-lived objects and almost no reference
+    cycles; with the collector running, large plans spend a third of their
+    time rescanning them. Memory is returned by reference counting anyway.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
     """Validate and compile each environment; all problems of all environments at once.
 
     Nothing is generated unless every environment is valid, so a build never
     produces half an output.
     """
+    with paused_gc():
+        return _build(plan_path, environments)
+
+
+def _build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
     plans: list[Plan] = []
     problems: list[Diagnostic] = []
     for environment in environments:
