@@ -18,6 +18,7 @@ import json
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def openmetrics(plan: Plan, now: int, minutes: int) -> str:
         for team, user in plan.users():
             labels = f'user="{user.id}",group="{team.tier}"' if legacy else (
                 f'user="{user.id}",team="{team.name}",tier="{team.tier}"')
-            lines.append(f"{name}_total{{{labels}}} {3 * minute} {ts}")
+            lines.append(f"{name}{{{labels}}} {3 * minute} {ts}")  # Limitador: no _total
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 
@@ -89,11 +90,16 @@ def measure(plan: Plan, work: Path, port: int = 19190, settle: float = 40.0) -> 
         time.sleep(settle)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules") as response:
             payload = json.load(response)
+        # Evaluation time means nothing if the spend rules found no usage.
+        query = urllib.parse.quote("count(costplan:spend_by_user:rate5m)")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?query={query}") as response:
+            result = json.load(response)["data"]["result"]
+        spending_users = int(float(result[0]["value"][1])) if result else 0
     finally:
         server.terminate()
         server.wait(timeout=30)
     costs = {g["name"]: g["evaluationTime"] for g in payload["data"]["groups"]}
-    return count, costs
+    return count, costs, spending_users
 
 
 def main() -> None:
@@ -106,11 +112,14 @@ def main() -> None:
     for users in args.users:
         plan = with_users(base, users)
         with tempfile.TemporaryDirectory(prefix="costplan-bench-") as tmp:
-            count, costs = measure(plan, Path(tmp))
+            count, costs, spending_users = measure(plan, Path(tmp))
         counts.add(count)
         total = sum(costs.values())
         detail = ", ".join(f"{name.removeprefix('costplan-')} {seconds * 1000:.1f} ms" for name, seconds in costs.items())
-        print(f"users={len(plan.users())} rules={count} evaluation={total * 1000:.1f} ms ({detail})")
+        print(
+            f"users={len(plan.users())} spending={spending_users} rules={count} "
+            f"evaluation={total * 1000:.1f} ms ({detail})"
+        )
     print("rule count flat across user counts:", len(counts) == 1)
 
 
