@@ -9,7 +9,6 @@ change the structure of generated output.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 
 # All patterns are used with ``fullmatch``: ``$`` would accept a trailing

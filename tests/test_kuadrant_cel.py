@@ -17,7 +17,7 @@ import pytest
 
 from costplan import conventions as c
 from costplan.generators import kuadrant, secrets
-from costplan.model import Budget, Team, User
+from costplan.model import Team, User
 
 ENVS = (None, "dev", "prod", "staging")
 MODEL = "Qwen/Qwen3-0.6B"

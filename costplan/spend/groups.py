@@ -44,7 +44,7 @@ def rule_groups(plan: Plan) -> list[dict[str, Any]]:
     groups = []
     for name, rules in content.items():
         chunks = _shards(rules) if name in SHARDABLE else [rules]
-        for index, chunk in enumerate(c for c in chunks if c):
+        for index, chunk in enumerate(chunk for chunk in chunks if chunk):
             shard = name if index == 0 else f"{name}-{index + 1}"
             groups.append({"name": shard, "interval": INTERVALS[name], "rules": chunk})
     return groups
