@@ -56,65 +56,26 @@ class LList(list, Located):
         self.item_positions: list[Position | None] = []
 
 
-def _position(filename: str, mark: Any) -> Position:
-    return Position(filename, mark.line + 1, mark.column + 1)
+class _ScalarLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """libyaml's parser and composer; PyYAML constructors only for non-string scalars.
+
+    Numbers with a fraction become ``Decimal`` from the scalar's own text;
+    timestamps stay strings (a plan has no use for datetime objects).
+    Mappings and sequences are built by ``_Builder``, which keeps positions.
+    """
 
 
-def _make_loader(filename: str, diagnostics: list[Diagnostic]) -> type:
-    """A loader class bound to one file, reporting into ``diagnostics``."""
+def _construct_float(loader: Any, node: yaml.ScalarNode) -> Any:
+    text = str(node.value).replace("_", "")
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        # .inf / .nan: keep YAML's meaning; validation rejects them as money.
+        return loader.construct_yaml_float(node)
 
-    class PositionLoader(_BaseLoader):  # type: ignore[misc, valid-type]
-        pass
 
-    def construct_mapping(loader: Any, node: yaml.MappingNode) -> LDict:
-        result = LDict()
-        result.position = _position(filename, node.start_mark)
-        loader.flatten_mapping(node)
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, bool)) or isinstance(key, Decimal):
-                key = str(key)
-            key_pos = _position(filename, key_node.start_mark)
-            if key in result:
-                first = result.key_positions[key]
-                diagnostics.append(
-                    Diagnostic(
-                        file=filename,
-                        line=key_pos.line,
-                        column=key_pos.column,
-                        pointer="",
-                        message=f"duplicate key {key!r} (first defined at line {first.line})",
-                        check_id="duplicate-key",
-                    )
-                )
-            result[key] = loader.construct_object(value_node, deep=True)
-            result.key_positions[key] = key_pos
-            result.value_positions[key] = _position(filename, value_node.start_mark)
-        return result
-
-    def construct_sequence(loader: Any, node: yaml.SequenceNode) -> LList:
-        result = LList(loader.construct_object(child, deep=True) for child in node.value)
-        result.position = _position(filename, node.start_mark)
-        result.item_positions = [_position(filename, child.start_mark) for child in node.value]
-        return result
-
-    def construct_float(loader: Any, node: yaml.ScalarNode) -> Any:
-        text = str(node.value).replace("_", "")
-        try:
-            value = Decimal(text)
-        except InvalidOperation:
-            # .inf / .nan: keep YAML's meaning; validation rejects them as money.
-            return loader.construct_yaml_float(node)
-        return value
-
-    PositionLoader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
-    PositionLoader.add_constructor("tag:yaml.org,2002:seq", construct_sequence)
-    PositionLoader.add_constructor("tag:yaml.org,2002:float", construct_float)
-    # Timestamps stay strings: a plan has no use for datetime objects.
-    PositionLoader.add_constructor(
-        "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
-    )
-    return PositionLoader
+_ScalarLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_ScalarLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
 
 
 @dataclass
@@ -129,7 +90,7 @@ class LoadedFile:
 def load_yaml_text(text: str, filename: str) -> LoadedFile:
     """Parse one YAML document, recording positions and duplicate keys."""
     diagnostics: list[Diagnostic] = []
-    loader = _make_loader(filename, diagnostics)(text)
+    loader = _ScalarLoader(text)
     # A large plan makes millions of small objects and no reference cycles;
     # the cyclic collector would rescan them all many times over (5x slower).
     collecting = gc.isenabled()
