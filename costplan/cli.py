@@ -4,10 +4,11 @@ stdout carries data (manifests, JSON, the schema); stderr carries messages.
 Exit codes (documented in the README):
 
     0  success
-    1  differences found (reserved for diff/check modes)
+    1  differences found (diff, apply --check)
     2  usage error (bad option, unknown environment, missing tool)
     3  the plan is invalid
-    4  cluster failure (reserved for apply/diff)
+    4  an outside system failed: the cluster (diff, apply), Prometheus (report),
+       prices that disagree with the plan (check-gpu-prices)
     5  generated output failed validation (a costplan bug or a schema mismatch)
 """
 
@@ -345,3 +346,13 @@ def _register_report_commands() -> None:
 
 
 _register_report_commands()
+
+
+def _register_cluster_commands() -> None:
+    from costplan.cli_cluster import apply_command, diff_command
+
+    main.add_command(diff_command, "diff")
+    main.add_command(apply_command, "apply")
+
+
+_register_cluster_commands()

@@ -62,6 +62,17 @@ LABEL_ENVIRONMENT = "costplan.dev/environment"
 LABEL_COMPONENT = "costplan.dev/component"
 ANNOTATION_SYNC_WAVE = "argocd.argoproj.io/sync-wave"
 
+# ApplySet (pruning by `costplan apply`): the current ``applyset.kubernetes.io/``
+# prefix; the KEP's older ``applyset.k8s.io/`` prefix is not what kubectl uses.
+LABEL_APPLYSET_ID = "applyset.kubernetes.io/id"
+LABEL_APPLYSET_PART_OF = "applyset.kubernetes.io/part-of"
+ANNOTATION_APPLYSET_TOOLING = "applyset.kubernetes.io/tooling"
+ANNOTATION_APPLYSET_GROUP_KINDS = "applyset.kubernetes.io/contains-group-kinds"
+ANNOTATION_APPLYSET_NAMESPACES = "applyset.kubernetes.io/additional-namespaces"
+# An object with this annotation set to "true" is left alone when it would
+# otherwise be pruned (reported as skipped), for hand-over to another owner.
+ANNOTATION_KEEP = "costplan.dev/keep"
+
 # --------------------------------------------------------------------------
 # Metric names (prefix costplan:) - filled in by the spend-rules generator
 # --------------------------------------------------------------------------
