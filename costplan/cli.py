@@ -175,25 +175,12 @@ def validate(ctx: click.Context, plan_path: Path, environment: str | None, all_e
 )
 @click.option("--check-rules", is_flag=True, help="Also run 'promtool check rules' on the spend rules.")
 @click.pass_context
-def build(
-    ctx: click.Context,
-    plan_path: Path,
-    environment: str | None,
-    all_envs: bool,
-    output_dir: Path | None,
-    schema_locations: Sequence[str],
-    kubernetes_version: str,
-    strict_schemas: bool,
-    use_kubeconform: bool,
-    output_format: str,
-    check_rules: bool,
-) -> None:
+def build(ctx: click.Context, **options: Any) -> None:
     """Compile the plan into manifests, validated before anything is written."""
     from costplan import pipeline
 
     with pipeline.paused_gc():
-        _build(ctx, plan_path, environment, all_envs, output_dir, schema_locations, kubernetes_version,
-               strict_schemas, use_kubeconform, output_format, check_rules)
+        _build(ctx, **options)
 
 
 def _build(
