@@ -82,8 +82,14 @@ class KubeCluster:
             else:
                 try:
                     api = config.new_client_from_config()
-                except ConfigException:
-                    config.load_incluster_config()
+                except ConfigException as no_kubeconfig:
+                    try:
+                        config.load_incluster_config()
+                    except ConfigException:
+                        raise ConfigException(
+                            f"no usable kubeconfig ({no_kubeconfig}; set KUBECONFIG or pass --kubeconfig) "
+                            "and not running inside a cluster"
+                        ) from None
                     api = client.ApiClient()
             self.dynamic = DynamicClient(api)
         except (ConfigException, OSError) as exc:
