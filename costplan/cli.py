@@ -343,3 +343,12 @@ def _register_cluster_commands() -> None:
 
 
 _register_cluster_commands()
+
+
+def _register_impact_command() -> None:
+    from costplan.impact import impact_command
+
+    main.add_command(impact_command, "impact")
+
+
+_register_impact_command()
