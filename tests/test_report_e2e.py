@@ -13,10 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests import promserver
 from tests.conftest import PLAN
 from costplan import conventions as c
 from costplan.generators import grafana
@@ -122,50 +119,16 @@ def openmetrics(data: dict[str, list[tuple[dict, datetime, str]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prometheus_url(tmp_path_factory):
     work = tmp_path_factory.mktemp("prometheus")
-    data = work / "data"
-    source = work / "usage.om"
-    source.write_text(openmetrics(series()))
-    subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-                   check=True, capture_output=True, timeout=60)
-    config = work / "prometheus.yml"
-    config.write_text("global:\n  evaluation_interval: 1m\n")
-    port = free_port()
-    log = (work / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={data}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = promserver.PrometheusServer(work, work / "data")
+    promserver.backfill_openmetrics(openmetrics(series()), server.data_dir, work)
+    server.start()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prometheus did not start: {(work / 'prometheus.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        process.terminate()  # SIGTERM
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        server.stop()
 
 
 def run_report(url: str, *args: str):
