@@ -273,23 +273,32 @@ def _count(recap: ch.Recap, action: str) -> None:
     setattr(recap, word, getattr(recap, word) + 1)
 
 
+def _failed_or_skipped(
+    change: ch.Change, planned: _Planned, options: Options, failed: bool, recap: Any, printer: _Printer
+) -> bool:
+    """Report a change that failed while planning, or a prune that must not run; True if so."""
+    if change.key in planned.failures:
+        recap.failed += 1
+        printer.line("failed", change.key)
+        printer.err("  " + planned.failures[change.key].replace("\n", "\n  ").rstrip())
+        return True
+    if change.action == ch.ACTION_PRUNE:
+        reason = _prune_skip_reason(change, options, failed)
+        if reason:
+            recap.skipped += 1
+            printer.line("skipped", change.key, reason)
+            return True
+    return False
+
+
 def _report(planned: _Planned, options: Options, printer: _Printer, outcome: Outcome) -> None:
     """``diff`` and ``apply --check``: say what would happen, change nothing."""
     recap = outcome.recap
     show_diff = options.show_diff or options.mode == MODE_DIFF
     failed = bool(planned.failures)
     for change in planned.changes:
-        if change.key in planned.failures:
-            recap.failed += 1
-            printer.line("failed", change.key)
-            printer.err("  " + planned.failures[change.key].replace("\n", "\n  ").rstrip())
+        if _failed_or_skipped(change, planned, options, failed, recap, printer):
             continue
-        if change.action == ch.ACTION_PRUNE:
-            reason = _prune_skip_reason(change, options, failed)
-            if reason:
-                recap.skipped += 1
-                printer.line("skipped", change.key, reason)
-                continue
         _count(recap, change.action)
         printer.line(_LINE_WORDS[change.action], change.key)
         if change.action != ch.ACTION_UNCHANGED:
@@ -319,18 +328,10 @@ def _apply(
     failed = bool(planned.failures)
     kept: list[ch.ObjectKey] = []
     for change in planned.changes:
-        if change.key in planned.failures:
-            recap.failed += 1
-            printer.line("failed", change.key)
-            printer.err("  " + planned.failures[change.key].replace("\n", "\n  ").rstrip())
-            continue
-        if change.action == ch.ACTION_PRUNE:
-            reason = _prune_skip_reason(change, options, failed)
-            if reason:
-                recap.skipped += 1
+        if _failed_or_skipped(change, planned, options, failed, recap, printer):
+            if change.action == ch.ACTION_PRUNE and change.key not in planned.failures:
                 kept.append(change.key)
-                printer.line("skipped", change.key, reason)
-                continue
+            continue
         try:
             _execute(cluster, change, options)
         except ApplyConflict as exc:
