@@ -1,3 +1,3 @@
-from costplan.cli import main
+from costplan.cli.app import main
 
 main()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from costplan.pipeline import load_plan
+from costplan.plan.load import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "costplan.yaml"

@@ -24,10 +24,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from costplan import apply, cli_cluster, pipeline
-from costplan import changes as ch
-from costplan.artifacts import file, manifest
-from costplan.cluster import ApplyConflict, ClusterError
+from costplan.install import apply
+from costplan.cli import cluster as cli_cluster
+from costplan.plan import load as pipeline
+from costplan.install import changes as ch
+from costplan.core.artifacts import file, manifest
+from costplan.install.cluster import ApplyConflict, ClusterError
 from tests.conftest import PLAN, patched_minimal
 
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
@@ -407,7 +409,7 @@ class ApiServerHarness(Harness):
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         import tempfile
 
-        from costplan.cluster import KubeCluster
+        from costplan.install.cluster import KubeCluster
 
         super().__init__(tmp_path, "h1")
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the client's discovery cache
@@ -824,7 +826,7 @@ def test_kube_cluster_sends_server_side_apply_as_costplan_and_maps_conflicts() -
     from kubernetes.client.rest import ApiException
     from kubernetes.dynamic.exceptions import ConflictError
 
-    from costplan.cluster import KubeCluster
+    from costplan.install.cluster import KubeCluster
 
     class Resource:
         namespaced = True

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from costplan.cluster import KubeCluster
+from costplan.install.cluster import KubeCluster
 
 # The scenarios are imported so that pytest collects them here too, where the
 # ``harness`` fixture below binds them to the real cluster.

@@ -13,8 +13,9 @@ from typing import NamedTuple
 import pytest
 
 from tests.conftest import patched_minimal
-from costplan import checks, pipeline
-from costplan.diagnostics import CHECKS
+from costplan.plan import checks
+from costplan.plan import load as pipeline
+from costplan.core.diagnostics import CHECKS
 
 MINIMAL = Path(__file__).parent / "plans" / "minimal.yaml"
 PLAN = "costplan.yaml"

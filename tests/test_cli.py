@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from costplan.cli import main
+from costplan.cli.app import main
 from tests.conftest import CRD_SCHEMA_LOCATION, ROOT
 
 
@@ -175,7 +175,7 @@ def test_kubeconform_without_docker_says_so_clearly(workspace, tmp_path, monkeyp
 def test_a_generated_object_that_breaks_its_schema_stops_the_build(workspace, tmp_path, monkeypatch):
     """If any generator emits an invalid object, exit 5 and write nothing."""
     from costplan import generators
-    from costplan.artifacts import manifest
+    from costplan.core.artifacts import manifest
 
     out = tmp_path / "out"
     assert run(*build_args(workspace, "--env", "dev", "-o", str(out))).exit_code == 0

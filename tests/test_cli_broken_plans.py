@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from costplan.cli import main
+from costplan.cli.app import main
 from tests import test_checks, test_schema
 
 CASES = (

@@ -14,7 +14,8 @@ import os
 
 import pytest
 
-from costplan import output, pipeline
+from costplan.output import serialise as output
+from costplan.plan import load as pipeline
 from tests.conftest import ENVIRONMENTS, PLAN, ROOT
 
 GOLDEN = ROOT / "tests" / "golden"

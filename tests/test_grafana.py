@@ -10,7 +10,7 @@ import promql_parser
 import pytest
 
 from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS
-from costplan import conventions as c
+from costplan.core import conventions as c
 from costplan.generators import grafana
 
 

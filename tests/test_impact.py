@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from costplan.impact import (
+from costplan.impact.compare import (
     MARKER,
     EnvironmentReport,
     compare,
@@ -28,7 +28,7 @@ from costplan.impact import (
     parse_usage,
     render_markdown,
 )
-from costplan.pipeline import load_plan
+from costplan.plan.load import load_plan
 from tests.conftest import ROOT
 
 # The bundled plan's base environment, monthly (×30 for days, ×30/7 for the 7d window):

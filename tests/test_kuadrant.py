@@ -15,10 +15,14 @@ import pytest
 import yaml
 
 from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, SHARED
-from costplan import conventions as c
-from costplan.generators import kuadrant, kuadrant_auth, kuadrant_limits, kuadrant_telemetry, monitors
-from costplan.model import ApiKeyAuth, Quotas, Rate, TargetRef
-from costplan.output import dump_yaml
+from costplan.core import conventions as c
+from costplan.generators import kuadrant
+from costplan.generators.kuadrant import auth as kuadrant_auth
+from costplan.generators.kuadrant import limits as kuadrant_limits
+from costplan.generators.kuadrant import monitors
+from costplan.generators.kuadrant import telemetry as kuadrant_telemetry
+from costplan.plan.model import ApiKeyAuth, Quotas, Rate, TargetRef
+from costplan.output.serialise import dump_yaml
 
 ALL_ENVS = (None,) + ENVIRONMENTS
 CRDS = SHARED / "crds"
@@ -322,12 +326,12 @@ def test_labels_come_from_the_conventions_module():
         Path(m.__file__).read_text() for m in (kuadrant_auth, kuadrant_limits, kuadrant_telemetry, monitors)
     )
     for literal in ('"userid"', '"cost_center"', '"secret.kuadrant.io/user-id"', '"costplan.dev/tier"'):
-        assert literal not in source, f"{literal} must come from costplan.conventions"
+        assert literal not in source, f"{literal} must come from costplan.core.conventions"
 
 
 @pytest.mark.parametrize("env", ALL_ENVS, ids=lambda e: e or "base")
 def test_shared_manifest_validator_accepts_every_object(bundled_plan, crd_schema_location, env):
-    from costplan.verify import ManifestValidator
+    from costplan.output.verify import ManifestValidator
 
     validator = ManifestValidator(schema_locations=[crd_schema_location], strict=True)
     artifacts = kuadrant.generate(bundled_plan(env))

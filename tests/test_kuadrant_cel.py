@@ -15,9 +15,10 @@ from typing import Any, Iterator
 import cel
 import pytest
 
-from costplan import conventions as c
-from costplan.generators import kuadrant, secrets
-from costplan.model import Team, User
+from costplan.core import conventions as c
+from costplan.generators import kuadrant
+from costplan.generators.kuadrant import secrets
+from costplan.plan.model import Team, User
 
 ENVS = (None, "dev", "prod", "staging")
 MODEL = "Qwen/Qwen3-0.6B"

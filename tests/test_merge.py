@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from costplan.merge import merge
-from costplan.source import load_yaml_text, locate
+from costplan.plan.merge import merge
+from costplan.plan.source import load_yaml_text, locate
 
 BASE = """\
 metadata:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from costplan import names
+from costplan.core import names
 
 
 @pytest.mark.parametrize("check", [names.is_dns_label, names.is_dns_subdomain, names.is_label_value,

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from costplan import output
-from costplan.artifacts import file, manifest
+from costplan.output import serialise as output
+from costplan.core.artifacts import file, manifest
 
 
 def test_keys_are_sorted_decimals_exact_and_multiline_strings_literal():

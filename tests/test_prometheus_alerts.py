@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from costplan import conventions as c
-from costplan import promtool
-from costplan.model import Plan
-from costplan.pipeline import load_plan
-from costplan.spend import rule_groups
+from costplan.core import conventions as c
+from costplan.output import promtool
+from costplan.plan.model import Plan
+from costplan.plan.load import load_plan
+from costplan.generators.prometheus.groups import rule_groups
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 

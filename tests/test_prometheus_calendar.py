@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from costplan import promtool
-from costplan.spend import calendar, rule_groups
+from costplan.output import promtool
+from costplan.generators.prometheus import calendar
+from costplan.generators.prometheus.groups import rule_groups
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from costplan import conventions as c
-from costplan import promtool
+from costplan.core import conventions as c
+from costplan.output import promtool
 from costplan.generators import prometheus
-from costplan.model import ApiKeyRef, Plan, User
-from costplan.spend import rule_groups
+from costplan.plan.model import ApiKeyRef, Plan, User
+from costplan.generators.prometheus.groups import rule_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_SCHEMAS = ROOT.parent / "shared" / "crd-schemas"

@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import CRD_SCHEMA_LOCATION, ENVIRONMENTS
-from costplan import report
+from costplan.chargeback import report
 from costplan.generators import reports
-from costplan.model import Reports, SecretKey
-from costplan.pipeline import load_plan
-from costplan.promapi import Sample
-from costplan.verify import ManifestValidator
+from costplan.plan.model import Reports, SecretKey
+from costplan.plan.load import load_plan
+from costplan.chargeback.promapi import Sample
+from costplan.output.verify import ManifestValidator
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -22,11 +22,11 @@ from click.testing import CliRunner
 
 from tests import promserver
 from tests.conftest import PLAN
-from costplan import conventions as c
+from costplan.core import conventions as c
 from costplan.generators import grafana
-from costplan.pipeline import compile_plan, load_plan
-from costplan.promapi import PrometheusClient
-from costplan.report import report_command
+from costplan.plan.load import compile_plan, load_plan
+from costplan.chargeback.promapi import PrometheusClient
+from costplan.chargeback.report import report_command
 
 UTC = timezone.utc
 STEP = timedelta(hours=1)

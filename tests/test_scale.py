@@ -7,7 +7,9 @@ import importlib.util
 import pytest
 import yaml
 
-from costplan import output, pipeline, verify
+from costplan.output import serialise as output
+from costplan.plan import load as pipeline
+from costplan.output import verify
 from costplan.generators import grafana
 from tests.conftest import ROOT
 

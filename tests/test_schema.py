@@ -14,8 +14,10 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tests.conftest import patched_minimal
-from costplan import capabilities, pipeline, schema
-from costplan.model import from_document
+from costplan.plan import capabilities
+from costplan.plan import load as pipeline
+from costplan.plan import schema
+from costplan.plan.model import from_document
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "costplan.yaml"
@@ -55,7 +57,9 @@ def test_schema_falls_back_to_package_data_when_installed(tmp_path, monkeypatch)
     packaged = tmp_path / "site-packages" / "costplan"
     (packaged / "_data" / "schemas").mkdir(parents=True)
     (packaged / "_data" / "schemas" / "costplan.schema.json").write_text('{"title": "packaged"}', encoding="utf-8")
-    monkeypatch.setattr(schema.resources, "files", lambda package: packaged)
+    from costplan.core import data
+
+    monkeypatch.setattr(data.resources, "files", lambda package: packaged)
     assert schema.read_schema_file(tmp_path / "no-checkout") == '{"title": "packaged"}'
 
 

@@ -8,11 +8,12 @@ import re
 import pytest
 
 from tests.conftest import ENVIRONMENTS
-from costplan import conventions as c
-from costplan.generators import kuadrant, secrets
-from costplan.model import ApiKeyRef
-from costplan.output import dump_yaml
-from costplan.pipeline import compile_plan
+from costplan.core import conventions as c
+from costplan.generators import kuadrant
+from costplan.generators.kuadrant import secrets
+from costplan.plan.model import ApiKeyRef
+from costplan.output.serialise import dump_yaml
+from costplan.plan.load import compile_plan
 
 ALL_ENVS = (None,) + ENVIRONMENTS
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from costplan.artifacts import Artifact
+from costplan.core.artifacts import Artifact
 from costplan.generators import argocd, common, grafana, kuadrant, opencost, prometheus, reports
-from costplan.model import Plan
+from costplan.plan.model import Plan
 
 GENERATORS: tuple[tuple[str, Callable[[Plan], list[Artifact]]], ...] = (
     ("common", common.generate),

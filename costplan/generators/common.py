@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from costplan import conventions as c
-from costplan.artifacts import Artifact, manifest
-from costplan.model import Plan
+from costplan.core import conventions as c
+from costplan.core.artifacts import Artifact, manifest
+from costplan.plan.model import Plan
 
 # Argo CD sync waves: namespaces and config first, workloads next, then the
 # custom resources that depend on both.

@@ -37,11 +37,11 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
-from costplan import conventions as c
-from costplan.artifacts import Artifact, manifest
+from costplan.core import conventions as c
+from costplan.core.artifacts import Artifact, manifest
 from costplan.generators.common import WAVE_CONFIG, metadata
-from costplan.model import Budget, Plan
-from costplan.names import object_name, promql_string
+from costplan.plan.model import Budget, Plan
+from costplan.core.names import object_name, promql_string
 
 COMPONENT = "grafana"
 DATASOURCE_VAR = "datasource"

@@ -36,10 +36,10 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from costplan.artifacts import Artifact, file, manifest
+from costplan.core.artifacts import Artifact, file, manifest
 from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
-from costplan.model import GpuInstance, Plan
-from costplan.money import format_decimal
+from costplan.plan.model import GpuInstance, Plan
+from costplan.core.money import format_decimal
 
 COMPONENT = "opencost"
 KUBECOST_COMPONENT = "kubecost"

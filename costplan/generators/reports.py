@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from costplan.artifacts import Artifact, manifest
+from costplan.core.artifacts import Artifact, manifest
 from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
-from costplan.model import (
+from costplan.plan.model import (
     GpuHourly,
     PerMillionTokens,
     PerRequest,
@@ -36,8 +36,8 @@ from costplan.model import (
     Reports,
     TieredVolume,
 )
-from costplan.output import dump_yaml
-from costplan.pipeline import BASE_ENVIRONMENT
+from costplan.output.serialise import dump_yaml
+from costplan.plan.load import BASE_ENVIRONMENT
 
 COMPONENT = "reports"
 PLAN_CONFIGMAP = "costplan-plan"

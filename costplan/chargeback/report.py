@@ -1,0 +1,770 @@
+"""``costplan report``: the chargeback for a period, from the spend rules' series.
+
+The money comes from the spend rules' hourly series
+(``conventions.METRIC_SPEND_HOURLY``, money in the hour before each sample),
+summed over an hourly subquery exactly as the budget rules sum it, so a
+report and a budget gauge agree.
+
+Periods are half-open in time, ``[start, end)``, as FOCUS wants; the hourly
+step that closes exactly at ``start`` covers the hour *before* it and belongs
+to the previous period, the one closing at ``end`` to this one. An aligned
+subquery includes both ends, so each window is queried with a range one
+second shorter than the window, ending at the window's end.
+
+The period is split into days at midnight in the plan's timezone (23- or
+25-hour days around DST changes). One query per day keeps each query small,
+gives progress on stderr, and yields the daily charge periods of the FOCUS
+export.
+
+Rounding: Prometheus returns sums as floats. Each daily value of one
+(team, user, tier, model, cost center) is parsed with ``Decimal(str)`` and
+rounded half-even to ``MONEY_QUANTUM`` (0.000001); request and token counts
+to whole units. Every total is an exact ``Decimal`` sum of those rounded
+rows, so all views of one report add up to the same total.
+
+Everything here except ``collect``, ``post_webhook`` and the click command
+is pure and tested without a server.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+import click
+
+from costplan.core import conventions as c
+from costplan.plan.model import (
+    GpuHourly,
+    PerMillionTokens,
+    PerRequest,
+    PerRequestWithIncludedTokens,
+    Plan,
+    TieredVolume,
+)
+from costplan.chargeback.promapi import PrometheusClient, PrometheusError, Sample
+
+MONEY_QUANTUM = Decimal("0.000001")
+UNIT_QUANTUM = Decimal(1)
+IDENTITY = (c.LABEL_TEAM, c.LABEL_USER, c.LABEL_TIER, c.LABEL_MODEL, c.LABEL_COST_CENTER)
+GROUPS: Mapping[str, tuple[str, ...]] = {
+    "detail": IDENTITY,
+    "team": (c.LABEL_TEAM, c.LABEL_COST_CENTER),
+    "user": (c.LABEL_TEAM, c.LABEL_USER),
+    "model": (c.LABEL_MODEL,),
+    "cost-center": (c.LABEL_COST_CENTER,),
+}
+TOKEN_COLUMNS = (c.TOKEN_TYPE_INPUT, c.TOKEN_TYPE_OUTPUT, c.TOKEN_TYPE_CACHED, c.TOKEN_TYPE_REASONING, c.TOKEN_TYPE_TOTAL)
+
+# Exit codes shared with the rest of the CLI (see costplan/cli.py).
+EXIT_USAGE = 2
+EXIT_INVALID = 3
+EXIT_PROMETHEUS = 4
+
+
+class ReportError(Exception):
+    """A failure to explain in one line on stderr (no traceback)."""
+
+
+# --------------------------------------------------------------------------
+# Periods
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """``[start, end)`` in UTC; ``label`` names output files."""
+
+    start: datetime
+    end: datetime
+    label: str
+
+
+def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
+
+
+def _month_start(year: int, month: int) -> date:
+    return date(year, month, 1)
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + (day.month == 12), day.month % 12 + 1, 1)
+
+
+def month_period(month: str, tz: ZoneInfo) -> Period:
+    """``2026-10`` → the calendar month in the plan's timezone."""
+    try:
+        year, number = (int(part) for part in month.split("-"))
+        first = _month_start(year, number)
+    except ValueError:
+        raise ReportError(f"--month wants YYYY-MM, 'last' or 'current', not {month!r}") from None
+    return Period(_local_midnight(first, tz), _local_midnight(_next_month(first), tz), f"{year:04d}-{number:02d}")
+
+
+def named_month(name: str, now: datetime, tz: ZoneInfo) -> Period:
+    """``last`` (the month before ``now``), ``current`` (month to date) or ``YYYY-MM``."""
+    today = now.astimezone(tz).date()
+    if name == "last":
+        previous = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+        return month_period(f"{previous.year}-{previous.month}", tz)
+    if name == "current":
+        month = month_period(f"{today.year}-{today.month}", tz)
+        return Period(month.start, now.astimezone(timezone.utc).replace(microsecond=0), month.label)
+    return month_period(name, tz)
+
+
+def parse_instant(text: str, tz: ZoneInfo) -> datetime:
+    """A date or ISO time; without an offset it is read in the plan's timezone."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ReportError(f"{text!r} is not an ISO date or time (e.g. 2026-10-01 or 2026-10-01T12:00:00Z)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(timezone.utc)
+
+
+def range_period(start: str, end: str, tz: ZoneInfo) -> Period:
+    begin, finish = parse_instant(start, tz), parse_instant(end, tz)
+    if finish <= begin:
+        raise ReportError(f"--end ({end}) must be after --start ({start})")
+    return Period(begin, finish, f"{begin:%Y%m%dT%H%M%SZ}-{finish:%Y%m%dT%H%M%SZ}")
+
+
+def windows(period: Period, tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """The period cut at every local midnight inside it."""
+    cuts = [period.start]
+    day = period.start.astimezone(tz).date() + timedelta(days=1)
+    while (midnight := _local_midnight(day, tz)) < period.end:
+        cuts.append(midnight)
+        day += timedelta(days=1)
+    cuts.append(period.end)
+    return list(zip(cuts, cuts[1:]))
+
+
+def billing_period(moment: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """The calendar month (plan timezone) that contains ``moment``."""
+    local = moment.astimezone(tz).date().replace(day=1)
+    return _local_midnight(local, tz), _local_midnight(_next_month(local), tz)
+
+
+# --------------------------------------------------------------------------
+# Queries
+# --------------------------------------------------------------------------
+
+
+def range_seconds(start: datetime, end: datetime) -> int:
+    """The window length minus one second (see the module docstring)."""
+    return (end - start) // timedelta(seconds=1) - 1
+
+
+def window_query(metric: str, by: Sequence[str], start: datetime, end: datetime) -> str:
+    """Sum of an hourly series over the steps in ``(start, end]``, evaluated at ``end``."""
+    span = range_seconds(start, end)
+    return f"sum by ({', '.join(by)}) (sum_over_time({metric}[{span}s:{c.OUTPUT_STEP}]))"
+
+
+def spend_query(start: datetime, end: datetime) -> str:
+    return window_query(c.METRIC_SPEND_HOURLY, IDENTITY, start, end)
+
+
+def requests_query(start: datetime, end: datetime) -> str:
+    # Usage carries no cost_center; it is completed from the plan's teams.
+    return window_query(c.METRIC_USAGE_REQUESTS_HOURLY, IDENTITY[:4], start, end)
+
+
+def tokens_query(start: datetime, end: datetime) -> str:
+    return window_query(c.METRIC_USAGE_TOKENS_HOURLY, (*IDENTITY[:4], c.LABEL_TOKEN_TYPE), start, end)
+
+
+# --------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Spend and usage of one identity in one window (a FOCUS charge period)."""
+
+    start: datetime
+    end: datetime
+    team: str
+    user: str
+    tier: str
+    model: str
+    cost_center: str
+    cost: Decimal
+    requests: Decimal = Decimal(0)
+    tokens: Mapping[str, Decimal] = field(default_factory=dict)
+
+    def key(self, labels: Sequence[str]) -> tuple[str, ...]:
+        return tuple(getattr(self, label) for label in labels)
+
+    @property
+    def total_tokens(self) -> Decimal:
+        return sum(self.tokens.values(), Decimal(0))
+
+
+def _identity(labels: Mapping[str, str], plan: Plan) -> tuple[str, ...]:
+    values = {label: labels.get(label, "") for label in IDENTITY}
+    if not values[c.LABEL_COST_CENTER] and values[c.LABEL_TEAM]:
+        team = next((t for t in plan.teams if t.name == values[c.LABEL_TEAM]), None)
+        values[c.LABEL_COST_CENTER] = team.cost_center if team else ""
+    return tuple(values[label] for label in IDENTITY)
+
+
+def rows_from_samples(
+    plan: Plan,
+    start: datetime,
+    end: datetime,
+    spend: Iterable[Sample],
+    requests: Iterable[Sample] = (),
+    tokens: Iterable[Sample] = (),
+) -> list[UsageRow]:
+    """Join the three answers of one window on identity and round them (pure)."""
+    costs: dict[tuple[str, ...], Decimal] = {}
+    counts: dict[tuple[str, ...], Decimal] = {}
+    token_counts: dict[tuple[str, ...], dict[str, Decimal]] = {}
+    for sample in spend:
+        key = _identity(sample.labels, plan)
+        costs[key] = costs.get(key, Decimal(0)) + sample.value
+    for sample in requests:
+        key = _identity(sample.labels, plan)
+        counts[key] = counts.get(key, Decimal(0)) + sample.value
+    for sample in tokens:
+        key = _identity(sample.labels, plan)
+        kind = sample.labels.get(c.LABEL_TOKEN_TYPE, "")
+        bucket = token_counts.setdefault(key, {})
+        bucket[kind] = bucket.get(kind, Decimal(0)) + sample.value
+    rows = []
+    for key in sorted(set(costs) | set(counts) | set(token_counts)):
+        team, user, tier, model, cost_center = key
+        rows.append(
+            UsageRow(
+                start=start,
+                end=end,
+                team=team,
+                user=user,
+                tier=tier,
+                model=model,
+                cost_center=cost_center,
+                cost=costs.get(key, Decimal(0)).quantize(MONEY_QUANTUM, ROUND_HALF_EVEN),
+                requests=counts.get(key, Decimal(0)).quantize(UNIT_QUANTUM, ROUND_HALF_EVEN),
+                tokens={
+                    kind: value.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN)
+                    for kind, value in sorted(token_counts.get(key, {}).items())
+                },
+            )
+        )
+    return rows
+
+
+def collect(
+    client: PrometheusClient,
+    plan: Plan,
+    period: Period,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[UsageRow]:
+    """Query every window of the period (I/O at the edge)."""
+    tz = ZoneInfo(plan.timezone)
+    parts = windows(period, tz)
+    rows: list[UsageRow] = []
+    for index, (start, end) in enumerate(parts, 1):
+        if len(parts) > 1:
+            progress(f"querying {start.astimezone(tz):%Y-%m-%d} ({index}/{len(parts)})")
+        rows.extend(
+            rows_from_samples(
+                plan,
+                start,
+                end,
+                client.query(spend_query(start, end), end),
+                client.query(requests_query(start, end), end),
+                client.query(tokens_query(start, end), end),
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Shaping: CSV, JSON, FOCUS
+# --------------------------------------------------------------------------
+
+
+def money(value: Decimal) -> str:
+    """Fixed six decimals: the report's money precision."""
+    return f"{value.quantize(MONEY_QUANTUM, ROUND_HALF_EVEN):f}"
+
+
+def units(value: Decimal) -> str:
+    return f"{value.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN):f}"
+
+
+def utc(moment: datetime) -> str:
+    """FOCUS date format: ``YYYY-MM-DDTHH:mm:ssZ``."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One aggregated line of a view."""
+
+    key: tuple[str, ...]
+    cost: Decimal
+    requests: Decimal
+    tokens: Mapping[str, Decimal]
+
+
+def aggregate(rows: Iterable[UsageRow], labels: Sequence[str]) -> list[Line]:
+    """Sum rows by ``labels``; lines ordered by cost (highest first), then key."""
+    costs: dict[tuple[str, ...], Decimal] = {}
+    requests: dict[tuple[str, ...], Decimal] = {}
+    tokens: dict[tuple[str, ...], dict[str, Decimal]] = {}
+    for row in rows:
+        key = row.key(labels)
+        costs[key] = costs.get(key, Decimal(0)) + row.cost
+        requests[key] = requests.get(key, Decimal(0)) + row.requests
+        bucket = tokens.setdefault(key, {})
+        for kind, count in row.tokens.items():
+            bucket[kind] = bucket.get(kind, Decimal(0)) + count
+    lines = [Line(key, costs[key], requests[key], tokens[key]) for key in costs]
+    return sorted(lines, key=lambda line: (-line.cost, line.key))
+
+
+def total(rows: Iterable[UsageRow]) -> Decimal:
+    return sum((row.cost for row in rows), Decimal(0))
+
+
+def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: str = "team") -> str:
+    labels = GROUPS[group]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["period_start", "period_end", *labels, "requests", *(f"{k}_tokens" for k in TOKEN_COLUMNS), "cost", "currency"]
+    )
+    for line in aggregate(rows, labels):
+        writer.writerow(
+            [
+                utc(period.start),
+                utc(period.end),
+                *line.key,
+                units(line.requests),
+                *(units(line.tokens.get(kind, Decimal(0))) for kind in TOKEN_COLUMNS),
+                money(line.cost),
+                plan.currency,
+            ]
+        )
+    return buffer.getvalue()
+
+
+def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict:
+    """Every view in one document; money as exact strings."""
+
+    def view(group: str) -> list[dict]:
+        labels = GROUPS[group]
+        return [
+            {
+                **dict(zip(labels, line.key)),
+                "requests": units(line.requests),
+                "tokens": {kind: units(line.tokens.get(kind, Decimal(0))) for kind in TOKEN_COLUMNS},
+                "cost": money(line.cost),
+            }
+            for line in aggregate(rows, labels)
+        ]
+
+    return {
+        "plan": plan.name,
+        "environment": plan.environment,
+        "cluster": plan.cluster,
+        "currency": plan.currency,
+        "periodStart": utc(period.start),
+        "periodEnd": utc(period.end),
+        "total": money(total(rows)),
+        "byTeam": view("team"),
+        "byUser": view("user"),
+        "byModel": view("model"),
+        "byCostCenter": view("cost-center"),
+        "detail": view("detail"),
+    }
+
+
+def chargeback_json(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> str:
+    return json.dumps(chargeback_document(plan, period, rows), indent=2, sort_keys=True) + "\n"
+
+
+FOCUS_COLUMNS = (
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "ListUnitPrice",
+    "ContractedUnitPrice",
+    "PricingCategory",
+    "PricingQuantity",
+    "PricingUnit",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "InvoiceIssuerName",
+    "ProviderName",
+    "PublisherName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceCategory",
+    "ServiceSubcategory",
+    "ServiceName",
+    "SubAccountId",
+    "SubAccountName",
+    "SubAccountType",
+    "Tags",
+    "x_Team",
+    "x_User",
+    "x_Tier",
+    "x_Model",
+    "x_CostCenter",
+    "x_Environment",
+    "x_Cluster",
+    "x_Requests",
+    "x_InputTokens",
+    "x_OutputTokens",
+)
+
+
+def _pricing_quantity(plan: Plan, row: UsageRow) -> tuple[str, str]:
+    """``(PricingQuantity, PricingUnit)`` from the model's pricing type."""
+    model = next((m for m in plan.models if row.model in (m.name, m.model_name)), None)
+    if model is None:
+        return "", ""
+    pricing = model.pricing
+    if isinstance(pricing, (PerRequest, PerRequestWithIncludedTokens)) or (
+        isinstance(pricing, TieredVolume) and pricing.unit == "requests"
+    ):
+        return units(row.requests), "Requests"
+    if isinstance(pricing, (PerMillionTokens, TieredVolume)):
+        return f"{(row.total_tokens / Decimal(1_000_000)).normalize():f}", "1000000 Tokens"
+    if isinstance(pricing, GpuHourly) and model.gpu_instance:
+        rate = plan.gpu_instance(model.gpu_instance).hourly_rate_per_gpu
+        return (f"{(row.cost / rate).quantize(MONEY_QUANTUM, ROUND_HALF_EVEN):f}", "GPU-Hours") if rate else ("", "")
+    return "", ""
+
+
+def _list_cost(plan: Plan, row: UsageRow) -> Decimal:
+    """Cost before the tier's price multiplier (equal to the billed cost when none applies)."""
+    tier = next((t for t in plan.tiers if t.name == row.tier), None)
+    if tier is None or tier.price_multiplier in (0, 1):
+        return row.cost
+    model = next((m for m in plan.models if row.model in (m.name, m.model_name)), None)
+    if model is not None and any(o.model == model.name for o in tier.price_overrides):
+        return row.cost  # an override is a price of its own, not a discount on the list price
+    return (row.cost / tier.price_multiplier).quantize(MONEY_QUANTUM, ROUND_HALF_EVEN)
+
+
+def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
+    """FOCUS 1.2-shaped rows: one per day x team x user x tier x model."""
+    tz = ZoneInfo(plan.timezone)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FOCUS_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
+    for row in sorted(rows, key=lambda r: (r.start, r.key(IDENTITY))):
+        model = models.get(row.model)
+        bill_start, bill_end = billing_period(row.start, tz)
+        quantity, unit = _pricing_quantity(plan, row)
+        consumed, consumed_unit = (
+            (units(row.total_tokens), "Tokens") if row.total_tokens else (units(row.requests), "Requests")
+        )
+        provider = model.provider if model else ""
+        writer.writerow(
+            {
+                "BillingAccountId": plan.name,
+                "BillingAccountName": plan.name,
+                "BillingCurrency": plan.currency,
+                "BillingPeriodStart": utc(bill_start),
+                "BillingPeriodEnd": utc(bill_end),
+                "ChargeCategory": "Usage",
+                "ChargeClass": "",
+                "ChargeDescription": f"{row.model} used by {row.user or 'unattributed'} ({row.team or 'no team'})",
+                "ChargeFrequency": "Usage-Based",
+                "ChargePeriodStart": utc(row.start),
+                "ChargePeriodEnd": utc(row.end),
+                "BilledCost": money(row.cost),
+                "EffectiveCost": money(row.cost),
+                "ListCost": money(_list_cost(plan, row)),
+                "ContractedCost": money(row.cost),
+                "ListUnitPrice": "",
+                "ContractedUnitPrice": "",
+                "PricingCategory": "Standard",
+                "PricingQuantity": quantity,
+                "PricingUnit": unit,
+                "ConsumedQuantity": consumed,
+                "ConsumedUnit": consumed_unit,
+                "InvoiceIssuerName": plan.name,
+                "ProviderName": provider,
+                "PublisherName": provider,
+                "ResourceId": row.model,
+                "ResourceName": model.model_name if model else row.model,
+                "ResourceType": "LLM",
+                "ServiceCategory": "AI and Machine Learning",
+                "ServiceSubcategory": "Generative AI",
+                "ServiceName": row.model,
+                "SubAccountId": row.team,
+                "SubAccountName": row.team,
+                "SubAccountType": "Team",
+                "Tags": json.dumps(
+                    {"cost_center": row.cost_center, "team": row.team, "tier": row.tier, "user": row.user},
+                    sort_keys=True,
+                ),
+                "x_Team": row.team,
+                "x_User": row.user,
+                "x_Tier": row.tier,
+                "x_Model": row.model,
+                "x_CostCenter": row.cost_center,
+                "x_Environment": plan.environment,
+                "x_Cluster": plan.cluster,
+                "x_Requests": units(row.requests),
+                "x_InputTokens": units(row.tokens.get(c.TOKEN_TYPE_INPUT, Decimal(0))),
+                "x_OutputTokens": units(row.tokens.get(c.TOKEN_TYPE_OUTPUT, Decimal(0))),
+            }
+        )
+    return buffer.getvalue()
+
+
+def output_files(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict[str, str]:
+    """Every report file for ``--output-dir``, by file name."""
+    base = f"chargeback-{plan.environment}-{period.label}"
+    files = {f"{base}.csv": chargeback_csv(plan, period, rows, "detail")}
+    for group in ("team", "user", "model", "cost-center"):
+        files[f"{base}-by-{group}.csv"] = chargeback_csv(plan, period, rows, group)
+    files[f"{base}.json"] = chargeback_json(plan, period, rows)
+    files[f"focus-{plan.environment}-{period.label}.csv"] = focus_csv(plan, rows)
+    return files
+
+
+def post_webhook(url: str, body: str, timeout: float = 30.0) -> None:
+    """POST the JSON report; the URL comes from the environment, never from git."""
+    request = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise ReportError(f"the webhook answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        # The URL may embed a token: name only its host.
+        host = urllib.parse.urlsplit(url).hostname
+        raise ReportError(f"cannot post the report to the webhook{f' at {host}' if host else ''}: {exc}") from None
+
+
+# --------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------
+
+
+def choose_period(plan: Plan, month: str | None, start: str | None, end: str | None, now: datetime) -> Period:
+    tz = ZoneInfo(plan.timezone)
+    if (start is None) != (end is None):
+        raise ReportError("--start and --end go together")
+    if start is not None and month is not None:
+        raise ReportError("--month excludes --start/--end")
+    if start is not None and end is not None:
+        return range_period(start, end, tz)
+    period = named_month(month or "last", now, tz)
+    if period.start >= now:
+        raise ReportError(f"the period {period.label} has not started yet")
+    if period.end > now:
+        return Period(period.start, now.astimezone(timezone.utc).replace(microsecond=0), period.label)
+    return period
+
+
+@click.command("report")
+@click.option(
+    "-f", "--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default="costplan.yaml",
+    envvar="COSTPLAN_PLAN", show_default=True, help="The plan file; overlays are read from environments/ beside it.",
+)
+@click.option("-e", "--env", "environment", envvar="COSTPLAN_ENV", help="Merge environments/ENV.yaml onto the plan.")
+@click.option("--prometheus-url", help="Prometheus to query (default: integrations.prometheus.url of the plan).")
+@click.option("--month", help="YYYY-MM, 'last' (default: the last full month) or 'current' (month to date).")
+@click.option("--start", help="Start of a custom period (ISO date or time; plan timezone unless an offset is given).")
+@click.option("--end", help="End of a custom period (exclusive).")
+@click.option("--format", "output_format", type=click.Choice(["csv", "json", "focus"]), default="csv", show_default=True)
+@click.option(
+    "--group-by", type=click.Choice(sorted(GROUPS)), default="team", show_default=True,
+    help="Rows of the CSV format.",
+)
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write every view and format here instead of one format to stdout.")
+@click.option("--webhook-url", envvar="COSTPLAN_WEBHOOK_URL", help="Also POST the JSON report here (env: COSTPLAN_WEBHOOK_URL).")
+@click.option("--allow-empty", is_flag=True, help="Write an empty report when no spend series exist for the period.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per Prometheus query.")
+def report_command(
+    plan_path: Path,
+    environment: str | None,
+    prometheus_url: str | None,
+    month: str | None,
+    start: str | None,
+    end: str | None,
+    output_format: str,
+    group_by: str,
+    output_dir: Path | None,
+    webhook_url: str | None,
+    allow_empty: bool,
+    timeout: float,
+) -> None:
+    """Chargeback per team, user, model and cost center for a period, from Prometheus."""
+    from costplan.core.diagnostics import PlanInvalid
+    from costplan.plan.load import load_plan
+
+    def say(message: str) -> None:
+        click.echo(message, err=True)
+
+    try:
+        plan = load_plan(plan_path, environment)
+    except PlanInvalid as exc:
+        from costplan.core.diagnostics import render_text
+
+        say(render_text(exc.diagnostics))
+        say(f"{len(exc.diagnostics)} error(s) in the plan")
+        sys.exit(EXIT_INVALID)
+    except OSError as exc:
+        say(f"cannot read the plan: {exc}")
+        sys.exit(EXIT_USAGE)
+    url = prometheus_url or plan.integrations.prometheus.url
+    try:
+        period = choose_period(plan, month, start, end, datetime.now(timezone.utc))
+    except ReportError as exc:
+        say(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
+    say(f"chargeback {plan.name}/{plan.environment} {utc(period.start)} .. {utc(period.end)} from {url}")
+    try:
+        rows = collect(PrometheusClient(url, timeout=timeout), plan, period, progress=say)
+    except PrometheusError as exc:
+        say(f"error: {exc}")
+        sys.exit(EXIT_PROMETHEUS)
+    if not rows and not allow_empty:
+        say(
+            f"error: Prometheus at {url} has no {c.METRIC_SPEND_HOURLY} samples between {utc(period.start)} and "
+            f"{utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
+        )
+        sys.exit(EXIT_PROMETHEUS)
+    say(f"total {money(total(rows))} {plan.currency} in {len(rows)} row(s)")
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in output_files(plan, period, rows).items():
+            (output_dir / name).write_text(text, encoding="utf-8")
+            say(f"wrote {output_dir / name}")
+    elif output_format == "json":
+        click.echo(chargeback_json(plan, period, rows), nl=False)
+    elif output_format == "focus":
+        click.echo(focus_csv(plan, rows), nl=False)
+    else:
+        click.echo(chargeback_csv(plan, period, rows, group_by), nl=False)
+    if webhook_url:
+        try:
+            post_webhook(webhook_url, chargeback_json(plan, period, rows))
+        except ReportError as exc:
+            say(f"error: {exc}")
+            sys.exit(EXIT_PROMETHEUS)
+        say("posted the report to the webhook")
+
+
+# --------------------------------------------------------------------------
+# GPU price check: does the cost engine price GPUs at the plan's rates?
+# --------------------------------------------------------------------------
+
+# OpenCost keeps prices as float64 and the plan's per-GPU rate may not be a
+# finite binary fraction; anything closer than this is the same price.
+GPU_PRICE_TOLERANCE = Decimal("0.0001")
+GPU_PRICE_QUERY = f"avg by (node, instance_type) ({c.ENGINE_METRIC_NODE_GPU_HOURLY_COST})"
+
+
+def check_gpu_prices(plan: Plan, samples: Iterable[Sample]) -> tuple[list[str], list[str]]:
+    """``(problems, notes)``: nodes of the plan's instance types priced off the plan.
+
+    ``node_gpu_hourly_cost`` is per GPU and hour, so it is compared with
+    ``hourly_rate / gpusPerNode``. Nodes of instance types the plan does not
+    know are only noted. No node of any plan instance type is a problem:
+    then nothing proves the rates apply (no scrape, or no GPU label).
+    """
+    expected = {g.instance_type: g.hourly_rate_per_gpu for g in plan.gpu_instances}
+    problems: list[str] = []
+    notes: list[str] = []
+    matched = 0
+    for sample in sorted(samples, key=lambda s: (s.labels.get("node", ""), s.labels.get("instance_type", ""))):
+        node = sample.labels.get("node", "?")
+        instance_type = sample.labels.get("instance_type", "")
+        if instance_type not in expected:
+            notes.append(f"node {node}: instance type {instance_type or '(none)'} is not in the plan; not checked")
+            continue
+        matched += 1
+        want = expected[instance_type]
+        if abs(sample.value - want) > GPU_PRICE_TOLERANCE:
+            hint = ""
+            if sample.value and abs(sample.value * 730 - want) <= GPU_PRICE_TOLERANCE * 730:
+                hint = " (730 times too low: the engine reads monthly prices; check cost_engine.imageTag)"
+            problems.append(
+                f"node {node} ({instance_type}): node_gpu_hourly_cost is {sample.value.normalize():f}, "
+                f"the plan says {want.normalize():f} per GPU-hour{hint}"
+            )
+    if matched == 0:
+        problems.append(
+            f"no {c.ENGINE_METRIC_NODE_GPU_HOURLY_COST} for any GPU instance type of the plan "
+            f"({', '.join(sorted(expected)) or 'none'}): is the cost engine scraped?"
+        )
+    return problems, notes
+
+
+@click.command("check-gpu-prices")
+@click.option(
+    "-f", "--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default="costplan.yaml",
+    envvar="COSTPLAN_PLAN", show_default=True, help="The plan file; overlays are read from environments/ beside it.",
+)
+@click.option("-e", "--env", "environment", envvar="COSTPLAN_ENV", help="Merge environments/ENV.yaml onto the plan.")
+@click.option("--prometheus-url", help="Prometheus to query (default: integrations.prometheus.url of the plan).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds for the Prometheus query.")
+def check_gpu_prices_command(plan_path: Path, environment: str | None, prometheus_url: str | None, timeout: float) -> None:
+    """Fail unless the cost engine prices every GPU node at the plan's rate."""
+    from costplan.core.diagnostics import PlanInvalid, render_text
+    from costplan.plan.load import load_plan
+
+    try:
+        plan = load_plan(plan_path, environment)
+    except PlanInvalid as exc:
+        click.echo(render_text(exc.diagnostics), err=True)
+        sys.exit(EXIT_INVALID)
+    url = prometheus_url or plan.integrations.prometheus.url
+    try:
+        samples = PrometheusClient(url, timeout=timeout).query(GPU_PRICE_QUERY, datetime.now(timezone.utc))
+    except PrometheusError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PROMETHEUS)
+    problems, notes = check_gpu_prices(plan, samples)
+    for line in notes:
+        click.echo(line, err=True)
+    for line in problems:
+        click.echo(f"error: {line}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("GPU prices match the plan", err=True)

@@ -1,0 +1,141 @@
+"""Money: usage joined with prices, then rolled up.
+
+``costplan:spend:<window>`` carries one series per charge (``request``,
+``token``, ``overage``, ``volume``, ``gpu``) and identity (``user``, ``team``,
+``tier``, ``model``, ``cost_center``; ``token_type`` on token charges).
+``rate5m`` is money per second, ``increase1h`` money in the last hour.
+Linear charges are one join with a price series. The non-linear ones are
+exact in ``increase1h`` (the hourly increase of their period-to-date money)
+and use the current marginal price in ``rate5m``. GPU-hourly models cost the
+GPU spend of their namespace on their GPU instance type (not multiplied by
+tier: it is cost, passed through), charged to the namespace's team.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from costplan.core import conventions as c
+from costplan.plan.model import GpuHourly, Plan
+from costplan.generators.prometheus.prices import owner_team
+from costplan.generators.prometheus.promql import by, record, selector
+
+USER_KEY = "user, team, tier, model"
+# Group evaluation interval of costplan-usage, used to integrate gauges.
+USAGE_INTERVAL_SECONDS = 60
+HOUR_OF_SAMPLES = "59m59s"  # an hour of samples without the one the previous hour already counted
+
+
+def _cost_center(expr: str) -> str:
+    return f"({expr}) * on(team) group_left(cost_center) {c.METRIC_TEAM_INFO}"
+
+
+def _spend(window: str) -> str:
+    return f"{c.METRIC_PREFIX}spend:{window}"
+
+
+def linear_rules(window: str) -> list[dict[str, Any]]:
+    requests = f"{c.METRIC_PREFIX}usage_requests:{window}"
+    tokens = f"{c.METRIC_PREFIX}usage_tokens:{window}"
+    return [
+        record(_spend(window), _cost_center(
+            f"sum by ({USER_KEY}) ({requests} * on(model, tier) group_left() {c.METRIC_PRICE_PER_REQUEST})"
+        ), {c.LABEL_CHARGE: c.CHARGE_REQUEST}),
+        record(_spend(window), _cost_center(
+            f"sum by ({USER_KEY}, token_type) ({tokens} * on(model, tier, token_type) group_left() {c.METRIC_PRICE_PER_TOKEN})"
+        ), {c.LABEL_CHARGE: c.CHARGE_TOKEN}),
+    ]
+
+
+def nonlinear_rate_rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[str, Any]]:
+    rules = []
+    if has_included:
+        over = f"({c.METRIC_OVERAGE_TOKENS_PTD} > 0)"
+        expr = (
+            f"sum by ({USER_KEY}) ({c.METRIC_USAGE_TOKENS_RATE}) * on(model, tier) group_left() "
+            f"{c.METRIC_PRICE_PER_OVERAGE_TOKEN} and on({USER_KEY}) {over}"
+        )
+        rules.append(record(c.METRIC_SPEND_RATE, _cost_center(expr), {c.LABEL_CHARGE: c.CHARGE_OVERAGE}))
+    terms = []
+    for unit in sorted(volume_units):
+        usage = c.METRIC_USAGE_TOKENS_RATE if unit == "tokens" else c.METRIC_USAGE_REQUESTS_RATE
+        summed = f"sum by (team, tier, model) ({usage})"
+        marginal = selector(c.METRIC_VOLUME_MARGINAL_PRICE, {c.LABEL_UNIT: unit})
+        first = selector(c.METRIC_VOLUME_BAND_PRICE, {c.LABEL_BAND: "0", c.LABEL_UNIT: unit})
+        # Before the first hour of a period is summed, the first band applies.
+        terms.append(f"{summed} * on(team, tier, model) group_left() {marginal}")
+        terms.append(f"{summed} * on(model, tier) group_left() {first}")
+    if terms:
+        expr = "(" + " or ".join(terms) + ")"
+        rules.append(record(c.METRIC_SPEND_RATE, _cost_center(expr), {c.LABEL_CHARGE: c.CHARGE_VOLUME}))
+    return rules
+
+
+def nonlinear_hourly_rule() -> dict[str, Any]:
+    """The last hour's increase of period-to-date money; after a reset, the new value."""
+    now = f"sum without (period) ({c.METRIC_CHARGE_PTD})"
+    before = f"sum without (period) ({c.METRIC_CHARGE_PTD} offset 1h)"
+    return record(c.METRIC_SPEND_HOURLY, _cost_center(f"(({now} - {before}) >= 0 or {now})"))
+
+
+def gpu_model_rules(plan: Plan) -> list[dict[str, Any]]:
+    rules = []
+    for model in plan.models:
+        if not isinstance(model.pricing, GpuHourly) or not model.namespace or not model.gpu_instance:
+            continue
+        cost = selector(c.METRIC_GPU_COST_RATE, {c.LABEL_NAMESPACE: model.namespace, c.LABEL_GPU_INSTANCE: model.gpu_instance})
+        labels = {c.LABEL_CHARGE: c.CHARGE_GPU, c.LABEL_MODEL: model.name}
+        owner = owner_team(plan, model)
+        if owner is not None:
+            labels.update({c.LABEL_TEAM: owner.name, c.LABEL_TIER: owner.tier, c.LABEL_COST_CENTER: owner.cost_center})
+        rules.append(record(c.METRIC_SPEND_RATE, f"sum({cost})", labels))
+        hourly = f"sum(sum_over_time({cost}[{HOUR_OF_SAMPLES}])) * {USAGE_INTERVAL_SECONDS}"
+        rules.append(record(c.METRIC_SPEND_HOURLY, hourly, labels))
+    return rules
+
+
+def rollup_rules() -> list[dict[str, Any]]:
+    rules = []
+    for window in (c.WINDOW_RATE, c.WINDOW_HOUR):
+        for name, labels in c.ROLLUPS.items():
+            rules.append(record(c.spend_rollup(name, window), f"sum by ({by(labels)}) ({_spend(window)})"))
+    for name in c.ROLLUPS:
+        hourly = c.spend_rollup(name, c.WINDOW_HOUR)
+        rules.append(record(c.spend_rollup(name, c.WINDOW_DAY), f"sum_over_time({hourly}[23h59m59s:1h])"))
+    return rules
+
+
+def unit_cost_rules(plan: Plan) -> list[dict[str, Any]]:
+    by_model = c.spend_rollup("model", c.WINDOW_RATE)
+    requests = f"(sum by (model) ({c.METRIC_USAGE_REQUESTS_RATE}) > 0)"
+    tokens = f"(sum by (model) ({c.METRIC_USAGE_TOKENS_RATE}) > 0)"
+    limited = f"sum by (source, team, tier) ({c.METRIC_USAGE_LIMITED_RATE})"
+    authorized = f"sum by (source, team, tier) ({c.METRIC_USAGE_REQUESTS_RATE})"
+    rules = [
+        record(c.METRIC_COST_PER_REQUEST, f"{by_model} / on(model) {requests}"),
+        record(c.METRIC_COST_PER_MILLION_TOKENS, f"{by_model} / on(model) {tokens} * 1000000"),
+        record(c.METRIC_COST_PER_REQUEST_P95, f"quantile_over_time(0.95, {c.METRIC_COST_PER_REQUEST}[1h])"),
+        # Limited over authorized; +Inf when every request was limited.
+        record(c.METRIC_RATE_LIMITED_RATIO, f"{limited} / on(source, team, tier) ({authorized} or {limited} * 0)"),
+    ]
+    if plan.gpu_instances:
+        team_keys = "namespace, team, cost_center, gpu_instance"
+        rules.append(record(
+            c.METRIC_GPU_COST_BY_TEAM_HOURLY,
+            f"sum by ({team_keys}) (sum_over_time({c.METRIC_GPU_COST_RATE}[{HOUR_OF_SAMPLES}])) * {USAGE_INTERVAL_SECONDS}",
+        ))
+        rules.append(record(
+            c.METRIC_GPU_IDLE_COST_HOURLY,
+            f"sum by (node, instance_type, gpu_instance) (sum_over_time({c.METRIC_GPU_IDLE_COST_RATE}[{HOUR_OF_SAMPLES}])) * {USAGE_INTERVAL_SECONDS}",
+        ))
+    return rules
+
+
+def rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[str, Any]]:
+    out = linear_rules(c.WINDOW_RATE) + nonlinear_rate_rules(plan, has_included, volume_units)
+    out += linear_rules(c.WINDOW_HOUR)
+    if has_included or volume_units:
+        out.append(nonlinear_hourly_rule())
+    out += gpu_model_rules(plan)
+    out += rollup_rules() + unit_cost_rules(plan)
+    return out

@@ -1,0 +1,310 @@
+"""Every usage source normalised to one shape.
+
+Each source type's counters become ``costplan:usage_requests:<window>``,
+``costplan:usage_tokens:<window>{token_type}`` and
+``costplan:usage_limited_requests:rate5m``, labelled ``source``, ``model``
+(costplan's model id), ``model_name`` (what the source reported), ``user``,
+``team`` and ``tier``. Two windows: ``rate5m`` (per second, for dashboards
+and alerts) and ``increase1h`` (per hour, the unit that period-to-date sums
+add up). Counters are only read through ``rate``, ``increase`` or a
+reset-guarded difference, so restarts never produce negative usage, and
+hourly figures tile exactly (see ``_windowed``).
+
+Token types are disjoint: ``input`` is uncached input (sources count cached
+prompt tokens inside input, so cached is subtracted), ``output`` excludes
+``reasoning`` where a source reports reasoning separately (it counts it inside
+output). Sources that only count total tokens report ``token_type="total"``.
+
+Identity a source lacks is completed from the plan, in this order:
+
+* no model label, or an empty one, and exactly one model uses the source:
+  that model;
+* the served name is mapped to the model id through ``costplan:model_info``
+  (which also drops models the plan does not price);
+* neither user nor team (vLLM, llm-d, Envoy AI Gateway, Kong): the team that
+  owns the model's namespace and its tier (``costplan:model_owner``); user empty;
+* a user but no team (the custom Limitador image): one selection per team
+  with a regex of the team's user ids; users in no team keep an empty team.
+  This keeps the rule count per team, not per user (the regex is data);
+* a team but no tier: the team's tier from ``costplan:team_info``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from costplan.plan import capabilities as cap
+from costplan.core import conventions as c
+from costplan.plan.model import Model, Plan, UsageSource
+from costplan.core.names import promql_string
+from costplan.generators.prometheus.promql import none_of, one_of, record, selector
+
+WINDOWS = {c.WINDOW_RATE: ("rate", "5m"), c.WINDOW_HOUR: ("increase", "1h")}
+CANONICAL = {cap.MODEL: c.LABEL_MODEL_NAME, cap.USER: c.LABEL_USER, cap.TEAM: c.LABEL_TEAM, cap.TIER: c.LABEL_TIER}
+
+
+@dataclass(frozen=True)
+class Counter:
+    metric: str
+    matchers: Mapping[str, str] = field(default_factory=dict)
+    regex: Mapping[str, str] = field(default_factory=dict)
+
+    def select(self, extra: Mapping[str, str] | None = None) -> str:
+        return selector(self.metric, self.matchers, **{**self.regex, **(extra or {})})
+
+
+@dataclass(frozen=True)
+class Measure:
+    kind: str  # requests, tokens, limited
+    counter: Counter
+    token_type: str | None = None
+    minus: tuple[Counter, ...] = ()
+
+
+@dataclass(frozen=True)
+class Spec:
+    labels: Mapping[str, str]  # capability (model, user, team, tier) -> source label
+    measures: tuple[Measure, ...]
+
+
+def _tokens(token_type: str, counter: Counter, *minus: Counter) -> Measure:
+    return Measure("tokens", counter, token_type, tuple(minus))
+
+
+def _by_type(requests: Counter | None, inp: Counter, out: Counter, cached: Counter | None = None,
+             reasoning: Counter | None = None) -> tuple[Measure, ...]:
+    measures = [] if requests is None else [Measure("requests", requests)]
+    measures.append(_tokens("input", inp, *([cached] if cached else [])))
+    if cached:
+        measures.append(_tokens("cached_input", cached))
+    measures.append(_tokens("output", out, *([reasoning] if reasoning else [])))
+    if reasoning:
+        measures.append(_tokens("reasoning", reasoning))
+    return tuple(measures)
+
+
+def _envoy(token_type: str) -> Counter:
+    # <= v0.4 exported ..._token_sum, >= v0.5 ..._sum.
+    return Counter("", {"gen_ai_token_type": token_type}, {"__name__": '=~"gen_ai_client_token_usage_(token_)?sum"'})
+
+
+def effective_type(plan: Plan, source: UsageSource) -> str:
+    """``kuadrant-limitador`` reads the custom image's metrics when the gateway runs it."""
+    if source.type == "kuadrant-limitador" and plan.integrations.gateway.limitador.metrics == "legacyImage":
+        return "limitador-legacy"
+    return source.type
+
+
+def spec(plan: Plan, source: UsageSource) -> Spec:
+    kind = effective_type(plan, source)
+    if kind == "kuadrant-limitador":
+        ident = {cap.MODEL: c.LABEL_MODEL, cap.USER: c.LABEL_USER, cap.TEAM: c.LABEL_TEAM, cap.TIER: c.LABEL_TIER}
+        return Spec(ident, (
+            Measure("requests", Counter("authorized_calls")),
+            # Token hits under a TokenRateLimitPolicy are reported in the
+            # response phase, the only place the model label resolves.
+            _tokens(c.TOKEN_TYPE_TOTAL, Counter("authorized_hits", regex={c.LABEL_MODEL: '!=""'})),
+            Measure("limited", Counter("limited_calls")),
+        ))
+    if kind == "limitador-legacy":
+        return Spec({cap.USER: "user", cap.TIER: "group"}, (
+            Measure("requests", Counter("authorized_calls_with_user_and_group")),
+            Measure("limited", Counter("limited_calls_with_user_and_group")),
+        ))
+    if kind == "vllm":
+        return Spec({cap.MODEL: "model_name"}, _by_type(
+            Counter("vllm:request_success_total"), Counter("vllm:prompt_tokens_total"),
+            Counter("vllm:generation_tokens_total"), Counter("vllm:prompt_tokens_cached_total")))
+    if kind == "llm-d":
+        return Spec({cap.MODEL: "model_name"}, _by_type(
+            Counter("inference_objective_request_total"), Counter("inference_objective_input_tokens_sum"),
+            Counter("inference_objective_output_tokens_sum"),
+            Counter("inference_objective_prompt_cached_tokens_sum")))
+    if kind == "envoy-ai-gateway":
+        return Spec({cap.MODEL: "gen_ai_request_model"}, _by_type(
+            Counter("gen_ai_server_request_duration_seconds_count"), _envoy("input"), _envoy("output"),
+            _envoy("cached_input"), _envoy("reasoning")))
+    if kind == "kong-ai":
+        return Spec({cap.MODEL: "ai_model"}, _by_type(
+            Counter("ai_llm_requests_total"), Counter("ai_llm_tokens_total", {"token_type": "prompt_tokens"}),
+            Counter("ai_llm_tokens_total", {"token_type": "completion_tokens"})))
+    if kind == "litellm":
+        return Spec({cap.MODEL: "model", cap.USER: "user", cap.TEAM: "team_alias"}, _by_type(
+            Counter("litellm_requests_metric_total"), Counter("litellm_input_tokens_metric_total"),
+            Counter("litellm_output_tokens_metric_total")))
+    if kind == "custom":
+        return _custom(source)
+    raise ValueError(f"unknown usage source type {kind!r}")
+
+
+def _custom(source: UsageSource) -> Spec:
+    """Roles named in the plan; input includes cached, output includes reasoning."""
+    labels = {cap.CUSTOM_LABEL_ROLES[k]: v for k, v in source.labels.items() if k in cap.CUSTOM_LABEL_ROLES}
+    m = {k: Counter(v) for k, v in source.metrics.items()}
+    measures: list[Measure] = []
+    if "requests" in m:
+        measures.append(Measure("requests", m["requests"]))
+    if "inputTokens" in m and "outputTokens" in m:
+        measures.extend(_by_type(None, m["inputTokens"], m["outputTokens"], m.get("cachedTokens"),
+                                 m.get("reasoningTokens")))
+    elif "totalTokens" in m:
+        measures.append(_tokens(c.TOKEN_TYPE_TOTAL, m["totalTokens"]))
+    return Spec(labels, tuple(measures))
+
+
+# --------------------------------------------------------------------------
+# Expression building
+# --------------------------------------------------------------------------
+
+
+def _normalise(spec_: Spec, counter: Counter, fn: str, window: str, extra: Mapping[str, str] | None = None) -> str:
+    """``fn(counter[window])`` summed by the source's identity labels, renamed to canonical."""
+    source_labels = sorted(spec_.labels.values())
+    inner = _windowed(fn, counter.select(extra), window)
+    expr = f"sum by ({', '.join(source_labels)}) ({inner})" if source_labels else f"sum({inner})"
+    renamed = False
+    for role, label in sorted(spec_.labels.items()):
+        target = CANONICAL[role]
+        if label != target:
+            expr = f'label_replace({expr}, "{target}", "$1", {promql_string(label)}, "(.*)")'
+            renamed = True
+    if renamed:
+        expr = f"sum by ({', '.join(sorted(CANONICAL[r] for r in spec_.labels))}) ({expr})"
+    return expr
+
+
+def _windowed(fn: str, series: str, window: str) -> str:
+    """``rate``, or an hourly increase that tiles exactly.
+
+    ``increase()`` extrapolates to the edges of its range when no scrape sits
+    on them, so hourly sums would bill up to one scrape interval more or less
+    per hour, and the increment between two ranges would belong to neither.
+    The difference to the value one window ago telescopes: consecutive hours
+    add up to exactly the counter's growth. Where the counter was reset in
+    the window, or is younger than it, ``increase()`` (reset-aware) is used.
+    """
+    if fn != "increase":
+        return f"{fn}({series}[{window}])"
+    exact = f"({series} - {series} offset {window})"
+    return f"({exact} unless resets({series}[{window}]) > 0) or increase({series}[{window}])"
+
+
+def _with_teams(plan: Plan, spec_: Spec, counter: Counter, fn: str, window: str) -> str:
+    """Attach ``team`` by user id where the source has users but no team."""
+    if cap.USER not in spec_.labels or cap.TEAM in spec_.labels:
+        return _normalise(spec_, counter, fn, window)
+    user_label = spec_.labels[cap.USER]
+    parts, everyone = [], []
+    for team in plan.teams:
+        ids = [u.id for u in team.users]
+        if not ids:
+            continue
+        everyone += ids
+        selected = _normalise(spec_, counter, fn, window, {user_label: one_of(ids)})
+        parts.append(f'label_replace({selected}, "team", {promql_string(team.name)}, "", "")')
+    rest = {user_label: none_of(everyone)} if everyone else None
+    parts.append(_normalise(spec_, counter, fn, window, rest))
+    return "(" + " or ".join(parts) + ")" if len(parts) > 1 else parts[0]
+
+
+def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure, fn: str, window: str,
+                  models: list[Model]) -> str:
+    expr = _with_teams(plan, spec_, measure.counter, fn, window)
+    for minus in measure.minus:
+        subtrahend = _with_teams(plan, spec_, minus, fn, window)
+        expr = f"clamp_min({expr} - ({subtrahend} or {expr} * 0), 0)"
+    if measure.kind == "limited":
+        return _complete_tier(spec_, expr)
+    if len(models) == 1:
+        served = promql_string(models[0].model_name)
+        expr = f'label_replace({expr}, "{c.LABEL_MODEL_NAME}", {served}, "{c.LABEL_MODEL_NAME}", "")'
+    info = selector(c.METRIC_MODEL_INFO, {c.LABEL_SOURCE: source.name})
+    expr = f"{expr} * on({c.LABEL_MODEL_NAME}) group_left({c.LABEL_MODEL}) {info}"
+    if cap.USER not in spec_.labels and cap.TEAM not in spec_.labels:
+        expr = f"{expr} * on({c.LABEL_MODEL}) group_left({c.LABEL_TEAM}, {c.LABEL_TIER}) {c.METRIC_MODEL_OWNER}"
+        return expr
+    return _complete_tier(spec_, expr)
+
+
+def _complete_tier(spec_: Spec, expr: str) -> str:
+    if cap.TIER in spec_.labels or (cap.TEAM not in spec_.labels and cap.USER not in spec_.labels):
+        return expr
+    return f"{expr} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {c.METRIC_TEAM_INFO}"
+
+
+def models_of(plan: Plan, source: UsageSource) -> list[Model]:
+    return [m for m in plan.models if m.usage_source == source.name]
+
+
+def source_rules(plan: Plan, source: UsageSource) -> list[dict[str, Any]]:
+    models = models_of(plan, source)
+    if not models:
+        return []
+    spec_ = spec(plan, source)
+    rules = []
+    for window_name, (fn, window) in WINDOWS.items():
+        for measure in spec_.measures:
+            if measure.kind == "limited" and window_name != c.WINDOW_RATE:
+                continue
+            name = {
+                "requests": f"{c.METRIC_PREFIX}usage_requests:{window_name}",
+                "tokens": f"{c.METRIC_PREFIX}usage_tokens:{window_name}",
+                "limited": c.METRIC_USAGE_LIMITED_RATE,
+            }[measure.kind]
+            labels = {c.LABEL_SOURCE: source.name}
+            if measure.token_type:
+                labels[c.LABEL_TOKEN_TYPE] = measure.token_type
+            rules.append(record(name, _measure_expr(plan, source, spec_, measure, fn, window, models), labels))
+    return rules
+
+
+def primary_selector(plan: Plan, source: UsageSource) -> str:
+    """The first counter of a source: the one whose absence means the source stopped."""
+    return spec(plan, source).measures[0].counter.select()
+
+
+def gpu_rules() -> list[dict[str, Any]]:
+    """GPUs requested by running pods and allocatable per node, priced by instance type.
+
+    The node's instance type comes from ``kube_node_labels`` (kube-state-metrics
+    must allow ``node.kubernetes.io/instance-type`` in
+    ``--metric-labels-allowlist``); namespace → team from the plan.
+    """
+    gpu = '{resource="nvidia_com_gpu"}'
+    running = '(max by (namespace, pod) (kube_pod_status_phase{phase="Running"}) == 1)'
+    requested = f"sum by (namespace, node) (kube_pod_container_resource_requests{gpu} * on(namespace, pod) group_left() {running})"
+    node_type = (
+        'max by (node, instance_type) (label_replace(kube_node_labels{label_node_kubernetes_io_instance_type!=""}, '
+        '"instance_type", "$1", "label_node_kubernetes_io_instance_type", "(.+)"))'
+    )
+    node_price = f"{node_type} * on(instance_type) group_left(gpu_instance) {c.METRIC_GPU_PRICE_PER_HOUR}"
+    by_namespace = (
+        f"sum by (namespace, gpu_instance) ({c.METRIC_GPU_REQUESTED} * on(node) group_left(gpu_instance) "
+        f"{c.METRIC_GPU_NODE_PRICE}) / 3600"
+    )
+    cost = (
+        f"{by_namespace} * on(namespace) group_left(team, cost_center) {c.METRIC_NAMESPACE_TEAM}"
+        f" or ({by_namespace} unless on(namespace) {c.METRIC_NAMESPACE_TEAM})"
+    )
+    in_use = f"(sum by (node) ({c.METRIC_GPU_REQUESTED}) or {c.METRIC_GPU_ALLOCATABLE} * 0)"
+    idle = (
+        f"clamp_min({c.METRIC_GPU_ALLOCATABLE} - on(node) {in_use}, 0) "
+        f"* on(node) group_left(instance_type, gpu_instance) {c.METRIC_GPU_NODE_PRICE} / 3600"
+    )
+    return [
+        record(c.METRIC_GPU_REQUESTED, requested),
+        record(c.METRIC_GPU_ALLOCATABLE, f"sum by (node) (kube_node_status_allocatable{gpu})"),
+        record(c.METRIC_GPU_NODE_PRICE, node_price),
+        record(c.METRIC_GPU_COST_RATE, cost),
+        record(c.METRIC_GPU_IDLE_COST_RATE, idle),
+    ]
+
+
+def rules(plan: Plan) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for source in plan.usage_sources:
+        out.extend(source_rules(plan, source))
+    if plan.gpu_instances:
+        out.extend(gpu_rules())
+    return out

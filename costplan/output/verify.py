@@ -1,0 +1,496 @@
+"""Validate generated Kubernetes objects offline, before anything is written.
+
+The build must not hand Argo CD a manifest the API server will reject, and it
+must find out without a cluster. Three sources of truth are combined:
+
+* **Core kinds** (ConfigMap, CronJob, RBAC, ...) are checked against the strict
+  JSON schemas that ``kubernetes-validate`` ships for Kubernetes 1.25–1.37.
+  Its own ``validate()`` re-reads a 1.45 MB definitions file on every call and
+  stops at the first error, so this module loads each per-kind schema once,
+  registers ``_definitions.json`` in a ``referencing.Registry`` and keeps one
+  compiled validator per (Kubernetes version, apiVersion, kind).
+* **Custom resources** are checked against JSON schemas found through
+  kubeconform-style schema locations (``{{.Group}}/{{.ResourceKind}}_
+  {{.ResourceAPIVersion}}.json``), local paths only. A custom kind without a
+  schema is a ``missing-schema`` problem: a warning, or an error in strict mode.
+* **Rules outside the schemas** (names, labels, sizes, cron syntax, the CEL
+  rules of the Kuadrant CRDs) live in ``manifest_checks.py``.
+
+Speed, measured on 2 cores (CPython 3.11, jsonschema 4.26), median of five
+runs: the first core object of a Kubernetes version costs ~15 ms (reading
+and indexing ``_definitions.json``); after that 500 ConfigMaps validate in
+~0.10 s (0.2 ms each), 500 CronJobs in ~0.20 s and 500 RateLimitPolicies in
+~0.12 s, all rules included. ``kubernetes_validate.validate()`` needs ~15 ms
+for a single ConfigMap, i.e. ~7 s for 500.
+
+Caches live in a ``ManifestValidator`` instance, not in module globals: a
+build creates one per run and throws it away, so nothing leaks between runs
+or tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import jsonschema
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
+from jsonschema.exceptions import ValidationError
+
+from costplan.core.artifacts import Artifact
+from costplan.output.kubeconform import KubeconformUnavailable, run_kubeconform
+from costplan.output.manifest_checks import Problem, check_object, pointer
+
+__all__ = [
+    "DEFAULT_KUBERNETES_VERSION",
+    "KubeconformUnavailable",
+    "ManifestValidator",
+    "Problem",
+    "SCHEMA_LOCATION_ENV",
+    "SchemaLocation",
+    "UnsupportedKubernetesVersion",
+    "default_schema_locations",
+    "go_regex",
+    "has_errors",
+    "run_kubeconform",
+    "split_locations",
+    "supported_kubernetes_versions",
+]
+
+DEFAULT_KUBERNETES_VERSION = "1.33"
+SCHEMA_LOCATION_ENV = "COSTPLAN_SCHEMA_LOCATION"
+MAX_MESSAGE = 300  # jsonschema puts the whole offending value into its message
+
+
+# --- Kubernetes versions ---------------------------------------------------
+
+
+class UnsupportedKubernetesVersion(ValueError):
+    """The requested Kubernetes version has no bundled core schemas."""
+
+
+def _bundled_schema_root() -> Path:
+    # find_spec locates the package without importing it (its import pulls in
+    # more than the schema files are needed for).
+    spec = importlib.util.find_spec("kubernetes_validate")
+    if spec is None or spec.origin is None:
+        raise UnsupportedKubernetesVersion("kubernetes-validate is not installed; it provides the core schemas")
+    return Path(spec.origin).parent / "kubernetes-json-schema"
+
+
+def supported_kubernetes_versions() -> list[str]:
+    """``1.25`` ... ``1.37``: the minors that have a strict schema directory."""
+    found = []
+    for entry in _bundled_schema_root().iterdir():
+        match = re.fullmatch(r"v1\.(\d+)\.0-local-strict", entry.name)
+        if match and entry.is_dir():
+            found.append(int(match.group(1)))
+    return [f"1.{minor}" for minor in sorted(found)]
+
+
+def normalize_kubernetes_version(version: str) -> str:
+    """``v1.33.4`` / ``1.33`` -> ``1.33``; anything unsupported -> a clear error.
+
+    kubernetes-validate itself crashes with a bare IndexError below 1.25, so
+    the range is checked here against the directories actually installed.
+    """
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", version.strip())
+    supported = supported_kubernetes_versions()
+    span = f"{supported[0]} to {supported[-1]}" if supported else "none installed"
+    if not match:
+        raise UnsupportedKubernetesVersion(
+            f"Kubernetes version {version!r} is not of the form 1.33 (supported: {span})"
+        )
+    minor = f"{int(match.group(1))}.{int(match.group(2))}"
+    if minor not in supported:
+        raise UnsupportedKubernetesVersion(
+            f"Kubernetes version {version} is not supported: core schemas exist for {span}"
+        )
+    return minor
+
+
+# --- schema locations ------------------------------------------------------
+
+_TEMPLATE_VAR = re.compile(r"\{\{\s*\.(\w+)\s*\}\}")
+_TEMPLATE_VARS = frozenset(
+    {
+        "Group",
+        "ResourceKind",
+        "ResourceAPIVersion",
+        "KindSuffix",
+        "NormalizedKubernetesVersion",
+        "StrictSuffix",
+        "Kind",
+        "Version",
+    }
+)
+# kubeconform appends this to a location that does not name a .json file.
+_DIRECTORY_SUFFIX = (
+    "/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+)
+
+
+def split_locations(values: Iterable[str] | str | None) -> list[str]:
+    """Locations from CLI values or the environment, split on os.pathsep or ','.
+
+    The separator is not split inside ``scheme://`` so that a URL given by
+    mistake yields one clear "local paths only" error instead of fragments.
+    """
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    separator = re.compile(r",|%s(?!//)" % re.escape(os.pathsep))
+    out: list[str] = []
+    for value in values:
+        for part in separator.split(value):
+            part = part.strip()
+            if part and part not in out:
+                out.append(part)
+    return out
+
+
+def default_schema_locations(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Schema locations from ``COSTPLAN_SCHEMA_LOCATION`` (empty if unset)."""
+    env = os.environ if environ is None else environ
+    return split_locations(env.get(SCHEMA_LOCATION_ENV, ""))
+
+
+class SchemaLocation:
+    """One kubeconform-style location template, checked when constructed.
+
+    Variables, for ``apiVersion: kuadrant.io/v1, kind: RateLimitPolicy``:
+    ``{{.Group}}`` kuadrant.io, ``{{.ResourceKind}}`` ratelimitpolicy,
+    ``{{.ResourceAPIVersion}}`` (alias ``{{.Version}}``) v1, ``{{.Kind}}``
+    RateLimitPolicy, ``{{.KindSuffix}}`` -kuadrant-v1,
+    ``{{.NormalizedKubernetesVersion}}`` v1.33.0, ``{{.StrictSuffix}}`` -strict.
+    A location that does not end in ``json`` is a directory in the
+    kubernetes-json-schema layout, as in kubeconform.
+    """
+
+    def __init__(self, template: str):
+        self.raw = template
+        if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", template) and not template.startswith("file://"):
+            raise ValueError(
+                f"schema location {template!r}: only local paths are supported; mirror the schemas into a directory"
+            )
+        template = template.removeprefix("file://")
+        if not template.endswith("json"):
+            template = template.rstrip("/") + _DIRECTORY_SUFFIX
+        unknown = sorted({m.group(1) for m in _TEMPLATE_VAR.finditer(template)} - _TEMPLATE_VARS)
+        if unknown:
+            raise ValueError(
+                f"schema location {self.raw!r}: unknown variable(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(_TEMPLATE_VARS))})"
+            )
+        if "{{" in _TEMPLATE_VAR.sub("", template):
+            raise ValueError(f"schema location {self.raw!r}: malformed '{{{{ .Variable }}}}' placeholder")
+        self.template = template
+
+    def path_for(self, api_version: str, kind: str, kubernetes_version: str) -> str:
+        group, _, version = api_version.rpartition("/")
+        values = {
+            # kubeconform fills Group with the first apiVersion part, "v1" for the core group.
+            "Group": group or version,
+            "ResourceKind": kind.lower(),
+            "ResourceAPIVersion": version,
+            "Version": version,
+            "Kind": kind,
+            "KindSuffix": "-" + (group.split(".")[0].lower() + "-" + version.lower() if group else version.lower()),
+            "NormalizedKubernetesVersion": f"v{kubernetes_version}.0",
+            "StrictSuffix": "-strict",
+        }
+        return _TEMPLATE_VAR.sub(lambda m: values[m.group(1)], self.template)
+
+    def __repr__(self) -> str:
+        return f"SchemaLocation({self.raw!r})"
+
+
+# --- validators --------------------------------------------------------------
+
+
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """Integers as generators build them: int, integral float, integral Decimal."""
+    if isinstance(instance, bool):
+        return False
+    if isinstance(instance, Decimal):
+        return instance.is_finite() and instance == instance.to_integral_value()
+    return isinstance(instance, int) or (isinstance(instance, float) and instance.is_integer())
+
+
+_GO_FLAGS = re.compile(r"\(\?([imsU]+)\)")
+
+
+def go_regex(pattern: str) -> re.Pattern[str] | None:
+    """Compile a schema ``pattern`` written for Go's RE2, as CRDs are.
+
+    RE2 allows a flag group mid-pattern (``^(?i)(abort|warn)?$`` in the
+    PrometheusRule CRD); Python needs it scoped, ``^(?i:(abort|warn)?$)``.
+    A pattern Python still cannot compile is not checked (None): the fault is
+    in the schema, not in the manifest. ``re`` caches compiled patterns.
+    """
+    try:
+        return re.compile(pattern)
+    except re.error:
+        pass
+    match = _GO_FLAGS.search(pattern)
+    head = pattern[: match.start()] if match else ""
+    if match and "U" not in match.group(1) and head.count("(") == head.count(")"):  # top level only
+        scoped = f"{head}(?{match.group(1)}:{pattern[match.end():]})"
+        try:
+            return re.compile(scoped)
+        except re.error:
+            return None
+    return None
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "string"):
+        return
+    regex = go_regex(pattern)
+    if regex is not None and not regex.search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Generators emit Decimal for money; YAML writes Decimal('5') as 5, so the
+# schema must see it as the integer it will become.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    validators={"pattern": _pattern},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
+class _CoreSchemas:
+    """The bundled strict schemas of one Kubernetes minor version."""
+
+    def __init__(self, root: Path, kubernetes_version: str):
+        self.directory = root / f"v{kubernetes_version}.0-local-strict"
+        with (self.directory / "_definitions.json").open(encoding="utf-8") as handle:
+            definitions = json.load(handle)
+        resource = referencing.Resource.from_contents(
+            definitions, default_specification=referencing.jsonschema.DRAFT202012
+        )
+        self.registry: referencing.Registry = resource @ referencing.Registry()
+        # Every (group, kind) -> versions this Kubernetes serves; also tells a
+        # built-in API group (a removed version is an error) from a CRD group.
+        self.served: dict[tuple[str, str], set[str]] = {}
+        for schema in definitions.get("$defs", {}).values():
+            for gvk in schema.get("x-kubernetes-group-version-kind", ()):
+                self.served.setdefault((gvk["group"], gvk["kind"]), set()).add(gvk["version"])
+        self.groups = {group for group, _ in self.served}
+
+    def schema_file(self, group: str, version: str, kind: str) -> Path:
+        prefix = f"{group.split('.')[0]}-" if group else ""
+        return self.directory / f"{kind.lower()}-{prefix}{version}.json"
+
+
+class ManifestValidator:
+    """Validates objects against core schemas, CRD schemas and extra rules.
+
+    ``strict`` turns a custom kind without a schema into an error (default: a
+    warning). ``schema_locations=None`` reads ``COSTPLAN_SCHEMA_LOCATION``;
+    an explicit list (even empty) is used as given. Bad locations or an
+    unsupported Kubernetes version raise ``ValueError`` here, before any
+    object is looked at.
+    """
+
+    def __init__(
+        self,
+        kubernetes_version: str = DEFAULT_KUBERNETES_VERSION,
+        schema_locations: Sequence[str] | None = None,
+        strict: bool = False,
+    ):
+        self.kubernetes_version = normalize_kubernetes_version(kubernetes_version)
+        raw = default_schema_locations() if schema_locations is None else split_locations(schema_locations)
+        self.schema_locations = [SchemaLocation(loc) for loc in raw if loc != "default"]
+        self.strict = strict
+        self._root = _bundled_schema_root()
+        self._core: dict[str, _CoreSchemas] = {}
+        # (kubernetes version, apiVersion, kind) -> compiled validator or why there is none
+        self._validators: dict[tuple[str, str, str], _Lookup] = {}
+        self._files: dict[str, Any] = {}
+
+    # -- public API --
+
+    def validate(self, obj: Any, location: str | None = None) -> list[Problem]:
+        """Every problem of one object (all schema errors, not only the first)."""
+        if not isinstance(obj, Mapping):
+            return [Problem(location or "?", "", f"a Kubernetes object must be a mapping, not {type(obj).__name__}")]
+        where = location or _object_label(obj)
+        found = [Problem(where, ptr, msg, "error", "required-field") for ptr, msg in _identity_problems(obj)]
+        api_version, kind = obj.get("apiVersion"), obj.get("kind")
+        if not (isinstance(api_version, str) and api_version and isinstance(kind, str) and kind):
+            return found  # without them no schema and no rule applies
+        lookup = self._validator(api_version, kind)
+        if lookup.problem is not None:
+            found.append(replace(lookup.problem, location=where))
+        if lookup.validator is not None:
+            found.extend(_schema_problems(lookup.validator, obj, where))
+        found.extend(Problem(where, ptr, msg, sev, check) for ptr, msg, check, sev in check_object(obj))
+        return sorted(set(found), key=lambda p: (p.pointer, p.message, p.check))
+
+    def validate_all(self, artifacts: Iterable[Artifact]) -> list[Problem]:
+        """Problems of every manifest, in artifact order; plain files are skipped."""
+        problems: list[Problem] = []
+        for artifact in artifacts:
+            if artifact.is_manifest:
+                problems.extend(self.validate(artifact.data, artifact.path))
+        return problems
+
+    def schema_source(self, api_version: str, kind: str) -> str | None:
+        """Which schema file validates this kind (None: no usable schema)."""
+        lookup = self._validator(api_version, kind)
+        return lookup.source if lookup.validator is not None else None
+
+    # -- lookup --
+
+    def _core_schemas(self) -> _CoreSchemas:
+        version = self.kubernetes_version
+        if version not in self._core:
+            self._core[version] = _CoreSchemas(self._root, version)
+        return self._core[version]
+
+    def _validator(self, api_version: str, kind: str) -> _Lookup:
+        key = (self.kubernetes_version, api_version, kind)
+        if key not in self._validators:
+            self._validators[key] = self._find_validator(api_version, kind)
+        return self._validators[key]
+
+    def _find_validator(self, api_version: str, kind: str) -> _Lookup:
+        group, _, version = api_version.rpartition("/")
+        core = self._core_schemas()
+        if group in core.groups:
+            path = core.schema_file(group, version, kind)
+            if version in core.served.get((group, kind), ()) and path.is_file():
+                with path.open(encoding="utf-8") as handle:
+                    schema = json.load(handle)
+                return _Lookup(_Validator(schema, registry=core.registry), str(path))
+            served = sorted(core.served.get((group, kind), ()))
+            hint = f"; served: {', '.join(f'{group}/{v}' if group else v for v in served)}" if served else ""
+            return _Lookup(
+                None,
+                "",
+                Problem(
+                    "",
+                    "/apiVersion",
+                    f"Kubernetes {self.kubernetes_version} does not serve {kind} in {api_version}{hint}",
+                    "error",
+                    "unknown-api",
+                ),
+            )
+        tried = []
+        for location in self.schema_locations:
+            candidate = location.path_for(api_version, kind, self.kubernetes_version)
+            tried.append(candidate)
+            if os.path.isfile(candidate):
+                try:
+                    return _Lookup(self._file_validator(candidate), candidate)
+                except (OSError, ValueError, jsonschema.SchemaError) as exc:
+                    message = f"schema file {candidate} is unusable: {_shorten(str(exc).splitlines()[0])}"
+                    return _Lookup(None, candidate, Problem("", "", message, "error", "schema-file"))
+        looked = f"looked in: {', '.join(tried)}" if tried else "no schema location given (--schema-location)"
+        return _Lookup(
+            None,
+            "",
+            Problem(
+                "",
+                "",
+                f"no schema for {kind} {api_version} ({looked})",
+                "error" if self.strict else "warning",
+                "missing-schema",
+            ),
+        )
+
+    def _file_validator(self, path: str) -> Any:
+        if path not in self._files:
+            with open(path, encoding="utf-8") as handle:
+                schema = json.load(handle)
+            if not isinstance(schema, dict):
+                raise ValueError("the top level is not a JSON object")
+            # No meta-schema check: it costs seconds on large CRDs (2.3 s for
+            # ApplicationSet) and rejects valid RE2 patterns. A broken schema
+            # shows up as a schema-file problem when it is used.
+            self._files[path] = _Validator(schema)
+        return self._files[path]
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """A compiled validator and its file, or the problem that stands in for it."""
+
+    validator: Any
+    source: str
+    problem: Problem | None = None
+
+
+def has_errors(problems: Iterable[Problem]) -> bool:
+    return any(p.is_error for p in problems)
+
+
+# --- problem building -------------------------------------------------------
+
+
+def _object_label(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    return f"{str(obj.get('kind') or '?').lower()}/{name or '?'}"
+
+
+def _identity_problems(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for field in ("apiVersion", "kind"):
+        value = obj.get(field)
+        if not (isinstance(value, str) and value):
+            out.append(("/" + field, f"{field} is required (a non-empty string)"))
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        out.append(("/metadata", "metadata is required (a mapping with a name)"))
+    elif not (isinstance(meta.get("name"), str) and meta["name"]):
+        out.append(("/metadata/name", "metadata.name is required (a non-empty string)"))
+    return out
+
+
+def _schema_problems(validator: Any, obj: Any, where: str) -> list[Problem]:
+    problems = []
+    try:
+        for error in validator.iter_errors(obj):
+            for ptr, message in _describe(error):
+                problems.append(Problem(where, ptr, _shorten(message), "error", "schema"))
+    except (jsonschema.exceptions.UnknownType, referencing.exceptions.Unresolvable, re.error) as exc:
+        # A broken schema file: say so instead of failing the whole build.
+        problems.append(Problem(where, "", _shorten(f"the schema cannot be evaluated: {exc}"), "error", "schema-file"))
+    return problems
+
+
+def _describe(error: ValidationError) -> list[tuple[str, str]]:
+    """One (pointer, message) per fault; an unknown field points at the field."""
+    at = pointer(*error.absolute_path)
+    closed = error.validator == "additionalProperties" and error.validator_value is False
+    if closed and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {})
+        patterns = error.schema.get("patternProperties", {})
+        extra = [k for k in error.instance if k not in known and not any(_matches(p, k) for p in patterns)]
+        if extra:
+            return [(at + pointer(k), f"unknown field {k!r}") for k in extra]
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        return [(at, f"{error.message} (e.g. {best.message})")]
+    return [(at, error.message)]
+
+
+def _matches(pattern: str, text: str) -> bool:
+    regex = go_regex(pattern)
+    return regex is None or bool(regex.search(text))
+
+
+def _shorten(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"

@@ -1,0 +1,691 @@
+"""The plan model: frozen dataclasses that every generator reads.
+
+The YAML the user writes (validated against ``schemas/costplan.schema.json``)
+is not what generators consume. ``from_document`` is the one place that maps
+the merged, validated document onto these types, so generators never see raw
+dicts, never guess defaults and never parse money: every price and budget is a
+``decimal.Decimal`` here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Mapping, Union
+
+from costplan.core.money import to_decimal
+
+API_VERSION = "costplan.dev/v1alpha1"
+KIND = "CostPlan"
+
+
+# --------------------------------------------------------------------------
+# Pricing: a closed, tagged union chosen by ``type:`` in the plan.
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PerRequest:
+    """A flat price for every request (``price`` per call)."""
+
+    price: Decimal
+    type: str = "perRequest"
+
+
+@dataclass(frozen=True)
+class PerMillionTokens:
+    """Prices per one million tokens, split by token type.
+
+    ``cached_input`` and ``reasoning`` are ``None`` when the plan does not
+    price them separately; cached tokens are then charged as input and
+    reasoning tokens as output.
+    """
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    reasoning: Decimal | None = None
+    type: str = "perMillionTokens"
+
+
+@dataclass(frozen=True)
+class PerRequestWithIncludedTokens:
+    """A per-request price that includes an allowance of tokens.
+
+    The allowance is pooled per user and budget period: a user who made N
+    requests may use ``N * included_tokens_per_request`` tokens before the
+    overage price applies.
+    """
+
+    price_per_request: Decimal
+    included_tokens_per_request: int
+    overage_per_million_tokens: Decimal
+    type: str = "perRequestWithIncludedTokens"
+
+
+@dataclass(frozen=True)
+class VolumeTier:
+    """One band of a tiered price: applies from ``start`` units on."""
+
+    start: int
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class TieredVolume:
+    """Marginal prices over period-to-date volume.
+
+    ``unit`` is ``tokens`` (prices per million tokens) or ``requests``
+    (prices per request). ``tiers`` is sorted by ``start`` and the first
+    tier starts at 0.
+    """
+
+    unit: str
+    tiers: tuple[VolumeTier, ...]
+    period: str = "month"
+    type: str = "tieredVolume"
+
+
+@dataclass(frozen=True)
+class GpuHourly:
+    """The model costs what its GPUs cost: hourly rate x GPU-hours requested."""
+
+    type: str = "gpuHourly"
+
+
+Pricing = Union[PerRequest, PerMillionTokens, PerRequestWithIncludedTokens, TieredVolume, GpuHourly]
+
+
+# --------------------------------------------------------------------------
+# Integrations
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """The Gateway API object the Kuadrant policies attach to."""
+
+    kind: str
+    name: str
+    group: str = "gateway.networking.k8s.io"
+    section_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiKeyAuth:
+    """How clients present API keys and where the key Secrets live."""
+
+    header: str = "Authorization"
+    prefix: str = "APIKEY"
+    secret_namespace: str = "kuadrant-system"
+
+
+@dataclass(frozen=True)
+class Limitador:
+    """Limitador placement and which metrics path tags usage with identity.
+
+    ``metrics`` is ``telemetryPolicy`` (upstream TelemetryPolicy labels) or
+    ``legacyImage`` (the custom image exporting
+    ``authorized_calls_with_user_and_group``).
+    """
+
+    namespace: str = "kuadrant-system"
+    metrics: str = "telemetryPolicy"
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class Gateway:
+    type: str
+    namespace: str
+    target_ref: TargetRef
+    api_key: ApiKeyAuth
+    limitador: Limitador
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    url: str
+    namespace: str
+    rule_labels: Mapping[str, str]
+    monitor_labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CostEngine:
+    """OpenCost or Kubecost (or none): where GPU rates must reach."""
+
+    type: str
+    namespace: str
+    chart_version: str | None
+    image_tag: str | None
+    # Existing Secret with key ``openai_config.json``: enables OpenCost's
+    # ``openai`` custom-cost plugin (never configured from the plan itself).
+    openai_plugin_secret: str | None = None
+    plugin_version: str = "v0.0.15"
+
+
+@dataclass(frozen=True)
+class Grafana:
+    """``sidecar``: ConfigMaps with ``sidecar_label``; ``operator``: GrafanaDashboard CRs."""
+
+    mode: str
+    namespace: str
+    folder: str
+    sidecar_label: Mapping[str, str]
+    instance_selector: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ArgoCD:
+    namespace: str
+    project: str
+    repo_url: str
+    target_revision: str
+    path: str
+
+
+@dataclass(frozen=True)
+class SecretStoreRef:
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """``none``: nothing secret is emitted; ``external-secrets``: ExternalSecrets per user."""
+
+    backend: str
+    store: SecretStoreRef | None
+    refresh_interval: str
+
+
+@dataclass(frozen=True)
+class Integrations:
+    gateway: Gateway
+    prometheus: Prometheus
+    cost_engine: CostEngine
+    grafana: Grafana
+    argocd: ArgoCD | None
+    secrets: Secrets
+
+
+# --------------------------------------------------------------------------
+# Usage, GPUs, models
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageSource:
+    """Where usage is measured.
+
+    ``type`` is one of ``kuadrant-limitador``, ``limitador-legacy``, ``vllm``,
+    ``llm-d``, ``envoy-ai-gateway``, ``kong-ai``, ``litellm``, ``custom``.
+    ``metrics`` and ``labels`` are only set for ``custom`` sources: metric
+    role (``requests``, ``inputTokens``, ``outputTokens``, ``cachedTokens``,
+    ``reasoningTokens``) to metric name, and identity role (``model``,
+    ``user``, ``team``) to the label that carries it.
+    """
+
+    name: str
+    type: str
+    metrics: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GpuInstance:
+    name: str
+    instance_type: str
+    gpu_model: str
+    gpus_per_node: int
+    hourly_rate: Decimal
+
+    @property
+    def hourly_rate_per_gpu(self) -> Decimal:
+        """Price of one GPU for one hour; node rate split evenly over its GPUs."""
+        return self.hourly_rate / Decimal(self.gpus_per_node)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model users call. ``name`` is costplan's id (a DNS label);
+    ``model_name`` is the value the usage metrics carry (e.g. vLLM's
+    ``--served-model-name``)."""
+
+    name: str
+    model_name: str
+    provider: str
+    usage_source: str
+    pricing: Pricing
+    server: str | None = None
+    namespace: str | None = None
+    gpu_instance: str | None = None
+
+
+# --------------------------------------------------------------------------
+# Tiers, teams, budgets
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``limit`` per ``window`` (Kuadrant window syntax, e.g. ``10s``, ``24h``)."""
+
+    limit: int
+    window: str
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Request quotas per calendar period (Kuadrant PlanPolicy)."""
+
+    daily: int | None = None
+    weekly: int | None = None
+    monthly: int | None = None
+
+    def is_empty(self) -> bool:
+        return self.daily is None and self.weekly is None and self.monthly is None
+
+
+@dataclass(frozen=True)
+class PriceOverride:
+    model: str
+    pricing: Pricing
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A service level. Empty ``request_limits``/``token_limits`` = unlimited."""
+
+    name: str
+    description: str
+    request_limits: tuple[Rate, ...]
+    token_limits: tuple[Rate, ...]
+    quotas: Quotas
+    price_multiplier: Decimal
+    price_overrides: tuple[PriceOverride, ...]
+
+
+@dataclass(frozen=True)
+class ApiKeyRef:
+    """Where a user's key lives: never the key itself.
+
+    ``secret_name`` is the Kubernetes Secret Authorino reads;
+    ``remote_key`` is the path in the external secret store (used when
+    the plan's secrets backend is ``external-secrets``).
+    """
+
+    secret_name: str
+    remote_key: str | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    display_name: str | None
+    api_key: ApiKeyRef
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A spending limit.
+
+    ``period`` is ``day``, ``week``, ``month`` (calendar periods in the
+    plan's timezone) or ``rolling`` with ``window`` (e.g. ``7d``).
+    ``thresholds`` are ascending percentages of ``amount`` that alert.
+    ``team`` is ``None`` for a global budget.
+    """
+
+    name: str
+    amount: Decimal
+    period: str
+    thresholds: tuple[Decimal, ...]
+    window: str | None = None
+    team: str | None = None
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    cost_center: str
+    namespaces: tuple[str, ...]
+    labels: Mapping[str, str]
+    tier: str
+    users: tuple[User, ...]
+    budgets: tuple[Budget, ...]
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Alert knobs; defaults apply when the plan does not set them."""
+
+    rate_limited_ratio: Decimal = Decimal("0.1")
+    anomaly_factor: Decimal = Decimal("3")
+    cost_per_request_p95: Decimal | None = None
+    source_absent_for: str = "15m"
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    """A key of an existing Secret (the value itself never enters git)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Reports:
+    """The scheduled chargeback report and the GPU price check.
+
+    ``schedule`` is a cron expression in the plan's timezone; the default
+    runs on the 1st at 06:00 and reports the month that just ended.
+    Reports land on the PVC ``pvc_claim`` (created with ``pvc_size`` unless
+    ``create_pvc`` is false) and are also posted to the URL held in
+    ``webhook`` when set. ``namespace`` defaults to Prometheus' namespace.
+    """
+
+    enabled: bool = True
+    schedule: str = "0 6 1 * *"
+    namespace: str | None = None
+    image: str = "ghcr.io/costplan/costplan:0.1.0"
+    pvc_claim: str = "costplan-reports"
+    pvc_size: str = "1Gi"
+    create_pvc: bool = True
+    webhook: SecretKey | None = None
+    gpu_price_check_schedule: str = "17 * * * *"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A whole, validated plan for one environment."""
+
+    name: str
+    environment: str
+    currency: str
+    timezone: str
+    cluster: str
+    integrations: Integrations
+    usage_sources: tuple[UsageSource, ...]
+    gpu_instances: tuple[GpuInstance, ...]
+    models: tuple[Model, ...]
+    tiers: tuple[Tier, ...]
+    teams: tuple[Team, ...]
+    budgets: tuple[Budget, ...]
+    alerts: Alerts
+    reports: Reports = field(default_factory=Reports)
+
+    # -- lookups generators need often ------------------------------------
+
+    def tier(self, name: str) -> Tier:
+        return next(t for t in self.tiers if t.name == name)
+
+    def team(self, name: str) -> Team:
+        return next(t for t in self.teams if t.name == name)
+
+    def model(self, name: str) -> Model:
+        return next(m for m in self.models if m.name == name)
+
+    def gpu_instance(self, name: str) -> GpuInstance:
+        return next(g for g in self.gpu_instances if g.name == name)
+
+    def usage_source(self, name: str) -> UsageSource:
+        return next(s for s in self.usage_sources if s.name == name)
+
+    def users(self) -> tuple[tuple[Team, User], ...]:
+        """Every user with their team, in plan order."""
+        return tuple((team, user) for team in self.teams for user in team.users)
+
+    def all_budgets(self) -> tuple[Budget, ...]:
+        """Team budgets (``team`` set) followed by global budgets."""
+        team_budgets = tuple(b for t in self.teams for b in t.budgets)
+        return team_budgets + self.budgets
+
+
+# --------------------------------------------------------------------------
+# The one mapping from the validated document to the model.
+# --------------------------------------------------------------------------
+
+
+def _pricing(doc: Mapping[str, Any]) -> Pricing:
+    kind = doc["type"]
+    if kind == "perRequest":
+        return PerRequest(price=to_decimal(doc["price"]))
+    if kind == "perMillionTokens":
+        return PerMillionTokens(
+            input=to_decimal(doc["input"]),
+            output=to_decimal(doc["output"]),
+            cached_input=_opt_decimal(doc.get("cachedInput")),
+            reasoning=_opt_decimal(doc.get("reasoning")),
+        )
+    if kind == "perRequestWithIncludedTokens":
+        return PerRequestWithIncludedTokens(
+            price_per_request=to_decimal(doc["pricePerRequest"]),
+            included_tokens_per_request=int(doc["includedTokensPerRequest"]),
+            overage_per_million_tokens=to_decimal(doc["overagePerMillionTokens"]),
+        )
+    if kind == "tieredVolume":
+        unit = doc["unit"]
+        price_key = "pricePerMillion" if unit == "tokens" else "pricePerRequest"
+        tiers = tuple(
+            VolumeTier(start=int(t["from"]), price=to_decimal(t[price_key])) for t in doc["tiers"]
+        )
+        return TieredVolume(unit=unit, tiers=tiers, period=doc.get("period", "month"))
+    if kind == "gpuHourly":
+        return GpuHourly()
+    raise ValueError(f"unknown pricing type {kind!r}")  # unreachable after schema validation
+
+
+def _opt_decimal(value: Any) -> Decimal | None:
+    return None if value is None else to_decimal(value)
+
+
+def _rates(items: Any) -> tuple[Rate, ...]:
+    return tuple(Rate(limit=int(r["limit"]), window=str(r["window"])) for r in items or ())
+
+
+def _budget(doc: Mapping[str, Any], team: str | None) -> Budget:
+    return Budget(
+        name=doc["name"],
+        amount=to_decimal(doc["amount"]),
+        period=doc["period"],
+        thresholds=tuple(to_decimal(t) for t in doc.get("thresholds", [100])),
+        window=doc.get("window"),
+        team=team,
+    )
+
+
+def _str_map(doc: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in sorted((doc or {}).items())}
+
+
+def _integrations(doc: Mapping[str, Any]) -> Integrations:
+    gw = doc["gateway"]
+    target = gw["targetRef"]
+    api_key = gw.get("apiKey", {})
+    limitador = gw.get("limitador", {})
+    prom = doc["prometheus"]
+    engine = doc.get("costEngine", {"type": "none"})
+    grafana = doc.get("grafana", {})
+    argo = doc.get("argocd")
+    secrets = doc.get("secrets", {"backend": "none"})
+    store = secrets.get("store")
+    return Integrations(
+        gateway=Gateway(
+            type=gw.get("type", "kuadrant"),
+            namespace=gw["namespace"],
+            target_ref=TargetRef(
+                kind=target["kind"],
+                name=target["name"],
+                group=target.get("group", "gateway.networking.k8s.io"),
+                section_name=target.get("sectionName"),
+            ),
+            api_key=ApiKeyAuth(
+                header=api_key.get("header", "Authorization"),
+                prefix=api_key.get("prefix", "APIKEY"),
+                secret_namespace=api_key.get("secretNamespace", "kuadrant-system"),
+            ),
+            limitador=Limitador(
+                namespace=limitador.get("namespace", "kuadrant-system"),
+                metrics=limitador.get("metrics", "telemetryPolicy"),
+                image=limitador.get("image"),
+            ),
+        ),
+        prometheus=Prometheus(
+            url=prom["url"],
+            namespace=prom["namespace"],
+            rule_labels=_str_map(prom.get("ruleLabels")),
+            monitor_labels=_str_map(prom.get("monitorLabels")),
+        ),
+        cost_engine=CostEngine(
+            type=engine.get("type", "none"),
+            namespace=engine.get("namespace", engine.get("type", "none")),
+            chart_version=_opt_str(engine.get("chartVersion")),
+            image_tag=_opt_str(engine.get("imageTag")),
+            openai_plugin_secret=engine.get("openaiPlugin", {}).get("existingSecret"),
+            plugin_version=engine.get("openaiPlugin", {}).get("version", "v0.0.15"),
+        ),
+        grafana=Grafana(
+            mode=grafana.get("mode", "sidecar"),
+            namespace=grafana.get("namespace", prom["namespace"]),
+            folder=grafana.get("folder", "LLM Costs"),
+            sidecar_label=_str_map(grafana.get("sidecarLabel", {"grafana_dashboard": "1"})),
+            instance_selector=_str_map(grafana.get("instanceSelector", {"dashboards": "grafana"})),
+        ),
+        argocd=None
+        if argo is None
+        else ArgoCD(
+            namespace=argo.get("namespace", "argocd"),
+            project=argo.get("project", "default"),
+            repo_url=argo["repoURL"],
+            target_revision=argo.get("targetRevision", "HEAD"),
+            path=argo.get("path", "out"),
+        ),
+        secrets=Secrets(
+            backend=secrets.get("backend", "none"),
+            store=None if store is None else SecretStoreRef(kind=store["kind"], name=store["name"]),
+            refresh_interval=secrets.get("refreshInterval", "1h"),
+        ),
+    )
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _alerts(doc: Mapping[str, Any] | None) -> Alerts:
+    doc = doc or {}
+    defaults = Alerts()
+    return Alerts(
+        rate_limited_ratio=to_decimal(doc.get("rateLimitedRatio", defaults.rate_limited_ratio)),
+        anomaly_factor=to_decimal(doc.get("anomalyFactor", defaults.anomaly_factor)),
+        cost_per_request_p95=_opt_decimal(doc.get("costPerRequestP95")),
+        source_absent_for=doc.get("sourceAbsentFor", defaults.source_absent_for),
+    )
+
+
+def _reports(doc: Mapping[str, Any] | None) -> Reports:
+    doc = doc or {}
+    defaults = Reports()
+    webhook = doc.get("webhook")
+    return Reports(
+        enabled=bool(doc.get("enabled", defaults.enabled)),
+        schedule=doc.get("schedule", defaults.schedule),
+        namespace=doc.get("namespace"),
+        image=doc.get("image", defaults.image),
+        pvc_claim=doc.get("pvc", {}).get("claimName", defaults.pvc_claim),
+        pvc_size=doc.get("pvc", {}).get("size", defaults.pvc_size),
+        create_pvc=bool(doc.get("pvc", {}).get("create", defaults.create_pvc)),
+        webhook=None
+        if webhook is None
+        else SecretKey(name=webhook["secretName"], key=webhook.get("key", "url")),
+        gpu_price_check_schedule=doc.get("gpuPriceCheckSchedule", defaults.gpu_price_check_schedule),
+    )
+
+
+def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
+    """Map a merged document that passed validation onto the model.
+
+    Defaults live here (and in the schema's descriptions), nowhere else.
+    """
+    meta = doc["metadata"]
+    return Plan(
+        name=meta["name"],
+        environment=environment,
+        currency=meta.get("currency", "USD"),
+        timezone=meta.get("timezone", "UTC"),
+        cluster=meta.get("cluster", meta["name"]),
+        integrations=_integrations(doc["integrations"]),
+        usage_sources=tuple(
+            UsageSource(
+                name=s["name"],
+                type=s["type"],
+                metrics=_str_map(s.get("metrics")),
+                labels=_str_map(s.get("labels")),
+            )
+            for s in doc.get("usageSources", [])
+        ),
+        gpu_instances=tuple(
+            GpuInstance(
+                name=g["name"],
+                instance_type=g["instanceType"],
+                gpu_model=g["gpuModel"],
+                gpus_per_node=int(g.get("gpusPerNode", 1)),
+                hourly_rate=to_decimal(g["hourlyRate"]),
+            )
+            for g in doc.get("gpuInstances", [])
+        ),
+        models=tuple(
+            Model(
+                name=m["name"],
+                model_name=m.get("modelName", m["name"]),
+                provider=m["provider"],
+                usage_source=m["usageSource"],
+                pricing=_pricing(m["pricing"]),
+                server=m.get("server"),
+                namespace=m.get("namespace"),
+                gpu_instance=m.get("gpuInstance"),
+            )
+            for m in doc.get("models", [])
+        ),
+        tiers=tuple(
+            Tier(
+                name=t["name"],
+                description=t.get("description", ""),
+                request_limits=_rates(t.get("limits", {}).get("requests")),
+                token_limits=_rates(t.get("limits", {}).get("tokens")),
+                quotas=Quotas(**{k: int(v) for k, v in t.get("quotas", {}).items()}),
+                price_multiplier=to_decimal(t.get("priceMultiplier", 1)),
+                price_overrides=tuple(
+                    PriceOverride(model=o["model"], pricing=_pricing(o["pricing"]))
+                    for o in t.get("priceOverrides", [])
+                ),
+            )
+            for t in doc.get("tiers", [])
+        ),
+        teams=tuple(
+            Team(
+                name=t["name"],
+                cost_center=t["costCenter"],
+                namespaces=tuple(t.get("namespaces", [])),
+                labels=_str_map(t.get("labels")),
+                tier=t["tier"],
+                users=tuple(
+                    User(
+                        id=u["id"],
+                        display_name=u.get("displayName"),
+                        api_key=ApiKeyRef(
+                            secret_name=u.get("apiKey", {}).get("secretName", f"apikey-{u['id']}"),
+                            remote_key=u.get("apiKey", {}).get("remoteKey"),
+                        ),
+                    )
+                    for u in t.get("users", [])
+                ),
+                budgets=tuple(_budget(b, t["name"]) for b in t.get("budgets", [])),
+            )
+            for t in doc.get("teams", [])
+        ),
+        budgets=tuple(_budget(b, None) for b in doc.get("budgets", [])),
+        alerts=_alerts(doc.get("alerts")),
+        reports=_reports(doc.get("reports")),
+    )
