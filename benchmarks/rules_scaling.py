@@ -24,10 +24,10 @@ from pathlib import Path
 
 import yaml
 
-from costplan.plan.model import ApiKeyRef, Plan, User
-from costplan.plan.load import load_plan
 from costplan.generators.prometheus.groups import rule_groups
 from costplan.generators.prometheus.usage import effective_type
+from costplan.plan.load import load_plan
+from costplan.plan.model import ApiKeyRef, Plan, User
 
 ROOT = Path(__file__).resolve().parents[1]
 

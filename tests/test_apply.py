@@ -24,12 +24,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from costplan.install import apply
 from costplan.cli import cluster as cli_cluster
-from costplan.plan import load as pipeline
-from costplan.install import changes as ch
 from costplan.core.artifacts import file, manifest
+from costplan.install import apply
+from costplan.install import changes as ch
 from costplan.install.cluster import ApplyConflict, ClusterError
+from costplan.output import build as build_stage
 from tests.conftest import PLAN, patched_minimal
 
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
@@ -222,7 +222,7 @@ class Harness:
         return self.plan_path
 
     def manifests(self) -> list[dict[str, Any]]:
-        result = pipeline.build(self.plan_path, [None])
+        result = build_stage.build(self.plan_path, [None])
         return apply.desired_objects(result.environments["base"])
 
     def cli_args(self) -> list[str]:

@@ -12,10 +12,10 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import patched_minimal
+from costplan.core.diagnostics import CHECKS
 from costplan.plan import checks
 from costplan.plan import load as pipeline
-from costplan.core.diagnostics import CHECKS
+from tests.conftest import patched_minimal
 
 MINIMAL = Path(__file__).parent / "plans" / "minimal.yaml"
 PLAN = "costplan.yaml"

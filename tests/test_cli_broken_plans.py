@@ -7,7 +7,6 @@ directory left exactly as it was.
 
 from __future__ import annotations
 
-
 import pytest
 from click.testing import CliRunner
 

@@ -14,8 +14,8 @@ import os
 
 import pytest
 
+from costplan.output import build as build_stage
 from costplan.output import serialise as output
-from costplan.plan import load as pipeline
 from tests.conftest import ENVIRONMENTS, PLAN, ROOT
 
 GOLDEN = ROOT / "tests" / "golden"
@@ -23,7 +23,7 @@ UPDATE = os.environ.get("COSTPLAN_UPDATE_GOLDEN") == "1"
 
 
 def built_files(environment: str) -> dict[str, str]:
-    result = pipeline.build(PLAN, [environment])
+    result = build_stage.build(PLAN, [environment])
     return output.render_environment(result.environments[environment], result.plan_name, environment)
 
 

@@ -9,9 +9,9 @@ import kubernetes_validate
 import promql_parser
 import pytest
 
-from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS
 from costplan.core import conventions as c
 from costplan.generators import grafana
+from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS
 
 
 def metric_names(expr: str) -> set[str]:

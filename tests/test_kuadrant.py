@@ -14,15 +14,15 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, SHARED
 from costplan.core import conventions as c
+from costplan.core.canonical_yaml import dump_yaml
 from costplan.generators import kuadrant
 from costplan.generators.kuadrant import auth as kuadrant_auth
 from costplan.generators.kuadrant import limits as kuadrant_limits
 from costplan.generators.kuadrant import monitors
 from costplan.generators.kuadrant import telemetry as kuadrant_telemetry
 from costplan.plan.model import ApiKeyAuth, Quotas, Rate, TargetRef
-from costplan.output.serialise import dump_yaml
+from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, SHARED
 
 ALL_ENVS = (None,) + ENVIRONMENTS
 CRDS = SHARED / "crds"

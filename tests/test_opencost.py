@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, HELM_VALUES
 from costplan.generators import opencost
 from costplan.plan.model import GpuInstance
+from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, HELM_VALUES
 
 # Keys under which the chart takes any map or list: their children are not
 # chart keys. Each is documented as free-form in the chart's values.yaml.

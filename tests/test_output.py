@@ -8,18 +8,19 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from costplan.output import serialise as output
 from costplan.core.artifacts import file, manifest
+from costplan.core.canonical_yaml import dump_yaml
+from costplan.output import serialise as output
 
 
 def test_keys_are_sorted_decimals_exact_and_multiline_strings_literal():
-    text = output.dump_yaml({"b": Decimal("0.1") + Decimal("0.2"), "a": "sum(x)\n* 2\n", "c": Decimal("1.0060")})
+    text = dump_yaml({"b": Decimal("0.1") + Decimal("0.2"), "a": "sum(x)\n* 2\n", "c": Decimal("1.0060")})
     assert text == "a: |\n  sum(x)\n  * 2\nb: 0.3\nc: 1.006\n"
 
 
 def test_a_string_that_looks_like_yaml_stays_a_string():
     hostile = 'x\n"}\n- kind: Secret\nmetadata: {name: evil}'
-    text = output.dump_yaml({"v": hostile, "w": "key: value"})
+    text = dump_yaml({"v": hostile, "w": "key: value"})
     assert yaml.safe_load(text) == {"v": hostile, "w": "key: value"}
 
 

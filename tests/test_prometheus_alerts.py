@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from costplan.core import conventions as c
-from costplan.output import promtool
-from costplan.plan.model import Plan
-from costplan.plan.load import load_plan
 from costplan.generators.prometheus.groups import rule_groups
+from costplan.output import promtool
+from costplan.plan.load import load_plan
+from costplan.plan.model import Plan
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 

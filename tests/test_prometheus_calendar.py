@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from costplan.output import promtool
 from costplan.generators.prometheus import calendar
 from costplan.generators.prometheus.groups import rule_groups
+from costplan.output import promtool
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from costplan.generators.prometheus.groups import rule_groups
 from costplan.output import promtool
 from costplan.plan.model import Budget, PerMillionTokens, Plan
-from costplan.generators.prometheus.groups import rule_groups
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 

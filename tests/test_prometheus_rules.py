@@ -13,10 +13,10 @@ import jsonschema
 import pytest
 
 from costplan.core import conventions as c
-from costplan.output import promtool
 from costplan.generators import prometheus
-from costplan.plan.model import ApiKeyRef, Plan, User
 from costplan.generators.prometheus.groups import rule_groups
+from costplan.output import promtool
+from costplan.plan.model import ApiKeyRef, Plan, User
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_SCHEMAS = ROOT.parent / "shared" / "crd-schemas"

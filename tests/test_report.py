@@ -15,13 +15,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import CRD_SCHEMA_LOCATION, ENVIRONMENTS
 from costplan.chargeback import report
-from costplan.generators import reports
-from costplan.plan.model import Reports, SecretKey
-from costplan.plan.load import load_plan
 from costplan.chargeback.promapi import Sample
+from costplan.generators import reports
 from costplan.output.verify import ManifestValidator
+from costplan.plan.load import load_plan
+from costplan.plan.model import Reports, SecretKey
+from tests.conftest import CRD_SCHEMA_LOCATION, ENVIRONMENTS
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

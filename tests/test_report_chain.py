@@ -49,12 +49,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from costplan.core import conventions as c
-from costplan.cli.app import main
-from costplan.generators.prometheus import rules_files
-from costplan.plan.load import load_plan
 from costplan.chargeback.promapi import PrometheusClient
 from costplan.chargeback.report import window_query
+from costplan.cli.app import main
+from costplan.core import conventions as c
+from costplan.generators.prometheus import rules_files
+from costplan.plan.load import load_plan
 from tests import promserver
 from tests.promserver import PROMETHEUS, PROMTOOL, PrometheusServer
 

@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests import promserver
-from tests.conftest import PLAN
-from costplan.core import conventions as c
-from costplan.generators import grafana
-from costplan.plan.load import compile_plan, load_plan
 from costplan.chargeback.promapi import PrometheusClient
 from costplan.chargeback.report import report_command
+from costplan.core import conventions as c
+from costplan.generators import grafana
+from costplan.output.build import compile_plan
+from costplan.plan.load import load_plan
+from tests import promserver
+from tests.conftest import PLAN
 
 UTC = timezone.utc
 STEP = timedelta(hours=1)

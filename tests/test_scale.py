@@ -7,10 +7,10 @@ import importlib.util
 import pytest
 import yaml
 
-from costplan.output import serialise as output
-from costplan.plan import load as pipeline
-from costplan.output import verify
+from costplan.core.canonical_yaml import dump_yaml
 from costplan.generators import grafana
+from costplan.output import build as build_stage
+from costplan.output import verify
 from tests.conftest import ROOT
 
 _spec = importlib.util.spec_from_file_location("generate_plan", ROOT / "benchmarks" / "generate_plan.py")
@@ -19,18 +19,18 @@ _spec.loader.exec_module(generate_plan)
 
 
 @pytest.fixture(scope="module")
-def large_build(tmp_path_factory) -> pipeline.BuildResult:
+def large_build(tmp_path_factory) -> build_stage.BuildResult:
     directory = tmp_path_factory.mktemp("large")
     plan = generate_plan.make_plan(teams=1200, users_per_team=2, models=20)
     (directory / "costplan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
-    return pipeline.build(directory / "costplan.yaml", [None])
+    return build_stage.build(directory / "costplan.yaml", [None])
 
 
 def test_every_object_of_a_large_plan_fits_the_api_server(large_build):
     artifacts = large_build.environments["base"]
     problems = verify.ManifestValidator().validate_all(artifacts)
     assert [p.render() for p in problems if p.severity == "error"] == []
-    sizes = {a.path: len(output.dump_yaml(a.data)) for a in artifacts if a.is_manifest}
+    sizes = {a.path: len(dump_yaml(a.data)) for a in artifacts if a.is_manifest}
     assert max(sizes.values()) < 1024 * 1024
 
 

@@ -13,11 +13,10 @@ from typing import Any, Iterator, NamedTuple
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.conftest import patched_minimal
-from costplan.plan import capabilities
+from costplan.plan import capabilities, schema
 from costplan.plan import load as pipeline
-from costplan.plan import schema
 from costplan.plan.model import from_document
+from tests.conftest import patched_minimal
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "costplan.yaml"

@@ -7,13 +7,13 @@ import re
 
 import pytest
 
-from tests.conftest import ENVIRONMENTS
 from costplan.core import conventions as c
+from costplan.core.canonical_yaml import dump_yaml
 from costplan.generators import kuadrant
 from costplan.generators.kuadrant import secrets
+from costplan.output.build import compile_plan
 from costplan.plan.model import ApiKeyRef
-from costplan.output.serialise import dump_yaml
-from costplan.plan.load import compile_plan
+from tests.conftest import ENVIRONMENTS
 
 ALL_ENVS = (None,) + ENVIRONMENTS
 

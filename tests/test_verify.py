@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from costplan.output import kubeconform
-from costplan.output import manifest_checks
 from costplan.core.artifacts import file, manifest
+from costplan.output import kubeconform, manifest_checks
 from costplan.output.verify import (
     SCHEMA_LOCATION_ENV,
     KubeconformUnavailable,

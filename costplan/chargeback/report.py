@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from costplan.chargeback.promapi import PrometheusClient, PrometheusError, Sample
 from costplan.core import conventions as c
 from costplan.plan.model import (
     GpuHourly,
@@ -53,7 +54,6 @@ from costplan.plan.model import (
     Plan,
     TieredVolume,
 )
-from costplan.chargeback.promapi import PrometheusClient, PrometheusError, Sample
 
 MONEY_QUANTUM = Decimal("0.000001")
 UNIT_QUANTUM = Decimal(1)

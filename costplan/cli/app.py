@@ -177,9 +177,9 @@ def validate(ctx: click.Context, plan_path: Path, environment: str | None, all_e
 @click.pass_context
 def build(ctx: click.Context, **options: Any) -> None:
     """Compile the plan into manifests, validated before anything is written."""
-    from costplan.plan import load as pipeline
+    from costplan.output import build as build_stage
 
-    with pipeline.paused_gc():
+    with build_stage.paused_gc():
         _build(ctx, **options)
 
 
@@ -196,16 +196,17 @@ def _build(
     output_format: str,
     check_rules: bool,
 ) -> None:
-    from costplan.output import serialise as output
-    from costplan.plan import load as pipeline
-    from costplan.output import verify
+    from costplan.core.canonical_yaml import dump_yaml
     from costplan.core.diagnostics import PlanInvalid
+    from costplan.output import build as build_stage
+    from costplan.output import serialise as output
+    from costplan.output import verify
 
     console = _console(ctx)
     envs = _environments(plan_path, environment, all_envs)
     locations = _split_locations(schema_locations)
     try:
-        result = pipeline.build(plan_path, envs)
+        result = build_stage.build(plan_path, envs)
     except PlanInvalid as invalid:
         _report_invalid(ctx, invalid.diagnostics, "text")
         _fail(EXIT_INVALID)
@@ -226,11 +227,11 @@ def _build(
     if check_rules:
         _promtool_check(console, result)
     if output_format == "rules":
-        result.environments = {env: pipeline.rules_artifacts(plan) for env, plan in result.plans.items()}
+        result.environments = {env: build_stage.rules_artifacts(plan) for env, plan in result.plans.items()}
         if output_dir is None:
             for env, artifacts in result.environments.items():
                 for artifact in artifacts:
-                    click.echo(f"# Source: {env}/{artifact.path}\n" + output.dump_yaml(artifact.data), nl=False)
+                    click.echo(f"# Source: {env}/{artifact.path}\n" + dump_yaml(artifact.data), nl=False)
             return
     files = {
         f"{env}/{path}": text
@@ -273,8 +274,8 @@ def _report_output_problems(console: Console, problems: list[tuple[str, Any]]) -
 
 def _promtool_check(console: Console, result: Any) -> None:
     """promtool is the authority on PromQL: every environment's rules must pass it."""
-    from costplan.output import promtool
     from costplan.generators.prometheus.groups import rule_groups
+    from costplan.output import promtool
 
     for env, plan in result.plans.items():
         try:

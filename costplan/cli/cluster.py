@@ -114,14 +114,14 @@ def _run(
     force_conflicts: bool,
     timeout: float,
 ) -> None:
-    from costplan.install import apply
-    from costplan.plan import load as pipeline
-    from costplan.install.cluster import ClusterError
     from costplan.core.diagnostics import PlanInvalid, render_text
+    from costplan.install import apply
+    from costplan.install.cluster import ClusterError
+    from costplan.output import build as build_stage
 
     env = _environment(plan_path, environment)
     try:
-        result = pipeline.build(plan_path, [env])
+        result = build_stage.build(plan_path, [env])
     except PlanInvalid as invalid:
         click.echo(render_text(invalid.diagnostics), err=True)
         sys.exit(EXIT_INVALID)

@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Callable
 
 from costplan.core.artifacts import Artifact
-from costplan.generators import argocd, common, grafana, kuadrant, opencost, prometheus, reports
+from costplan.generators import (
+    argocd,
+    common,
+    grafana,
+    kuadrant,
+    opencost,
+    prometheus,
+    reports,
+)
 from costplan.plan.model import Plan
 
 GENERATORS: tuple[tuple[str, Callable[[Plan], list[Artifact]]], ...] = (

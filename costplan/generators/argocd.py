@@ -9,10 +9,10 @@ client-side annotation limit) and prunes last.
 from __future__ import annotations
 
 from costplan.core.artifacts import Artifact, manifest
-from costplan.generators.common import WAVE_CONFIG, metadata
-from costplan.plan.model import Plan
 from costplan.core.names import object_name
+from costplan.generators.common import WAVE_CONFIG, metadata
 from costplan.generators.render import render_mapping
+from costplan.plan.model import Plan
 
 
 def application_name(plan: Plan) -> str:

@@ -39,9 +39,9 @@ from grafana_foundation_sdk.models import prometheus as pm
 
 from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest
+from costplan.core.names import object_name, promql_string
 from costplan.generators.common import WAVE_CONFIG, metadata
 from costplan.plan.model import Budget, Plan
-from costplan.core.names import object_name, promql_string
 
 COMPONENT = "grafana"
 DATASOURCE_VAR = "datasource"

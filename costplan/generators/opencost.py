@@ -37,9 +37,9 @@ from decimal import Decimal
 from typing import Any
 
 from costplan.core.artifacts import Artifact, file, manifest
+from costplan.core.money import format_decimal
 from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
 from costplan.plan.model import GpuInstance, Plan
-from costplan.core.money import format_decimal
 
 COMPONENT = "opencost"
 KUBECOST_COMPONENT = "kubecost"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 from typing import Any
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 from typing import Any
 
 from costplan.core.artifacts import Artifact, manifest
+from costplan.core.canonical_yaml import dump_yaml
 from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
+from costplan.plan.load import BASE_ENVIRONMENT
 from costplan.plan.model import (
     GpuHourly,
     PerMillionTokens,
@@ -36,8 +38,6 @@ from costplan.plan.model import (
     Reports,
     TieredVolume,
 )
-from costplan.output.serialise import dump_yaml
-from costplan.plan.load import BASE_ENVIRONMENT
 
 COMPONENT = "reports"
 PLAN_CONFIGMAP = "costplan-plan"

@@ -35,6 +35,7 @@ from typing import Any
 import click
 
 from costplan.core import conventions as c
+from costplan.core.money import decimal_places, format_decimal, per_unit
 from costplan.plan.model import (
     GpuHourly,
     Model,
@@ -45,7 +46,6 @@ from costplan.plan.model import (
     Pricing,
     TieredVolume,
 )
-from costplan.core.money import decimal_places, format_decimal, per_unit
 
 MARKER = "<!-- costplan-impact -->"
 NO_IMPACT = "No cost impact."
@@ -687,13 +687,13 @@ def manifest_diff(
 
 def rendered_files(plan: Plan | None) -> dict[str, str]:
     """The exact files ``costplan build`` writes for one environment (none for an absent one)."""
+    from costplan.output import build as build_stage
     from costplan.output import serialise as output
-    from costplan.plan import load as pipeline
 
     if plan is None:
         return {}
-    with pipeline.paused_gc():
-        artifacts = pipeline.compile_plan(plan)
+    with build_stage.paused_gc():
+        artifacts = build_stage.compile_plan(plan)
     return output.render_environment(artifacts, plan.name, plan.environment)
 
 

@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 
 from costplan import __version__
-from costplan.install import changes as ch
 from costplan.core.artifacts import Artifact
+from costplan.core.canonical_yaml import dump_yaml
+from costplan.install import changes as ch
 from costplan.install.cluster import ApplyConflict, Cluster, ClusterError
-from costplan.output.serialise import dump_yaml
 
 MODE_DIFF = "diff"
 MODE_CHECK = "check"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from costplan.core import conventions as c
-from costplan.output.serialise import dump_yaml
+from costplan.core.canonical_yaml import dump_yaml
 
 # Names live in the contract module; re-exported here for the apply code.
 LABEL_APPLYSET_ID = c.LABEL_APPLYSET_ID

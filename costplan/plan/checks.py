@@ -22,10 +22,10 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 from costplan.core import names
-from costplan.plan.capabilities import missing_for, source_capabilities
 from costplan.core.diagnostics import Diagnostic, sort_diagnostics
-from costplan.plan.model import from_document
 from costplan.core.money import MAX_DECIMAL_PLACES, decimal_places
+from costplan.plan.capabilities import missing_for, source_capabilities
+from costplan.plan.model import from_document
 from costplan.plan.source import Position, locate, pointer
 
 JsonPath = list[Any]  # keys and indexes from the document root

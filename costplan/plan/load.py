@@ -1,4 +1,4 @@
-"""The facade: load → merge environment → validate → plan model → generate.
+"""The plan stage's entry: load → merge environment → validate → plan model.
 
 The CLI, the tests and the benchmarks all call these functions; none of them
 prints or exits. Failures are typed exceptions (``PlanInvalid``) that carry
@@ -7,14 +7,11 @@ every diagnostic at once.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from costplan.core.artifacts import Artifact
 from costplan.core.diagnostics import Diagnostic, PlanInvalid, sort_diagnostics
 from costplan.plan.merge import merge
 from costplan.plan.model import Plan, from_document
@@ -88,8 +85,7 @@ def validate_document(loaded: LoadedDocument) -> list[Diagnostic]:
     Semantic checks run only on documents that pass the schema, so they can
     rely on its shape; schema errors alone are already a complete answer.
     """
-    from costplan.plan import checks  # local: keeps import of the facade cheap
-    from costplan.plan import schema
+    from costplan.plan import checks, schema  # local: keeps loading cheap for `envs`
 
     diagnostics = list(loaded.diagnostics)
     if loaded.document is None:
@@ -110,71 +106,3 @@ def load_plan(plan_path: Path | str, environment: str | None = None) -> Plan:
     if problems:
         raise PlanInvalid(problems)
     return from_document(loaded.document, loaded.environment)
-
-
-def compile_plan(plan: Plan) -> list[Artifact]:
-    """Every artifact for one environment, from the generator registry."""
-    from costplan.generators import generate_all
-
-    return generate_all(plan)
-
-
-@dataclass
-class BuildResult:
-    """Artifacts per environment, in the order the environments were asked for."""
-
-    plan_name: str
-    environments: dict[str, list[Artifact]]
-    plans: dict[str, Plan] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def paused_gc():
-    """Pause the cyclic garbage collector for a compile.
-
-    A compile makes millions of short-lived objects and almost no reference
-    cycles; with the collector running, large plans spend a third of their
-    time rescanning them. Memory is returned by reference counting anyway.
-    """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
-    """Validate and compile each environment; all problems of all environments at once.
-
-    Nothing is generated unless every environment is valid, so a build never
-    produces half an output.
-    """
-    with paused_gc():
-        return _build(plan_path, environments)
-
-
-def _build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
-    plans: list[Plan] = []
-    problems: list[Diagnostic] = []
-    for environment in environments:
-        try:
-            plans.append(load_plan(plan_path, environment))
-        except PlanInvalid as invalid:
-            problems.extend(invalid.diagnostics)
-    if problems:
-        raise PlanInvalid(problems)
-    result = BuildResult(plan_name=plans[0].name if plans else "", environments={})
-    for plan in plans:
-        result.environments[plan.environment] = compile_plan(plan)
-        result.plans[plan.environment] = plan
-    return result
-
-
-def rules_artifacts(plan: Plan) -> list[Artifact]:
-    """The spend rules as plain Prometheus rule files, for setups without the operator."""
-    from costplan.core.artifacts import file
-    from costplan.generators.prometheus import rules_files
-
-    return [file("prometheus", name, groups) for name, groups in sorted(rules_files(plan).items())]

@@ -20,7 +20,6 @@ import difflib
 import json
 from decimal import Decimal
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 

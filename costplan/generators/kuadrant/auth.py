@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from costplan.generators.kuadrant import cel
 from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest
-from costplan.generators.common import WAVE_POLICIES, metadata
-from costplan.plan.model import Plan, TargetRef
 from costplan.core.names import object_name
+from costplan.generators.common import WAVE_POLICIES, metadata
+from costplan.generators.kuadrant import cel
+from costplan.plan.model import Plan, TargetRef
 
 COMPONENT = "kuadrant"
 AUTHENTICATION_NAME = "api-key-users"

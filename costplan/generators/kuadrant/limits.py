@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from costplan.generators.kuadrant import cel
 from costplan.core.artifacts import Artifact, manifest
+from costplan.core.names import object_name
 from costplan.generators.common import WAVE_POLICIES, metadata
+from costplan.generators.kuadrant import cel
 from costplan.generators.kuadrant.auth import COMPONENT, target_ref
 from costplan.plan.model import Plan, Rate, Tier
-from costplan.core.names import object_name
 
 # The PlanPolicy's operator-made RateLimitPolicy must exist before ours so
 # that ours (merge strategy) adds to it instead of being replaced by it.

@@ -20,9 +20,9 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest
+from costplan.core.names import object_name
 from costplan.generators.common import WAVE_POLICIES, metadata
 from costplan.plan.model import Plan
-from costplan.core.names import object_name
 
 COMPONENT = "monitoring"
 MODEL_SERVERS = ("vllm", "llm-d")

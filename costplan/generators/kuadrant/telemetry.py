@@ -22,10 +22,10 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest
+from costplan.core.names import object_name
 from costplan.generators.common import WAVE_POLICIES, WAVE_WORKLOADS, metadata
 from costplan.generators.kuadrant.auth import COMPONENT, target_ref
 from costplan.plan.model import Plan
-from costplan.core.names import object_name
 
 TELEMETRY_POLICY = "telemetryPolicy"
 LEGACY_IMAGE = "legacyImage"

@@ -13,8 +13,8 @@ from typing import Any
 
 from costplan.core.artifacts import Artifact, manifest
 from costplan.generators.common import WAVE_POLICIES, metadata
-from costplan.plan.model import Plan
 from costplan.generators.prometheus.groups import rule_groups
+from costplan.plan.model import Plan
 
 COMPONENT = "prometheus"
 

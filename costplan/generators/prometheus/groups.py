@@ -13,8 +13,15 @@ import json
 from typing import Any
 
 from costplan.core import conventions as c
-from costplan.plan.model import Plan, PerRequestWithIncludedTokens
-from costplan.generators.prometheus import alerts, budgets, charges, prices, usage, volume
+from costplan.generators.prometheus import (
+    alerts,
+    budgets,
+    charges,
+    prices,
+    usage,
+    volume,
+)
+from costplan.plan.model import PerRequestWithIncludedTokens, Plan
 
 INTERVALS = {
     c.GROUP_PRICES: "1m",

@@ -15,6 +15,9 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from costplan.core import conventions as c
+from costplan.core.money import per_unit
+from costplan.generators.prometheus import calendar
+from costplan.generators.prometheus.promql import constant, record
 from costplan.plan.model import (
     Budget,
     GpuHourly,
@@ -26,9 +29,6 @@ from costplan.plan.model import (
     Pricing,
     TieredVolume,
 )
-from costplan.core.money import per_unit
-from costplan.generators.prometheus import calendar
-from costplan.generators.prometheus.promql import constant, record
 
 ONE = Decimal(1)
 

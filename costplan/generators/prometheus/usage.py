@@ -34,11 +34,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from costplan.plan import capabilities as cap
 from costplan.core import conventions as c
-from costplan.plan.model import Model, Plan, UsageSource
 from costplan.core.names import promql_string
 from costplan.generators.prometheus.promql import none_of, one_of, record, selector
+from costplan.plan import capabilities as cap
+from costplan.plan.model import Model, Plan, UsageSource
 
 WINDOWS = {c.WINDOW_RATE: ("rate", "5m"), c.WINDOW_HOUR: ("increase", "1h")}
 CANONICAL = {cap.MODEL: c.LABEL_MODEL_NAME, cap.USER: c.LABEL_USER, cap.TEAM: c.LABEL_TEAM, cap.TIER: c.LABEL_TIER}

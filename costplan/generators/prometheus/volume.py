@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from costplan.core import conventions as c
-from costplan.plan.model import Plan, PerRequestWithIncludedTokens, TieredVolume
 from costplan.generators.prometheus.periods import period_to_date
 from costplan.generators.prometheus.prices import priced_tiers
 from costplan.generators.prometheus.promql import record, selector
+from costplan.plan.model import PerRequestWithIncludedTokens, Plan, TieredVolume
 
 INCLUDED_PERIOD = "month"
 USER_KEY = "user, team, tier, model"
