@@ -16,18 +16,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from costplan.impact.compare import (
-    MARKER,
-    EnvironmentReport,
-    compare,
-    estimate,
-    fraction_to_decimal,
-    impact_command,
-    manifest_diff,
-    monthly_factor,
-    parse_usage,
-    render_markdown,
-)
+from costplan.cli.impact import impact_command
+from costplan.impact.compare import MARKER, compare, fraction_to_decimal, monthly_factor
+from costplan.impact.estimate import estimate, parse_usage
+from costplan.impact.manifests import manifest_diff
+from costplan.impact.render import EnvironmentReport, render_markdown
 from costplan.plan.load import load_plan
 from tests.conftest import ROOT
 

@@ -349,7 +349,7 @@ _register_cluster_commands()
 
 
 def _register_impact_command() -> None:
-    from costplan.impact.compare import impact_command
+    from costplan.cli.impact import impact_command
 
     main.add_command(impact_command, "impact")
 

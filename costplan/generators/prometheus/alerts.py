@@ -12,10 +12,10 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.money import format_decimal
-from costplan.generators.prometheus.prices import budget_period
 from costplan.generators.prometheus.promql import number, selector, template_text
 from costplan.generators.prometheus.usage import models_of, primary_selector
 from costplan.plan.model import Budget, Plan
+from costplan.plan.pricing import budget_period
 
 VALUE = '{{ $value | printf "%.2f" }}'
 BUDGET_FOR = "0m"  # spend only grows within a period: waiting only delays the alert

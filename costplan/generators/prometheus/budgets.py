@@ -10,9 +10,9 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.generators.prometheus.periods import period_to_date
-from costplan.generators.prometheus.prices import budget_period
 from costplan.generators.prometheus.promql import record, selector
 from costplan.plan.model import Plan
+from costplan.plan.pricing import budget_period
 
 BUDGET_KEY = "team, budget, period"
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from costplan.core import conventions as c
-from costplan.generators.prometheus.prices import owner_team
 from costplan.generators.prometheus.promql import by, record, selector
 from costplan.plan.model import GpuHourly, Plan
+from costplan.plan.pricing import owner_team
 
 USER_KEY = "user, team, tier, model"
 # Group evaluation interval of costplan-usage, used to integrate gauges.

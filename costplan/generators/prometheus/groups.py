@@ -22,6 +22,7 @@ from costplan.generators.prometheus import (
     volume,
 )
 from costplan.plan.model import PerRequestWithIncludedTokens, Plan
+from costplan.plan.pricing import priced_tiers
 
 INTERVALS = {
     c.GROUP_PRICES: "1m",
@@ -37,7 +38,7 @@ def rule_groups(plan: Plan) -> list[dict[str, Any]]:
     has_included = any(
         isinstance(pricing, PerRequestWithIncludedTokens)
         for model in plan.models
-        for _, pricing, _ in prices.priced_tiers(plan, model)
+        for _, pricing, _ in priced_tiers(plan, model)
     )
     volume_units = {unit for unit, _ in volume.volume_groups(plan)}
     content = {

@@ -2,59 +2,32 @@
 
 Money is joined against these series instead of being written into every
 expression, so a price appears once, dashboards can show it, and the number
-of rules grows with models × tiers, not with users. A model's price for a
-tier is the tier's override if it has one (used as written), else the
-model's pricing × the tier's ``price_multiplier``. Tier ``""`` (series
-without a tier label) gets the model's pricing unchanged: it prices usage
-from sources that carry no tier and whose model no team owns.
+of rules grows with models × tiers, not with users. What a model costs
+under a tier is decided in ``costplan.plan.pricing``; this module only writes
+those numbers as series. Tier ``""`` (series without a tier label) prices
+usage from sources that carry no tier and whose model no team owns.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 from costplan.core import conventions as c
-from costplan.core.money import per_unit
+from costplan.core.money import format_decimal
 from costplan.generators.prometheus import calendar
-from costplan.generators.prometheus.promql import constant, record
-from costplan.plan.model import (
-    Budget,
-    GpuHourly,
-    Model,
-    PerMillionTokens,
-    PerRequest,
-    PerRequestWithIncludedTokens,
-    Plan,
-    Pricing,
-    TieredVolume,
+from costplan.generators.prometheus.promql import constant
+from costplan.plan.model import Plan, Pricing, TieredVolume
+from costplan.plan.pricing import (
+    CHARGE_INCLUDED_TOKENS,
+    CHARGE_OVERAGE,
+    CHARGE_REQUEST,
+    budget_period,
+    effective_prices,
+    owner_team,
+    priced_tiers,
+    volume_band_steps,
 )
-
-ONE = Decimal(1)
-
-
-def priced_tiers(plan: Plan, model: Model) -> Iterator[tuple[str, Pricing, Decimal]]:
-    """(tier name, pricing, multiplier) for every tier and for tier ``""``."""
-    yield "", model.pricing, ONE
-    for tier in plan.tiers:
-        override = next((o.pricing for o in tier.price_overrides if o.model == model.name), None)
-        if override is not None:
-            yield tier.name, override, ONE
-        else:
-            yield tier.name, model.pricing, tier.price_multiplier
-
-
-def budget_period(budget: Budget) -> str:
-    if budget.period == "rolling":
-        return c.rolling_period(budget.window or "")
-    return budget.period
-
-
-def owner_team(plan: Plan, model: Model):
-    """The team whose namespaces include the model's namespace, if any."""
-    if model.namespace is None:
-        return None
-    return next((t for t in plan.teams if model.namespace in t.namespaces), None)
 
 
 def price_rules(plan: Plan) -> list[dict[str, Any]]:
@@ -69,39 +42,27 @@ def price_rules(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _pricing_rules(model: str, tier: str, pricing: Pricing, multiplier: Decimal) -> list[dict[str, Any]]:
+    """The constant price series of one model under one tier, from ``plan.pricing``."""
     base = {c.LABEL_MODEL: model, c.LABEL_TIER: tier} if tier else {c.LABEL_MODEL: model}
-    out = []
-    if isinstance(pricing, PerRequest):
-        out.append(constant(c.METRIC_PRICE_PER_REQUEST, pricing.price * multiplier, base))
-    elif isinstance(pricing, PerMillionTokens):
-        per_type = {
-            "input": pricing.input,
-            # Unpriced cached tokens cost input, unpriced reasoning tokens output.
-            "cached_input": pricing.input if pricing.cached_input is None else pricing.cached_input,
-            "output": pricing.output,
-            "reasoning": pricing.output if pricing.reasoning is None else pricing.reasoning,
-        }
-        for token_type in c.TOKEN_TYPES:
-            labels = {**base, c.LABEL_TOKEN_TYPE: token_type}
-            out.append(constant(c.METRIC_PRICE_PER_TOKEN, per_unit(per_type[token_type]) * multiplier, labels))
-    elif isinstance(pricing, PerRequestWithIncludedTokens):
-        out.append(constant(c.METRIC_PRICE_PER_REQUEST, pricing.price_per_request * multiplier, base))
-        out.append(constant(c.METRIC_INCLUDED_TOKENS_PER_REQUEST, pricing.included_tokens_per_request, base))
-        overage = per_unit(pricing.overage_per_million_tokens) * multiplier
-        out.append(constant(c.METRIC_PRICE_PER_OVERAGE_TOKEN, overage, base))
-    elif isinstance(pricing, TieredVolume):
-        previous = Decimal(0)
-        for index, band in enumerate(pricing.tiers):
-            price = (per_unit(band.price) if pricing.unit == "tokens" else band.price) * multiplier
+    if isinstance(pricing, TieredVolume):
+        out = []
+        for index, (start, price, step) in enumerate(volume_band_steps(pricing, multiplier)):
             labels = {**base, c.LABEL_BAND: str(index), c.LABEL_UNIT: pricing.unit, c.LABEL_PERIOD: pricing.period}
-            out.append(constant(c.METRIC_VOLUME_BAND_START, band.start, labels))
+            out.append(constant(c.METRIC_VOLUME_BAND_START, start, labels))
             out.append(constant(c.METRIC_VOLUME_BAND_PRICE, price, labels))
-            # Cost = Σ step_i × max(volume − start_i, 0): the telescoped marginal form.
-            out.append(constant(c.METRIC_VOLUME_BAND_PRICE_STEP, price - previous, labels))
-            previous = price
-    elif isinstance(pricing, GpuHourly):
-        pass  # priced from the GPU instance's rate, see charges.gpu_model_rules
-    return out
+            out.append(constant(c.METRIC_VOLUME_BAND_PRICE_STEP, step, labels))
+        return out
+    series = {
+        CHARGE_REQUEST: (c.METRIC_PRICE_PER_REQUEST, {}),
+        CHARGE_INCLUDED_TOKENS: (c.METRIC_INCLUDED_TOKENS_PER_REQUEST, {}),
+        CHARGE_OVERAGE: (c.METRIC_PRICE_PER_OVERAGE_TOKEN, {}),
+        **{t: (c.METRIC_PRICE_PER_TOKEN, {c.LABEL_TOKEN_TYPE: t}) for t in c.TOKEN_TYPES},
+    }
+    # GpuHourly has no terms: priced from the GPU instance's rate, see charges.gpu_model_rules.
+    return [
+        constant(series[term.charge][0], term.value, {**base, **series[term.charge][1]})
+        for term in effective_prices(pricing, multiplier)
+    ]
 
 
 def identity_rules(plan: Plan) -> list[dict[str, Any]]:
@@ -154,8 +115,6 @@ def budget_rules(plan: Plan) -> list[dict[str, Any]]:
 
 
 def _percent(value: Decimal) -> str:
-    from costplan.core.money import format_decimal
-
     return format_decimal(value)
 
 
@@ -163,4 +122,3 @@ def rules(plan: Plan) -> list[dict[str, Any]]:
     return price_rules(plan) + identity_rules(plan) + budget_rules(plan) + calendar.rules(plan.timezone)
 
 
-__all__ = ["rules", "priced_tiers", "owner_team", "budget_period", "record"]

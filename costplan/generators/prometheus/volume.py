@@ -20,9 +20,9 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.generators.prometheus.periods import period_to_date
-from costplan.generators.prometheus.prices import priced_tiers
 from costplan.generators.prometheus.promql import record, selector
 from costplan.plan.model import PerRequestWithIncludedTokens, Plan, TieredVolume
+from costplan.plan.pricing import priced_tiers
 
 INCLUDED_PERIOD = "month"
 USER_KEY = "user, team, tier, model"
