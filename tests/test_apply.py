@@ -25,10 +25,27 @@ import yaml
 from click.testing import CliRunner
 
 from costplan.cli import cluster as cli_cluster
+from costplan.core import conventions as c
 from costplan.core.artifacts import file, manifest
 from costplan.install import apply
 from costplan.install import changes as ch
+from costplan.install.applyset import (
+    ApplySet,
+    Inventory,
+    applyset_id,
+    parent_problem,
+    with_applyset_label,
+)
 from costplan.install.cluster import ApplyConflict, ClusterError
+from costplan.install.objects import (
+    ObjectKey,
+    api_group,
+    is_builtin_group,
+    key_of,
+    normalise,
+    split_group_kind,
+    stage,
+)
 from costplan.output import build as build_stage
 from tests.conftest import PLAN, patched_minimal
 
@@ -93,27 +110,27 @@ class FakeCluster:
     """Objects, per-manager field ownership, CRDs and a log of every write."""
 
     def __init__(self, namespaces: Iterable[str] = (), crds: Iterable[str] = PLAN_CRDS) -> None:
-        self.objects: dict[ch.ObjectKey, dict[str, Any]] = {}
-        self.owners: dict[ch.ObjectKey, dict[str, set[tuple[str, ...]]]] = {}
+        self.objects: dict[ObjectKey, dict[str, Any]] = {}
+        self.owners: dict[ObjectKey, dict[str, set[tuple[str, ...]]]] = {}
         self.crds = set(crds)
-        self.writes: list[tuple[str, ch.ObjectKey]] = []
+        self.writes: list[tuple[str, ObjectKey]] = []
         self._versions = itertools.count(1)
         for namespace in namespaces:
             self.apply_as("setup", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         self.writes.clear()
 
-    def _served(self, key: ch.ObjectKey) -> bool:
-        return ch.is_builtin_group(key.group) or key.group_kind in self.crds
+    def _served(self, key: ObjectKey) -> bool:
+        return is_builtin_group(key.group) or key.group_kind in self.crds
 
     def apply_as(self, manager: str, body: dict[str, Any], *, dry_run: bool = False,
                  force_conflicts: bool = False) -> dict[str, Any]:
-        key = ch.key_of(body)
+        key = key_of(body)
         if not self._served(key):
             raise ClusterError(f'no matches for kind "{key.kind}" in group "{key.group}"')
         if key.kind not in CLUSTER_SCOPED:
             if not key.namespace:
                 raise ClusterError(f"{key.kind} {key.name}: namespace required")
-            if ch.ObjectKey("", "Namespace", None, key.namespace) not in self.objects:
+            if ObjectKey("", "Namespace", None, key.namespace) not in self.objects:
                 raise ClusterError(f'namespaces "{key.namespace}" not found')
         current = self.objects.get(key)
         owners = {m: set(p) for m, p in self.owners.get(key, {}).items()}
@@ -143,7 +160,7 @@ class FakeCluster:
             result["metadata"]["uid"] = str(uuid.uuid4())
             result["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
             result["metadata"]["resourceVersion"] = str(next(self._versions))
-        elif ch.normalise(result) != ch.normalise(current):
+        elif normalise(result) != normalise(current):
             result["metadata"]["resourceVersion"] = str(next(self._versions))
         if not dry_run:
             self.objects[key] = result
@@ -154,7 +171,7 @@ class FakeCluster:
     # -- the Cluster protocol ----------------------------------------------
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
-        key = ch.ObjectKey(ch.api_group(api_version), kind, None if kind in CLUSTER_SCOPED else namespace, name)
+        key = ObjectKey(api_group(api_version), kind, None if kind in CLUSTER_SCOPED else namespace, name)
         found = self.objects.get(key)
         return copy.deepcopy(found) if found else None
 
@@ -162,7 +179,7 @@ class FakeCluster:
         return self.apply_as("costplan", body, dry_run=dry_run, force_conflicts=force_conflicts)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
-        key = ch.ObjectKey(ch.api_group(api_version), kind, namespace, name)
+        key = ObjectKey(api_group(api_version), kind, namespace, name)
         if self.objects.pop(key, None) is not None:
             self.owners.pop(key, None)
             self.writes.append(("delete", key))
@@ -179,7 +196,7 @@ class FakeCluster:
 
     def missing_crds(self, group_kinds: Iterable[str]) -> list[str]:
         return sorted(gk for gk in group_kinds
-                      if not ch.is_builtin_group(ch.split_group_kind(gk)[0]) and gk not in self.crds)
+                      if not is_builtin_group(split_group_kind(gk)[0]) and gk not in self.crds)
 
 
 # ---------------------------------------------------------------------------
@@ -236,11 +253,11 @@ class Harness:
     def apply_as(self, manager: str, body: dict[str, Any], force: bool = False) -> None:
         raise NotImplementedError
 
-    def versions(self, objects: Iterable[dict[str, Any]]) -> dict[ch.ObjectKey, str | None]:
+    def versions(self, objects: Iterable[dict[str, Any]]) -> dict[ObjectKey, str | None]:
         """resourceVersion of each object as the cluster has it (``None`` when absent)."""
         found = {}
         for obj in objects:
-            key = ch.key_of(obj)
+            key = key_of(obj)
             live = self.cluster.get(obj["apiVersion"], key.kind, key.name, key.namespace)
             found[key] = live["metadata"].get("resourceVersion") if live else None
         return found
@@ -394,7 +411,7 @@ class ApiServer:
 
     @staticmethod
     def _crd(group_kind: str) -> dict[str, Any]:
-        group, kind = ch.split_group_kind(group_kind)
+        group, kind = split_group_kind(group_kind)
         plural = next(n for (g, _), rs in _RESOURCES.items() if g == group for n, k, _ in rs if k == kind)
         return {"metadata": {"name": f"{plural}.{group}"},
                 "spec": {"group": group, "names": {"kind": kind, "plural": plural}},
@@ -454,7 +471,7 @@ def lines(stderr: str, word: str) -> set[str]:
 
 
 def keys_of(objects: Iterable[dict[str, Any]]) -> set[str]:
-    return {str(ch.key_of(o)) for o in objects}
+    return {str(key_of(o)) for o in objects}
 
 
 # ---------------------------------------------------------------------------
@@ -471,22 +488,22 @@ def test_first_apply_creates_every_manifest_and_records_the_applyset(harness: Ha
     assert lines(result.stderr, "created") == keys_of(desired)
     assert result.stdout == ""
 
-    set_id = ch.applyset_id(harness.parent_name, harness.monitoring)
+    set_id = applyset_id(harness.parent_name, harness.monitoring)
     parent = harness.cluster.get("v1", "ConfigMap", harness.parent_name, harness.monitoring)
-    assert parent["metadata"]["labels"][ch.LABEL_APPLYSET_ID] == set_id
+    assert parent["metadata"]["labels"][c.LABEL_APPLYSET_ID] == set_id
     annotations = parent["metadata"]["annotations"]
-    assert annotations[ch.ANNOTATION_APPLYSET_TOOLING] == "costplan/0.1.0"
-    assert annotations[ch.ANNOTATION_APPLYSET_GROUP_KINDS] == (
+    assert annotations[c.ANNOTATION_APPLYSET_TOOLING] == "costplan/0.1.0"
+    assert annotations[c.ANNOTATION_APPLYSET_GROUP_KINDS] == (
         "AuthPolicy.kuadrant.io,ConfigMap,CronJob.batch,Namespace,PersistentVolumeClaim,"
         "PrometheusRule.monitoring.coreos.com,RateLimitPolicy.kuadrant.io,ServiceAccount,"
         "ServiceMonitor.monitoring.coreos.com,TelemetryPolicy.extensions.kuadrant.io"
     )
     s = harness.suffix
-    assert annotations[ch.ANNOTATION_APPLYSET_NAMESPACES] == f"kuadrant-{s},llm-{s}"
+    assert annotations[c.ANNOTATION_APPLYSET_NAMESPACES] == f"kuadrant-{s},llm-{s}"
     for obj in desired:
-        key = ch.key_of(obj)
+        key = key_of(obj)
         live = harness.cluster.get(obj["apiVersion"], key.kind, key.name, key.namespace)
-        assert live["metadata"]["labels"][ch.LABEL_APPLYSET_PART_OF] == set_id, key
+        assert live["metadata"]["labels"][c.LABEL_APPLYSET_PART_OF] == set_id, key
 
 
 def test_second_apply_is_idempotent(harness: Harness) -> None:
@@ -507,10 +524,10 @@ def test_second_apply_is_idempotent(harness: Harness) -> None:
 
 def test_a_price_change_changes_exactly_the_objects_it_affects(harness: Harness) -> None:
     harness.write_plan()
-    old = {str(ch.key_of(o)): o for o in harness.manifests()}
+    old = {str(key_of(o)): o for o in harness.manifests()}
     assert harness.cli("apply").exit_code == 0
     harness.write_plan(("price: 0.002", "price: 0.003"))
-    new = {str(ch.key_of(o)): o for o in harness.manifests()}
+    new = {str(key_of(o)): o for o in harness.manifests()}
     expected = {k for k in new if new[k] != old[k]}
     rules = {k for k in expected if k.startswith("PrometheusRule/")}
     assert rules == {f"PrometheusRule/{harness.monitoring}/costplan-prices"}
@@ -531,7 +548,7 @@ def test_a_price_change_changes_exactly_the_objects_it_affects(harness: Harness)
 
 def test_removing_a_team_prunes_exactly_its_objects(harness: Harness) -> None:
     harness.write_plan()
-    before = {str(ch.key_of(o)) for o in harness.manifests()}
+    before = {str(key_of(o)) for o in harness.manifests()}
     assert harness.cli("apply").exit_code == 0
     # Neither hand-made objects nor another ApplySet's members may be pruned,
     # even when they carry costplan's own labels.
@@ -541,12 +558,12 @@ def test_removing_a_team_prunes_exactly_its_objects(harness: Harness) -> None:
                                          "costplan.dev/plan": f"demo-{harness.suffix}"}}}
     foreign = {"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": "other-set", "namespace": harness.monitoring,
-                            "labels": {ch.LABEL_APPLYSET_PART_OF: ch.applyset_id("other", harness.monitoring)}}}
+                            "labels": {c.LABEL_APPLYSET_PART_OF: applyset_id("other", harness.monitoring)}}}
     harness.apply_as("someone-else", lookalike)
     harness.apply_as("someone-else", foreign)
 
     harness.write_plan(drop_team="research")
-    after = {str(ch.key_of(o)) for o in harness.manifests()}
+    after = {str(key_of(o)) for o in harness.manifests()}
     assert before - after == {f"Namespace/research-{harness.suffix}"}
 
     diff = harness.cli("diff")
@@ -562,9 +579,9 @@ def test_removing_a_team_prunes_exactly_its_objects(harness: Harness) -> None:
     namespace = harness.cluster.get("v1", "Namespace", f"research-{harness.suffix}", None)
     assert namespace is not None
     labels = namespace["metadata"].get("labels") or {}
-    assert ch.LABEL_APPLYSET_PART_OF not in labels and "team" not in labels
+    assert c.LABEL_APPLYSET_PART_OF not in labels and "team" not in labels
     annotations = harness.cluster.get("v1", "ConfigMap", harness.parent_name, harness.monitoring)["metadata"]
-    assert "Namespace" not in annotations["annotations"][ch.ANNOTATION_APPLYSET_GROUP_KINDS].split(",")
+    assert "Namespace" not in annotations["annotations"][c.ANNOTATION_APPLYSET_GROUP_KINDS].split(",")
     assert recap(harness.cli("apply").stderr)["pruned"] == 0
 
 
@@ -577,7 +594,7 @@ def test_no_prune_skips_removed_objects_and_keeps_tracking_them(harness: Harness
     assert lines(result.stderr, "skipped") == {f"Namespace/research-{harness.suffix}"}
     assert "(pruning disabled)" in result.stderr
     namespace = harness.cluster.get("v1", "Namespace", f"research-{harness.suffix}", None)
-    assert ch.LABEL_APPLYSET_PART_OF in namespace["metadata"]["labels"]
+    assert c.LABEL_APPLYSET_PART_OF in namespace["metadata"]["labels"]
     later = harness.cli("apply")
     assert lines(later.stderr, "pruned") == {f"Namespace/research-{harness.suffix}"}
 
@@ -638,7 +655,7 @@ def test_a_missing_crd_is_named_before_anything_is_applied(harness: Harness) -> 
 
 
 def test_secret_data_is_masked_in_diffs(harness: Harness) -> None:
-    set_ = apply.ApplySet(f"costplan-secret-{harness.suffix}", harness.monitoring)
+    set_ = ApplySet(f"costplan-secret-{harness.suffix}", harness.monitoring)
 
     def secret(value: str) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -668,7 +685,7 @@ def test_namespaces_and_config_come_before_workloads_and_custom_resources(harnes
     assert harness.cli("apply").exit_code == 0
     order = [key for verb, key in harness.cluster.writes if key.name != harness.parent_name]
     assert harness.cluster.writes[0][1].name == harness.parent_name  # the set is recorded first
-    stages = [ch.stage(key.kind, key.group) for key in order]
+    stages = [stage(key.kind, key.group) for key in order]
     assert stages == sorted(stages)
     assert order[0].kind == "Namespace" and order[-1].group  # a custom resource comes last
     first_cronjob = next(i for i, k in enumerate(order) if k.kind == "CronJob")
@@ -681,8 +698,8 @@ def test_a_parent_written_by_another_tool_is_refused(harness: Harness) -> None:
     harness.apply_as("kubectl", {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": harness.parent_name, "namespace": harness.monitoring,
-                     "labels": {ch.LABEL_APPLYSET_ID: ch.applyset_id(harness.parent_name, harness.monitoring)},
-                     "annotations": {ch.ANNOTATION_APPLYSET_TOOLING: "kubectl/v1.33"}},
+                     "labels": {c.LABEL_APPLYSET_ID: applyset_id(harness.parent_name, harness.monitoring)},
+                     "annotations": {c.ANNOTATION_APPLYSET_TOOLING: "kubectl/v1.33"}},
     })
     result = harness.cli("apply")
     assert result.exit_code == 4
@@ -709,8 +726,8 @@ def test_prunes_run_in_reverse_apply_order() -> None:
         _obj("batch/v1", "CronJob", "job", "ns"),
         _obj("monitoring.coreos.com/v1", "PrometheusRule", "rules", "ns"),
     ]
-    live = {ch.key_of(o): ch.with_applyset_label(o, set_id) for o in members}
-    inventory = ch.Inventory(set_id, frozenset(k.group_kind for k in live))
+    live = {key_of(o): with_applyset_label(o, set_id) for o in members}
+    inventory = Inventory(set_id, frozenset(k.group_kind for k in live))
     planned = ch.plan_changes([], live, inventory)
     assert [c.key.kind for c in planned] == ["PrometheusRule", "CronJob", "ConfigMap", "Namespace"]
     assert all(c.action == ch.ACTION_PRUNE for c in planned)
@@ -724,20 +741,20 @@ def test_sync_wave_orders_within_a_stage() -> None:
     late["metadata"]["annotations"] = {"argocd.argoproj.io/sync-wave": "6"}
     early = _obj("kuadrant.io/v1", "AuthPolicy", "z", "ns")
     early["metadata"]["annotations"] = {"argocd.argoproj.io/sync-wave": "5"}
-    planned = ch.plan_changes([late, early], {}, ch.Inventory("x"))
+    planned = ch.plan_changes([late, early], {}, Inventory("x"))
     assert [c.key.kind for c in planned] == ["AuthPolicy", "RateLimitPolicy"]
 
 
 def test_only_members_of_this_applyset_are_pruned_and_keep_is_honoured() -> None:
     set_id = "applyset-mine-v1"
-    mine = ch.with_applyset_label(_obj("v1", "ConfigMap", "mine", "ns"), set_id)
-    kept = ch.with_applyset_label(_obj("v1", "ConfigMap", "kept", "ns"), set_id)
-    kept["metadata"]["annotations"] = {ch.ANNOTATION_KEEP: "true"}
-    theirs = ch.with_applyset_label(_obj("v1", "ConfigMap", "theirs", "ns"), "applyset-other-v1")
+    mine = with_applyset_label(_obj("v1", "ConfigMap", "mine", "ns"), set_id)
+    kept = with_applyset_label(_obj("v1", "ConfigMap", "kept", "ns"), set_id)
+    kept["metadata"]["annotations"] = {c.ANNOTATION_KEEP: "true"}
+    theirs = with_applyset_label(_obj("v1", "ConfigMap", "theirs", "ns"), "applyset-other-v1")
     unlabelled = _obj("v1", "ConfigMap", "plain", "ns")
-    other_kind = ch.with_applyset_label(_obj("v1", "Secret", "not-hinted", "ns"), set_id)
-    live = {ch.key_of(o): o for o in (mine, kept, theirs, unlabelled, other_kind)}
-    planned = ch.plan_changes([], live, ch.Inventory(set_id, frozenset({"ConfigMap"})))
+    other_kind = with_applyset_label(_obj("v1", "Secret", "not-hinted", "ns"), set_id)
+    live = {key_of(o): o for o in (mine, kept, theirs, unlabelled, other_kind)}
+    planned = ch.plan_changes([], live, Inventory(set_id, frozenset({"ConfigMap"})))
     assert {(c.key.name, c.keep) for c in planned} == {("mine", False), ("kept", True)}
     assert [c.pending for c in planned if c.key.name == "kept"] == [False]
 
@@ -748,10 +765,10 @@ def test_server_bookkeeping_is_not_a_change() -> None:
     live["metadata"].update(resourceVersion="42", generation=3, uid="u", creationTimestamp="t",
                             managedFields=[{"manager": "costplan"}])
     live["status"] = {"anything": True}
-    [change] = ch.plan_changes([desired], {ch.key_of(desired): live}, ch.Inventory("x"))
+    [change] = ch.plan_changes([desired], {key_of(desired): live}, Inventory("x"))
     assert change.action == ch.ACTION_UNCHANGED and change.diff == ""
     live["data"] = {"a": "2"}
-    [change] = ch.plan_changes([desired], {ch.key_of(desired): live}, ch.Inventory("x"))
+    [change] = ch.plan_changes([desired], {key_of(desired): live}, Inventory("x"))
     assert change.action == ch.ACTION_UPDATE
     assert "-  a: '2'" in change.diff and "+  a: '1'" in change.diff
     assert "resourceVersion" not in change.diff and "managedFields" not in change.diff
@@ -762,16 +779,16 @@ def test_applyset_id_follows_the_kubectl_formula() -> None:
 
     digest = hashlib.sha256(b"costplan-demo-base.monitoring.ConfigMap.").digest()
     expected = "applyset-" + base64.urlsafe_b64encode(digest).decode().rstrip("=") + "-v1"
-    assert ch.applyset_id("costplan-demo-base", "monitoring") == expected
+    assert applyset_id("costplan-demo-base", "monitoring") == expected
     assert re.fullmatch(r"applyset-[A-Za-z0-9_-]{43}-v1", expected)
 
 
 def test_parent_id_mismatch_is_refused() -> None:
-    parent = {"metadata": {"name": "p", "namespace": "ns", "labels": {ch.LABEL_APPLYSET_ID: "applyset-wrong-v1"},
-                           "annotations": {ch.ANNOTATION_APPLYSET_TOOLING: "costplan/0.0.1"}}}
-    assert "expected" in ch.parent_problem(parent, ch.applyset_id("p", "ns"))
+    parent = {"metadata": {"name": "p", "namespace": "ns", "labels": {c.LABEL_APPLYSET_ID: "applyset-wrong-v1"},
+                           "annotations": {c.ANNOTATION_APPLYSET_TOOLING: "costplan/0.0.1"}}}
+    assert "expected" in parent_problem(parent, applyset_id("p", "ns"))
     plain = {"metadata": {"name": "p", "namespace": "ns"}}
-    assert "not an ApplySet parent" in ch.parent_problem(plain, ch.applyset_id("p", "ns"))
+    assert "not an ApplySet parent" in parent_problem(plain, applyset_id("p", "ns"))
 
 
 def test_plain_files_are_never_applied() -> None:

@@ -116,6 +116,7 @@ def _run(
 ) -> None:
     from costplan.core.diagnostics import PlanInvalid, render_text
     from costplan.install import apply
+    from costplan.install.applyset import applyset_for
     from costplan.install.cluster import ClusterError
     from costplan.output import build as build_stage
 
@@ -127,7 +128,7 @@ def _run(
         sys.exit(EXIT_INVALID)
     env_name, artifacts = next(iter(result.environments.items()))
     plan = result.plans[env_name]
-    applyset = apply.applyset_for(plan.name, env_name, applyset_namespace or plan.integrations.prometheus.namespace)
+    applyset = applyset_for(plan.name, env_name, applyset_namespace or plan.integrations.prometheus.namespace)
     try:
         cluster = connect(kubeconfig, context, timeout)
     except ClusterError as exc:

@@ -23,10 +23,22 @@ from typing import Any
 import yaml
 
 from costplan import __version__
+from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact
 from costplan.core.canonical_yaml import dump_yaml
 from costplan.install import changes as ch
+from costplan.install.applyset import (
+    ApplySet,
+    Inventory,
+    inventory_of,
+    parent_body,
+    parent_inventory,
+    parent_problem,
+    union,
+    with_applyset_label,
+)
 from costplan.install.cluster import ApplyConflict, Cluster, ClusterError
+from costplan.install.objects import ObjectKey, key_of, split_group_kind
 
 MODE_DIFF = "diff"
 MODE_CHECK = "check"
@@ -46,26 +58,6 @@ _LINE_WORDS = {
     ch.ACTION_CREATE: "created",
     ch.ACTION_PRUNE: "pruned",
 }
-
-
-@dataclass(frozen=True)
-class ApplySet:
-    """The parent ConfigMap that records what this plan and environment applied."""
-
-    name: str
-    namespace: str
-
-    @property
-    def id(self) -> str:
-        return ch.applyset_id(self.name, self.namespace, "ConfigMap", "")
-
-    def __str__(self) -> str:
-        return f"ConfigMap/{self.namespace}/{self.name}"
-
-
-def applyset_for(plan_name: str, environment: str, namespace: str) -> ApplySet:
-    """One ApplySet per plan and environment: ``costplan-<plan>-<env>``."""
-    return ApplySet(f"costplan-{plan_name}-{environment}", namespace)
 
 
 @dataclass
@@ -109,28 +101,6 @@ class _Printer:
         self.err(f"{word}: {key}" + (f" ({note})" if note else ""))
 
 
-def _parent_body(applyset: ApplySet, inventory: ch.Inventory) -> dict[str, Any]:
-    labels, annotations = ch.parent_metadata(inventory, applyset.namespace, __version__)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": applyset.name,
-            "namespace": applyset.namespace,
-            "labels": dict(sorted(labels.items())),
-            "annotations": dict(sorted(annotations.items())),
-        },
-    }
-
-
-def _union(*inventories: ch.Inventory) -> ch.Inventory:
-    return ch.Inventory(
-        inventories[0].id,
-        frozenset().union(*(i.group_kinds for i in inventories)),
-        frozenset().union(*(i.namespaces for i in inventories)),
-    )
-
-
 def _conflict_text(message: str) -> str:
     return f"conflict: {message}\n{CONFLICT_REMEDIES}"
 
@@ -138,39 +108,39 @@ def _conflict_text(message: str) -> str:
 @dataclass
 class _Planned:
     changes: list[ch.Change]
-    failures: dict[ch.ObjectKey, str]
+    failures: dict[ObjectKey, str]
     parent: dict[str, Any] | None
-    previous: ch.Inventory
-    desired: ch.Inventory
+    previous: Inventory
+    desired: Inventory
 
 
 def _plan(cluster: Cluster, bodies: list[dict[str, Any]], applyset: ApplySet, options: Options) -> _Planned:
     """Read live state and dry-run every apply: everything ``diff`` needs, nothing written."""
     set_id = applyset.id
     parent = cluster.get("v1", "ConfigMap", applyset.name, applyset.namespace)
-    problem = ch.parent_problem(parent, set_id)
+    problem = parent_problem(parent, set_id)
     if problem:
         raise ClusterError(problem)
-    previous = ch.parent_inventory(parent, set_id)
-    keys = [ch.key_of(b) for b in bodies]
-    found = ch.inventory_of(set_id, keys)
-    desired = ch.Inventory(set_id, found.group_kinds, found.namespaces | {applyset.namespace})
-    everything = _union(previous, desired)
+    previous = parent_inventory(parent, set_id)
+    keys = [key_of(b) for b in bodies]
+    found = inventory_of(set_id, keys)
+    desired = Inventory(set_id, found.group_kinds, found.namespaces | {applyset.namespace})
+    everything = union(previous, desired)
 
-    live: dict[ch.ObjectKey, Mapping[str, Any] | None] = {}
+    live: dict[ObjectKey, Mapping[str, Any] | None] = {}
     for body, key in zip(bodies, keys, strict=True):
         live[key] = cluster.get(body["apiVersion"], key.kind, key.name, key.namespace)
     namespaces = sorted(everything.namespaces)
     for gk in sorted(everything.group_kinds):
-        group, kind = ch.split_group_kind(gk)
-        for obj in cluster.list(group, kind, namespaces, f"{ch.LABEL_APPLYSET_PART_OF}={set_id}"):
-            live.setdefault(ch.key_of(obj), obj)
+        group, kind = split_group_kind(gk)
+        for obj in cluster.list(group, kind, namespaces, f"{c.LABEL_APPLYSET_PART_OF}={set_id}"):
+            live.setdefault(key_of(obj), obj)
 
     # Objects in a namespace this run creates cannot be dry-run yet (the
     # server would answer "namespace not found"); they are estimated offline.
     new_namespaces = {k.name for k in keys if k.kind == "Namespace" and not k.group and live.get(k) is None}
-    predicted: dict[ch.ObjectKey, Mapping[str, Any]] = {}
-    failures: dict[ch.ObjectKey, str] = {}
+    predicted: dict[ObjectKey, Mapping[str, Any]] = {}
+    failures: dict[ObjectKey, str] = {}
     for body, key in zip(bodies, keys, strict=True):
         if key.namespace in new_namespaces:
             continue
@@ -186,7 +156,7 @@ def _plan(cluster: Cluster, bodies: list[dict[str, Any]], applyset: ApplySet, op
 
 def _prune_skip_reason(change: ch.Change, options: Options, failed: bool) -> str | None:
     if change.keep:
-        return f"kept: {ch.ANNOTATION_KEEP}=true"
+        return f"kept: {c.ANNOTATION_KEEP}=true"
     if not options.prune:
         return "pruning disabled"
     if failed:
@@ -233,10 +203,10 @@ def run(
     """
     printer = _Printer(out, err)
     recap = ch.Recap()
-    bodies = [ch.with_applyset_label(obj, applyset.id) for obj in desired]
+    bodies = [with_applyset_label(obj, applyset.id) for obj in desired]
 
     try:
-        missing = cluster.missing_crds({ch.key_of(b).group_kind for b in bodies})
+        missing = cluster.missing_crds({key_of(b).group_kind for b in bodies})
     except ClusterError as exc:
         missing, recap.failed = [], 1
         err(f"failed: cannot check CustomResourceDefinitions: {exc}")
@@ -307,8 +277,8 @@ def _report(planned: _Planned, options: Options, printer: _Printer, outcome: Out
                 printer.out(change.diff)
 
 
-def _write_parent(cluster: Cluster, applyset: ApplySet, inventory: ch.Inventory) -> None:
-    cluster.apply(_parent_body(applyset, inventory))
+def _write_parent(cluster: Cluster, applyset: ApplySet, inventory: Inventory) -> None:
+    cluster.apply(parent_body(applyset, inventory, __version__))
 
 
 def _apply(
@@ -316,8 +286,8 @@ def _apply(
 ) -> None:
     """Record the set first (so an interrupted run can still prune), apply, prune, then shrink the record."""
     recap = outcome.recap
-    superset = _union(planned.previous, planned.desired)
-    if planned.parent is None or ch.parent_inventory(planned.parent, applyset.id) != superset:
+    superset = union(planned.previous, planned.desired)
+    if planned.parent is None or parent_inventory(planned.parent, applyset.id) != superset:
         try:
             _write_parent(cluster, applyset, superset)
         except ClusterError as exc:
@@ -326,7 +296,7 @@ def _apply(
             printer.line("failed", applyset, str(exc))
             return
     failed = bool(planned.failures)
-    kept: list[ch.ObjectKey] = []
+    kept: list[ObjectKey] = []
     for change in planned.changes:
         if _failed_or_skipped(change, planned, options, failed, recap, printer):
             if change.action == ch.ACTION_PRUNE and change.key not in planned.failures:
@@ -353,7 +323,7 @@ def _apply(
                 printer.out(change.diff)
     if failed:
         return  # keep the superset: the next run still finds everything it may have to prune
-    final = _union(planned.desired, ch.inventory_of(applyset.id, kept))
+    final = union(planned.desired, inventory_of(applyset.id, kept))
     if final != superset:
         try:
             _write_parent(cluster, applyset, final)

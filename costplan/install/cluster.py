@@ -197,7 +197,7 @@ class KubeCluster:
         return objects
 
     def missing_crds(self, group_kinds: Iterable[str]) -> list[str]:
-        from costplan.install.changes import is_builtin_group, split_group_kind
+        from costplan.install.objects import is_builtin_group, split_group_kind
 
         wanted = [split_group_kind(gk) for gk in sorted(set(group_kinds))]
         custom = [(g, k) for g, k in wanted if not is_builtin_group(g)]
