@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 
 from costplan.plan import capabilities, schema
 from costplan.plan import load as pipeline
-from costplan.plan.model import from_document
+from costplan.plan.document import from_document
 from tests.conftest import patched_minimal
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from costplan.core import names
 from costplan.core.diagnostics import Diagnostic, sort_diagnostics
 from costplan.core.money import MAX_DECIMAL_PLACES, decimal_places
 from costplan.plan.capabilities import missing_for, source_capabilities
-from costplan.plan.model import from_document
+from costplan.plan.document import from_document
 from costplan.plan.source import Position, locate, pointer
 
 JsonPath = list[Any]  # keys and indexes from the document root

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from costplan.core.diagnostics import Diagnostic, PlanInvalid, sort_diagnostics
+from costplan.plan.document import from_document
 from costplan.plan.merge import merge
-from costplan.plan.model import Plan, from_document
+from costplan.plan.model import Plan
 from costplan.plan.source import load_yaml_file
 
 BASE_ENVIRONMENT = "base"

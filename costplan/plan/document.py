@@ -1,0 +1,503 @@
+"""The plan ⇄ document mappings: the user's YAML shape and the model, both ways.
+
+``from_document`` maps the merged, validated document onto the model's
+types (money as ``Decimal``, defaults filled in once). ``plan_document``
+writes a plan back as a costplan.yaml document; the report CronJobs read that
+copy, so the teams keep only what the jobs need (no users, keys,
+namespaces, labels or budgets). A round-trip test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Mapping
+
+from costplan.core.money import to_decimal
+from costplan.plan.model import (
+    Alerts,
+    ApiKeyAuth,
+    ApiKeyRef,
+    ArgoCD,
+    Budget,
+    CostEngine,
+    Gateway,
+    GpuHourly,
+    GpuInstance,
+    Grafana,
+    Integrations,
+    Limitador,
+    Model,
+    PerMillionTokens,
+    PerRequest,
+    PerRequestWithIncludedTokens,
+    Plan,
+    PriceOverride,
+    Pricing,
+    Prometheus,
+    Quotas,
+    Rate,
+    Reports,
+    SecretKey,
+    Secrets,
+    SecretStoreRef,
+    TargetRef,
+    Team,
+    Tier,
+    TieredVolume,
+    UsageSource,
+    User,
+    VolumeTier,
+)
+
+
+def _pricing(doc: Mapping[str, Any]) -> Pricing:
+    kind = doc["type"]
+    if kind == "perRequest":
+        return PerRequest(price=to_decimal(doc["price"]))
+    if kind == "perMillionTokens":
+        return PerMillionTokens(
+            input=to_decimal(doc["input"]),
+            output=to_decimal(doc["output"]),
+            cached_input=_opt_decimal(doc.get("cachedInput")),
+            reasoning=_opt_decimal(doc.get("reasoning")),
+        )
+    if kind == "perRequestWithIncludedTokens":
+        return PerRequestWithIncludedTokens(
+            price_per_request=to_decimal(doc["pricePerRequest"]),
+            included_tokens_per_request=int(doc["includedTokensPerRequest"]),
+            overage_per_million_tokens=to_decimal(doc["overagePerMillionTokens"]),
+        )
+    if kind == "tieredVolume":
+        unit = doc["unit"]
+        price_key = "pricePerMillion" if unit == "tokens" else "pricePerRequest"
+        tiers = tuple(
+            VolumeTier(start=int(t["from"]), price=to_decimal(t[price_key])) for t in doc["tiers"]
+        )
+        return TieredVolume(unit=unit, tiers=tiers, period=doc.get("period", "month"))
+    if kind == "gpuHourly":
+        return GpuHourly()
+    raise ValueError(f"unknown pricing type {kind!r}")  # unreachable after schema validation
+
+
+def _opt_decimal(value: Any) -> Decimal | None:
+    return None if value is None else to_decimal(value)
+
+
+def _rates(items: Any) -> tuple[Rate, ...]:
+    return tuple(Rate(limit=int(r["limit"]), window=str(r["window"])) for r in items or ())
+
+
+def _budget(doc: Mapping[str, Any], team: str | None) -> Budget:
+    return Budget(
+        name=doc["name"],
+        amount=to_decimal(doc["amount"]),
+        period=doc["period"],
+        thresholds=tuple(to_decimal(t) for t in doc.get("thresholds", [100])),
+        window=doc.get("window"),
+        team=team,
+    )
+
+
+def _str_map(doc: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in sorted((doc or {}).items())}
+
+
+def _integrations(doc: Mapping[str, Any]) -> Integrations:
+    gw = doc["gateway"]
+    target = gw["targetRef"]
+    api_key = gw.get("apiKey", {})
+    limitador = gw.get("limitador", {})
+    prom = doc["prometheus"]
+    engine = doc.get("costEngine", {"type": "none"})
+    grafana = doc.get("grafana", {})
+    argo = doc.get("argocd")
+    secrets = doc.get("secrets", {"backend": "none"})
+    store = secrets.get("store")
+    return Integrations(
+        gateway=Gateway(
+            type=gw.get("type", "kuadrant"),
+            namespace=gw["namespace"],
+            target_ref=TargetRef(
+                kind=target["kind"],
+                name=target["name"],
+                group=target.get("group", "gateway.networking.k8s.io"),
+                section_name=target.get("sectionName"),
+            ),
+            api_key=ApiKeyAuth(
+                header=api_key.get("header", "Authorization"),
+                prefix=api_key.get("prefix", "APIKEY"),
+                secret_namespace=api_key.get("secretNamespace", "kuadrant-system"),
+            ),
+            limitador=Limitador(
+                namespace=limitador.get("namespace", "kuadrant-system"),
+                metrics=limitador.get("metrics", "telemetryPolicy"),
+                image=limitador.get("image"),
+            ),
+        ),
+        prometheus=Prometheus(
+            url=prom["url"],
+            namespace=prom["namespace"],
+            rule_labels=_str_map(prom.get("ruleLabels")),
+            monitor_labels=_str_map(prom.get("monitorLabels")),
+        ),
+        cost_engine=CostEngine(
+            type=engine.get("type", "none"),
+            namespace=engine.get("namespace", engine.get("type", "none")),
+            chart_version=_opt_str(engine.get("chartVersion")),
+            image_tag=_opt_str(engine.get("imageTag")),
+            openai_plugin_secret=engine.get("openaiPlugin", {}).get("existingSecret"),
+            plugin_version=engine.get("openaiPlugin", {}).get("version", "v0.0.15"),
+        ),
+        grafana=Grafana(
+            mode=grafana.get("mode", "sidecar"),
+            namespace=grafana.get("namespace", prom["namespace"]),
+            folder=grafana.get("folder", "LLM Costs"),
+            sidecar_label=_str_map(grafana.get("sidecarLabel", {"grafana_dashboard": "1"})),
+            instance_selector=_str_map(grafana.get("instanceSelector", {"dashboards": "grafana"})),
+        ),
+        argocd=None
+        if argo is None
+        else ArgoCD(
+            namespace=argo.get("namespace", "argocd"),
+            project=argo.get("project", "default"),
+            repo_url=argo["repoURL"],
+            target_revision=argo.get("targetRevision", "HEAD"),
+            path=argo.get("path", "out"),
+        ),
+        secrets=Secrets(
+            backend=secrets.get("backend", "none"),
+            store=None if store is None else SecretStoreRef(kind=store["kind"], name=store["name"]),
+            refresh_interval=secrets.get("refreshInterval", "1h"),
+        ),
+    )
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _alerts(doc: Mapping[str, Any] | None) -> Alerts:
+    doc = doc or {}
+    defaults = Alerts()
+    return Alerts(
+        rate_limited_ratio=to_decimal(doc.get("rateLimitedRatio", defaults.rate_limited_ratio)),
+        anomaly_factor=to_decimal(doc.get("anomalyFactor", defaults.anomaly_factor)),
+        cost_per_request_p95=_opt_decimal(doc.get("costPerRequestP95")),
+        source_absent_for=doc.get("sourceAbsentFor", defaults.source_absent_for),
+    )
+
+
+def _reports(doc: Mapping[str, Any] | None) -> Reports:
+    doc = doc or {}
+    defaults = Reports()
+    webhook = doc.get("webhook")
+    return Reports(
+        enabled=bool(doc.get("enabled", defaults.enabled)),
+        schedule=doc.get("schedule", defaults.schedule),
+        namespace=doc.get("namespace"),
+        image=doc.get("image", defaults.image),
+        pvc_claim=doc.get("pvc", {}).get("claimName", defaults.pvc_claim),
+        pvc_size=doc.get("pvc", {}).get("size", defaults.pvc_size),
+        create_pvc=bool(doc.get("pvc", {}).get("create", defaults.create_pvc)),
+        webhook=None
+        if webhook is None
+        else SecretKey(name=webhook["secretName"], key=webhook.get("key", "url")),
+        gpu_price_check_schedule=doc.get("gpuPriceCheckSchedule", defaults.gpu_price_check_schedule),
+    )
+
+
+def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
+    """Map a merged document that passed validation onto the model.
+
+    Defaults live here (and in the schema's descriptions), nowhere else.
+    """
+    meta = doc["metadata"]
+    return Plan(
+        name=meta["name"],
+        environment=environment,
+        currency=meta.get("currency", "USD"),
+        timezone=meta.get("timezone", "UTC"),
+        cluster=meta.get("cluster", meta["name"]),
+        integrations=_integrations(doc["integrations"]),
+        usage_sources=tuple(
+            UsageSource(
+                name=s["name"],
+                type=s["type"],
+                metrics=_str_map(s.get("metrics")),
+                labels=_str_map(s.get("labels")),
+            )
+            for s in doc.get("usageSources", [])
+        ),
+        gpu_instances=tuple(
+            GpuInstance(
+                name=g["name"],
+                instance_type=g["instanceType"],
+                gpu_model=g["gpuModel"],
+                gpus_per_node=int(g.get("gpusPerNode", 1)),
+                hourly_rate=to_decimal(g["hourlyRate"]),
+            )
+            for g in doc.get("gpuInstances", [])
+        ),
+        models=tuple(
+            Model(
+                name=m["name"],
+                model_name=m.get("modelName", m["name"]),
+                provider=m["provider"],
+                usage_source=m["usageSource"],
+                pricing=_pricing(m["pricing"]),
+                server=m.get("server"),
+                namespace=m.get("namespace"),
+                gpu_instance=m.get("gpuInstance"),
+            )
+            for m in doc.get("models", [])
+        ),
+        tiers=tuple(
+            Tier(
+                name=t["name"],
+                description=t.get("description", ""),
+                request_limits=_rates(t.get("limits", {}).get("requests")),
+                token_limits=_rates(t.get("limits", {}).get("tokens")),
+                quotas=Quotas(**{k: int(v) for k, v in t.get("quotas", {}).items()}),
+                price_multiplier=to_decimal(t.get("priceMultiplier", 1)),
+                price_overrides=tuple(
+                    PriceOverride(model=o["model"], pricing=_pricing(o["pricing"]))
+                    for o in t.get("priceOverrides", [])
+                ),
+            )
+            for t in doc.get("tiers", [])
+        ),
+        teams=tuple(
+            Team(
+                name=t["name"],
+                cost_center=t["costCenter"],
+                namespaces=tuple(t.get("namespaces", [])),
+                labels=_str_map(t.get("labels")),
+                tier=t["tier"],
+                users=tuple(
+                    User(
+                        id=u["id"],
+                        display_name=u.get("displayName"),
+                        api_key=ApiKeyRef(
+                            secret_name=u.get("apiKey", {}).get("secretName", f"apikey-{u['id']}"),
+                            remote_key=u.get("apiKey", {}).get("remoteKey"),
+                        ),
+                    )
+                    for u in t.get("users", [])
+                ),
+                budgets=tuple(_budget(b, t["name"]) for b in t.get("budgets", [])),
+            )
+            for t in doc.get("teams", [])
+        ),
+        budgets=tuple(_budget(b, None) for b in doc.get("budgets", [])),
+        alerts=_alerts(doc.get("alerts")),
+        reports=_reports(doc.get("reports")),
+    )
+
+
+# --------------------------------------------------------------------------
+# The model back to a document
+# --------------------------------------------------------------------------
+
+
+def _pricing_doc(pricing: Pricing) -> dict[str, Any]:
+    if isinstance(pricing, PerRequest):
+        return {"type": pricing.type, "price": pricing.price}
+    if isinstance(pricing, PerMillionTokens):
+        doc: dict[str, Any] = {"type": pricing.type, "input": pricing.input, "output": pricing.output}
+        if pricing.cached_input is not None:
+            doc["cachedInput"] = pricing.cached_input
+        if pricing.reasoning is not None:
+            doc["reasoning"] = pricing.reasoning
+        return doc
+    if isinstance(pricing, PerRequestWithIncludedTokens):
+        return {
+            "type": pricing.type,
+            "pricePerRequest": pricing.price_per_request,
+            "includedTokensPerRequest": pricing.included_tokens_per_request,
+            "overagePerMillionTokens": pricing.overage_per_million_tokens,
+        }
+    if isinstance(pricing, TieredVolume):
+        key = "pricePerMillion" if pricing.unit == "tokens" else "pricePerRequest"
+        return {
+            "type": pricing.type,
+            "unit": pricing.unit,
+            "period": pricing.period,
+            "tiers": [{"from": t.start, key: t.price} for t in pricing.tiers],
+        }
+    assert isinstance(pricing, GpuHourly)
+    return {"type": pricing.type}
+
+
+def _budget_doc(budget: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": budget.name,
+        "amount": budget.amount,
+        "period": budget.period,
+        "thresholds": list(budget.thresholds),
+    }
+    if budget.window is not None:
+        doc["window"] = budget.window
+    return doc
+
+
+def _rates_doc(rates: Any) -> list[dict[str, Any]]:
+    return [{"limit": r.limit, "window": r.window} for r in rates]
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """The merged plan as a costplan.yaml document, teams reduced to what the jobs read.
+
+    ``from_document`` reads it back equal to the plan except for the teams'
+    users, namespaces, labels and budgets.
+    """
+    i = plan.integrations
+    gateway: dict[str, Any] = {
+        "type": i.gateway.type,
+        "namespace": i.gateway.namespace,
+        "targetRef": {"group": i.gateway.target_ref.group, "kind": i.gateway.target_ref.kind, "name": i.gateway.target_ref.name},
+        "apiKey": {
+            "header": i.gateway.api_key.header,
+            "prefix": i.gateway.api_key.prefix,
+            "secretNamespace": i.gateway.api_key.secret_namespace,
+        },
+        "limitador": {"namespace": i.gateway.limitador.namespace, "metrics": i.gateway.limitador.metrics},
+    }
+    if i.gateway.target_ref.section_name:
+        gateway["targetRef"]["sectionName"] = i.gateway.target_ref.section_name
+    if i.gateway.limitador.image:
+        gateway["limitador"]["image"] = i.gateway.limitador.image
+    engine: dict[str, Any] = {"type": i.cost_engine.type, "namespace": i.cost_engine.namespace}
+    if i.cost_engine.chart_version:
+        engine["chartVersion"] = i.cost_engine.chart_version
+    if i.cost_engine.image_tag:
+        engine["imageTag"] = i.cost_engine.image_tag
+    if i.cost_engine.openai_plugin_secret:
+        engine["openaiPlugin"] = {
+            "existingSecret": i.cost_engine.openai_plugin_secret,
+            "version": i.cost_engine.plugin_version,
+        }
+    secrets: dict[str, Any] = {"backend": i.secrets.backend, "refreshInterval": i.secrets.refresh_interval}
+    if i.secrets.store is not None:
+        secrets["store"] = {"kind": i.secrets.store.kind, "name": i.secrets.store.name}
+    integrations: dict[str, Any] = {
+        "gateway": gateway,
+        "prometheus": {
+            "url": i.prometheus.url,
+            "namespace": i.prometheus.namespace,
+            "ruleLabels": dict(i.prometheus.rule_labels),
+            "monitorLabels": dict(i.prometheus.monitor_labels),
+        },
+        "costEngine": engine,
+        "grafana": {
+            "mode": i.grafana.mode,
+            "namespace": i.grafana.namespace,
+            "folder": i.grafana.folder,
+            "sidecarLabel": dict(i.grafana.sidecar_label),
+            "instanceSelector": dict(i.grafana.instance_selector),
+        },
+        "secrets": secrets,
+    }
+    if i.argocd is not None:
+        integrations["argocd"] = {
+            "namespace": i.argocd.namespace,
+            "project": i.argocd.project,
+            "repoURL": i.argocd.repo_url,
+            "targetRevision": i.argocd.target_revision,
+            "path": i.argocd.path,
+        }
+    sources = []
+    for s in plan.usage_sources:
+        source: dict[str, Any] = {"name": s.name, "type": s.type}
+        if s.metrics:
+            source["metrics"] = dict(s.metrics)
+        if s.labels:
+            source["labels"] = dict(s.labels)
+        sources.append(source)
+    models = []
+    for m in plan.models:
+        model: dict[str, Any] = {
+            "name": m.name,
+            "modelName": m.model_name,
+            "provider": m.provider,
+            "usageSource": m.usage_source,
+            "pricing": _pricing_doc(m.pricing),
+        }
+        for key, value in (("server", m.server), ("namespace", m.namespace), ("gpuInstance", m.gpu_instance)):
+            if value is not None:
+                model[key] = value
+        models.append(model)
+    tiers = []
+    for t in plan.tiers:
+        tier: dict[str, Any] = {
+            "name": t.name,
+            "description": t.description,
+            "priceMultiplier": t.price_multiplier,
+        }
+        limits = {}
+        if t.request_limits:
+            limits["requests"] = _rates_doc(t.request_limits)
+        if t.token_limits:
+            limits["tokens"] = _rates_doc(t.token_limits)
+        if limits:
+            tier["limits"] = limits
+        quotas = {k: v for k, v in (("daily", t.quotas.daily), ("weekly", t.quotas.weekly), ("monthly", t.quotas.monthly)) if v is not None}
+        if quotas:
+            tier["quotas"] = quotas
+        if t.price_overrides:
+            tier["priceOverrides"] = [{"model": o.model, "pricing": _pricing_doc(o.pricing)} for o in t.price_overrides]
+        tiers.append(tier)
+    # Teams carry only what the jobs read (name, cost center, tier): users,
+    # namespaces and budgets stay out, so even a plan with thousands of teams
+    # fits in one ConfigMap, and the report namespace holds no user list.
+    teams = [{"name": t.name, "costCenter": t.cost_center, "tier": t.tier} for t in plan.teams]
+    alerts: dict[str, Any] = {
+        "rateLimitedRatio": plan.alerts.rate_limited_ratio,
+        "anomalyFactor": plan.alerts.anomaly_factor,
+        "sourceAbsentFor": plan.alerts.source_absent_for,
+    }
+    if plan.alerts.cost_per_request_p95 is not None:
+        alerts["costPerRequestP95"] = plan.alerts.cost_per_request_p95
+    r = plan.reports
+    # Written only when set: the jobs never read it, and plans without it
+    # stay valid for schemas that predate the ``reports`` section.
+    reports: dict[str, Any] = {
+        "enabled": r.enabled,
+        "schedule": r.schedule,
+        "image": r.image,
+        "pvc": {"claimName": r.pvc_claim, "size": r.pvc_size, "create": r.create_pvc},
+        "gpuPriceCheckSchedule": r.gpu_price_check_schedule,
+    }
+    if r.namespace is not None:
+        reports["namespace"] = r.namespace
+    if r.webhook is not None:
+        reports["webhook"] = {"secretName": r.webhook.name, "key": r.webhook.key}
+    document = {
+        "apiVersion": "costplan.dev/v1alpha1",
+        "kind": "CostPlan",
+        "metadata": {
+            "name": plan.name,
+            "currency": plan.currency,
+            "timezone": plan.timezone,
+            "cluster": plan.cluster,
+        },
+        "integrations": integrations,
+        "usageSources": sources,
+        "gpuInstances": [
+            {
+                "name": g.name,
+                "instanceType": g.instance_type,
+                "gpuModel": g.gpu_model,
+                "gpusPerNode": g.gpus_per_node,
+                "hourlyRate": g.hourly_rate,
+            }
+            for g in plan.gpu_instances
+        ],
+        "models": models,
+        "tiers": tiers,
+        "teams": teams,
+        "budgets": [_budget_doc(b) for b in plan.budgets],
+        "alerts": alerts,
+    }
+    if r != Reports():
+        document["reports"] = reports
+    return document
