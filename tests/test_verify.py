@@ -17,9 +17,9 @@ from costplan.core.artifacts import file, manifest
 from costplan.output import kubeconform, manifest_checks
 from costplan.output.verify import (
     SCHEMA_LOCATION_ENV,
+    Diagnostic,
     KubeconformUnavailable,
     ManifestValidator,
-    Problem,
     SchemaLocation,
     UnsupportedKubernetesVersion,
     default_schema_locations,
@@ -164,8 +164,8 @@ def edited(obj: dict, **changes) -> dict:
     return out
 
 
-def only(problems: list[Problem], check: str | None = None) -> Problem:
-    selected = [p for p in problems if check is None or p.check == check]
+def only(problems: list[Diagnostic], check: str | None = None) -> Diagnostic:
+    selected = [p for p in problems if check is None or p.check_id == check]
     assert len(selected) == 1, [p.render() for p in problems]
     return selected[0]
 
@@ -209,7 +209,7 @@ def test_every_error_of_a_document_is_reported(core_validator):
 def test_removed_api_version_is_an_error_naming_the_served_one(core_validator):
     old = edited(CORE["CronJob"], apiVersion="batch/v1beta1")
     problem = only(core_validator.validate(old))
-    assert problem.check == "unknown-api" and problem.severity == "error"
+    assert problem.check_id == "unknown-api" and problem.severity == "error"
     assert "does not serve CronJob in batch/v1beta1; served: batch/v1" in problem.message
 
 
@@ -226,7 +226,7 @@ def test_kubernetes_version_selects_the_schemas():
     assert old.schema_source("flowcontrol.apiserver.k8s.io/v1beta2", "FlowSchema").endswith(
         "v1.25.0-local-strict/flowschema-flowcontrol-v1beta2.json"
     )
-    assert only(ManifestValidator("1.33", schema_locations=[]).validate(flow_schema)).check == "unknown-api"
+    assert only(ManifestValidator("1.33", schema_locations=[]).validate(flow_schema)).check_id == "unknown-api"
 
 
 @pytest.mark.parametrize("version", ["1.24", "1.38", "2.0", "latest", ""])
@@ -302,16 +302,16 @@ def test_go_regex_patterns_from_crds_are_honoured(crd_validator):
 def test_missing_schema_is_a_warning_by_default_and_an_error_when_strict(crd_schema_location):
     unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
     lenient = only(ManifestValidator(schema_locations=[crd_schema_location]).validate(unknown))
-    assert (lenient.check, lenient.severity) == ("missing-schema", "warning")
+    assert (lenient.check_id, lenient.severity) == ("missing-schema", "warning")
     assert "example.com/widget_v1.json" in lenient.message
     strict = only(ManifestValidator(schema_locations=[crd_schema_location], strict=True).validate(unknown))
-    assert (strict.check, strict.severity) == ("missing-schema", "error")
+    assert (strict.check_id, strict.severity) == ("missing-schema", "error")
     assert has_errors([strict]) and not has_errors([lenient])
 
 
 def test_without_locations_custom_kinds_have_no_schema(core_validator):
     problem = only(core_validator.validate(RATE_LIMIT_POLICY))
-    assert problem.check == "missing-schema" and "--schema-location" in problem.message
+    assert problem.check_id == "missing-schema" and "--schema-location" in problem.message
 
 
 def test_unusable_schema_file_is_reported(tmp_path):
@@ -320,7 +320,7 @@ def test_unusable_schema_file_is_reported(tmp_path):
     template = str(tmp_path) + "/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
     validator = ManifestValidator(schema_locations=[template])
     problem = only(validator.validate({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}))
-    assert (problem.check, problem.severity) == ("schema-file", "error")
+    assert (problem.check_id, problem.severity) == ("schema-file", "error")
 
 
 # --- schema locations ----------------------------------------------------
@@ -371,7 +371,7 @@ def test_locations_come_from_the_environment(monkeypatch, crd_schema_location, t
     assert from_env.validate(RATE_LIMIT_POLICY) == []
     assert from_env.schema_source("kuadrant.io/v1", "RateLimitPolicy").endswith("kuadrant.io/ratelimitpolicy_v1.json")
     # An explicit list wins over the environment.
-    assert only(ManifestValidator(schema_locations=[]).validate(RATE_LIMIT_POLICY)).check == "missing-schema"
+    assert only(ManifestValidator(schema_locations=[]).validate(RATE_LIMIT_POLICY)).check_id == "missing-schema"
     monkeypatch.delenv(SCHEMA_LOCATION_ENV)
     assert default_schema_locations() == []
 
@@ -382,7 +382,7 @@ def test_locations_come_from_the_environment(monkeypatch, crd_schema_location, t
 def test_limits_and_defaults_are_mutually_exclusive(crd_validator):
     policy = edited(RATE_LIMIT_POLICY, spec__defaults={"limits": {"x": {"rates": [{"limit": 1, "window": "1m"}]}}})
     problem = only(crd_validator.validate(policy))
-    assert (problem.check, problem.pointer) == ("cel", "/spec")
+    assert (problem.check_id, problem.pointer) == ("cel", "/spec")
     assert "limits, defaults are mutually exclusive" in problem.message
 
 
@@ -402,7 +402,7 @@ def test_a_limit_policy_needs_at_least_one_limit(crd_validator, spec_change, poi
 def test_target_ref_group_must_be_gateway_api(crd_validator):
     policy = edited(RATE_LIMIT_POLICY, spec__targetRef__group="networking.k8s.io")
     problem = only(crd_validator.validate(policy))
-    assert (problem.check, problem.pointer) == ("cel", "/spec/targetRef/group")
+    assert (problem.check_id, problem.pointer) == ("cel", "/spec/targetRef/group")
 
 
 @pytest.mark.parametrize(
@@ -480,8 +480,8 @@ def test_limit_rule_messages_match_the_crd_schemas(shared_dir):
 )
 def test_rules_outside_the_schema(core_validator, obj, check, pointer):
     problems = [p for p in core_validator.validate(obj) if p.severity == "error"]
-    assert [p.check for p in problems if p.check == check] == [check]
-    assert [p.pointer for p in problems if p.check == check] == [pointer]
+    assert [p.check_id for p in problems if p.check_id == check] == [check]
+    assert [p.pointer for p in problems if p.check_id == check] == [pointer]
 
 
 def test_pod_template_labels_are_checked(core_validator):
@@ -501,12 +501,12 @@ def test_rbac_names_may_contain_colons(core_validator):
 
 def test_large_objects_warn_about_client_side_apply(core_validator):
     problem = only(core_validator.validate(edited(CORE["ConfigMap"], data={"big": "x" * 300_000})))
-    assert (problem.check, problem.severity) == ("size", "warning") and "ServerSideApply" in problem.message
+    assert (problem.check_id, problem.severity) == ("size", "warning") and "ServerSideApply" in problem.message
 
 
 def test_identity_fields_are_required(core_validator):
     problems = core_validator.validate({"metadata": {}})
-    assert [(p.pointer, p.check) for p in problems] == [
+    assert [(p.pointer, p.check_id) for p in problems] == [
         ("/apiVersion", "required-field"),
         ("/kind", "required-field"),
         ("/metadata/name", "required-field"),
@@ -653,7 +653,7 @@ def test_kubeconform_command_and_report(monkeypatch, output_tree, crd_schema_loc
     assert tail[7:10] == ["default", "-schema-location", mounted]
     assert tail[10:] == ["/work/kuadrant/ratelimitpolicy-llm-requests.yaml"]  # no kustomization, no Helm values
 
-    assert [(p.location, p.pointer, p.severity, p.check) for p in problems] == [
+    assert [(p.file, p.pointer, p.severity, p.check_id) for p in problems] == [
         ("kuadrant/ratelimitpolicy-llm-requests.yaml", "/spec/limits/free/rates/0/window", "error", "kubeconform"),
         ("a.yaml", "", "error", "kubeconform"),
     ]

@@ -634,7 +634,7 @@ def report_command(
     timeout: float,
 ) -> None:
     """Chargeback per team, user, model and cost center for a period, from Prometheus."""
-    from costplan.core.diagnostics import PlanInvalid
+    from costplan.core.errors import PlanInvalid
     from costplan.plan.load import load_plan
 
     def say(message: str) -> None:
@@ -746,7 +746,8 @@ def check_gpu_prices(plan: Plan, samples: Iterable[Sample]) -> tuple[list[str], 
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds for the Prometheus query.")
 def check_gpu_prices_command(plan_path: Path, environment: str | None, prometheus_url: str | None, timeout: float) -> None:
     """Fail unless the cost engine prices every GPU node at the plan's rate."""
-    from costplan.core.diagnostics import PlanInvalid, render_text
+    from costplan.core.diagnostics import render_text
+    from costplan.core.errors import PlanInvalid
     from costplan.plan.load import load_plan
 
     try:

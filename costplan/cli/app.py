@@ -197,7 +197,7 @@ def _build(
     check_rules: bool,
 ) -> None:
     from costplan.core.canonical_yaml import dump_yaml
-    from costplan.core.diagnostics import PlanInvalid
+    from costplan.core.errors import PlanInvalid
     from costplan.output import build as build_stage
     from costplan.output import serialise as output
     from costplan.output import verify
@@ -255,12 +255,12 @@ def _build(
 
 def _report_output_problems(console: Console, problems: list[tuple[str, Any]]) -> None:
     """Errors one per line; unvalidated custom kinds as one summary unless -v."""
-    unchecked = [(env, p) for env, p in problems if p.check == "missing-schema"]
+    unchecked = [(env, p) for env, p in problems if p.check_id == "missing-schema"]
     for env, problem in problems:
         line = f"{env}/{problem.render()}"
         if problem.severity == "error":
             console.error(line)
-        elif problem.check != "missing-schema":
+        elif problem.check_id != "missing-schema":
             console.info(f"warning: {line}")
         else:
             console.detail(f"warning: {line}")

@@ -114,7 +114,8 @@ def _run(
     force_conflicts: bool,
     timeout: float,
 ) -> None:
-    from costplan.core.diagnostics import PlanInvalid, render_text
+    from costplan.core.diagnostics import render_text
+    from costplan.core.errors import PlanInvalid
     from costplan.install import apply
     from costplan.install.applyset import applyset_for
     from costplan.install.cluster import ClusterError

@@ -49,7 +49,7 @@ def _environments(base: Path, head: Path, environment: str | None, all_envs: boo
 
 def _load(path: Path, environment: str | None, problems: list) -> Plan | None:
     """The plan for one environment; ``None`` when the environment exists only on the other side."""
-    from costplan.core.diagnostics import PlanInvalid
+    from costplan.core.errors import PlanInvalid
     from costplan.plan.load import list_environments, load_plan
 
     if environment is not None and path.is_file() and environment not in list_environments(path):

@@ -1,10 +1,15 @@
 """Diagnostics are values: collected, sorted, rendered once by the CLI.
 
-A diagnostic is one problem with a place (``file:line:column``), a JSON
-pointer into the merged plan, a message and a stable check id. The text form
-is what editors and CI annotations understand:
+A diagnostic is one finding with a place, a JSON pointer, a message and a
+stable check id. Plan checks place it at ``file:line:column`` of the plan;
+output checks and kubeconform at the generated file (or ``Kind/name``) with
+no line. The text form is what editors and CI annotations understand:
 
     costplan.yaml:42:7: /teams/0/tier: unknown tier 'gold' (did you mean 'free'?) [unknown-reference]
+    kuadrant/ratelimitpolicy-x.yaml: /spec/limits: At least one spec.limits must be defined [cel]
+
+Every check id is registered once, here, with what it means; the README's
+tables and the code's uses are tested against ``CHECKS``.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-# Every check id costplan can report, with what it means. The README lists
+SEVERITIES = ("error", "warning")
+
+# Every check id of the plan stage, with what it means. The README lists
 # them; tests prove each one fires.
-CHECKS: dict[str, str] = {
+PLAN_CHECKS: dict[str, str] = {
     "file-missing": "a plan or overlay file does not exist",
     "file-unreadable": "a file could not be read as UTF-8 text",
     "yaml-syntax": "the file is not valid YAML (or holds more than one document)",
@@ -40,10 +47,27 @@ CHECKS: dict[str, str] = {
     "gateway-telemetry": "warning: usage metrics cannot carry user, team and tier with this gateway target",
 }
 
+# Every check id of the output stage (generated objects, before anything is written).
+OUTPUT_CHECKS: dict[str, str] = {
+    "schema": "an object does not match its Kubernetes or CRD schema",
+    "required-field": "an object lacks apiVersion, kind or metadata.name",
+    "unknown-api": "no schema knows this apiVersion and kind",
+    "missing-schema": "no CRD schema was found for a custom resource (warning unless --strict-schemas)",
+    "schema-file": "a CRD schema file cannot be read or evaluated",
+    "cel": "an object breaks a CEL validation rule of its CRD",
+    "k8s-name": "an object name or namespace is not a valid Kubernetes name",
+    "label": "a label or annotation is not valid for the API server",
+    "cron": "a CronJob schedule is not a valid cron expression",
+    "size": "an object or its data is larger than the API server accepts",
+    "kubeconform": "kubeconform rejected a written manifest",
+}
+
+CHECKS: dict[str, str] = {**PLAN_CHECKS, **{k: v for k, v in OUTPUT_CHECKS.items() if k not in PLAN_CHECKS}}
+
 
 @dataclass(frozen=True, order=True)
 class Diagnostic:
-    """One problem in the plan, sortable by place."""
+    """One finding, sortable by place; ``line`` 0 means the place has no line (a generated file)."""
 
     file: str
     line: int
@@ -53,18 +77,25 @@ class Diagnostic:
     check_id: str
     severity: str = "error"
 
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
     def render(self) -> str:
         pointer = self.pointer or "/"
         level = "warning: " if self.severity == "warning" else ""
-        return f"{self.file}:{self.line}:{self.column}: {pointer}: {level}{self.message} [{self.check_id}]"
+        place = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{place}: {pointer}: {level}{self.message} [{self.check_id}]"
 
 
-class PlanInvalid(Exception):
-    """The plan (or an overlay) has errors; carries all of them."""
-
-    def __init__(self, diagnostics: Iterable[Diagnostic]):
-        self.diagnostics = sort_diagnostics(diagnostics)
-        super().__init__(f"{len(self.diagnostics)} problem(s) in the plan")
+def object_finding(location: str, pointer: str, message: str, severity: str = "error",
+                   check_id: str = "schema") -> Diagnostic:
+    """A finding about a generated object: ``location`` is its file (or ``Kind/name``), no line."""
+    return Diagnostic(location, 0, 0, pointer, message, check_id, severity)
 
 
 def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from costplan.core.artifacts import Artifact, file
-from costplan.core.diagnostics import Diagnostic, PlanInvalid
+from costplan.core.diagnostics import Diagnostic
+from costplan.core.errors import PlanInvalid
 from costplan.generators import generate_all
 from costplan.generators.prometheus import rules_files
 from costplan.plan.load import load_plan

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from costplan.output.manifest_checks import Problem
+from costplan.core.diagnostics import Diagnostic, object_finding
 
 IMAGE = "ghcr.io/yannh/kubeconform:latest-alpine"
 WORKDIR = "/work"  # where the output directory is mounted in the container
@@ -133,10 +133,10 @@ def kubeconform_command(
     return command
 
 
-def parse_output(stdout: str) -> list[Problem]:
+def parse_output(stdout: str) -> list[Diagnostic]:
     """kubeconform's ``-output json`` report -> problems (valid and skipped omitted)."""
     report = json.loads(stdout)
-    problems: list[Problem] = []
+    problems: list[Diagnostic] = []
     for resource in report.get("resources") or []:
         severity = _FAILED.get(resource.get("status", ""))
         if severity is None:
@@ -148,10 +148,10 @@ def parse_output(stdout: str) -> list[Problem]:
         if details:
             for detail in details:
                 problems.append(
-                    Problem(location, detail.get("path", ""), prefix + detail.get("msg", ""), severity, "kubeconform")
+                    object_finding(location, detail.get("path", ""), prefix + detail.get("msg", ""), severity, "kubeconform")
                 )
         else:
-            problems.append(Problem(location, "", prefix + resource.get("msg", ""), severity, "kubeconform"))
+            problems.append(object_finding(location, "", prefix + resource.get("msg", ""), severity, "kubeconform"))
     return problems
 
 
@@ -160,7 +160,7 @@ def run_kubeconform(
     schema_locations: Sequence[str],
     kubernetes_version: str = "1.33",
     timeout: float = RUN_TIMEOUT,
-) -> list[Problem]:
+) -> list[Diagnostic]:
     """Validate the manifests under ``directory`` with kubeconform in docker."""
     directory = Path(directory)
     docker = check_docker()

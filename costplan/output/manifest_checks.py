@@ -19,40 +19,12 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from costplan.core import names
 from costplan.plan.source import pointer as source_pointer
 
 SEVERITIES = ("error", "warning")
-
-
-@dataclass(frozen=True, order=True)
-class Problem:
-    """One finding about one generated object.
-
-    ``location`` is the artifact's path (``kuadrant/ratelimitpolicy-x.yaml``)
-    or ``kind/name`` when an object is checked on its own; ``pointer`` is a
-    JSON pointer into the object; ``check`` says which kind of rule fired.
-    """
-
-    location: str
-    pointer: str
-    message: str
-    severity: str = "error"
-    check: str = "schema"
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
-
-    @property
-    def is_error(self) -> bool:
-        return self.severity == "error"
-
-    def render(self) -> str:
-        return f"{self.location}: {self.pointer or '/'}: {self.message} [{self.check}]"
 
 
 def pointer(*parts: object) -> str:

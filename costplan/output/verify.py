@@ -46,14 +46,15 @@ import referencing.jsonschema
 from jsonschema.exceptions import ValidationError
 
 from costplan.core.artifacts import Artifact
+from costplan.core.diagnostics import Diagnostic, object_finding
 from costplan.output.kubeconform import KubeconformUnavailable, run_kubeconform
-from costplan.output.manifest_checks import Problem, check_object, pointer
+from costplan.output.manifest_checks import check_object, pointer
 
 __all__ = [
     "DEFAULT_KUBERNETES_VERSION",
     "KubeconformUnavailable",
     "ManifestValidator",
-    "Problem",
+    "Diagnostic",
     "SCHEMA_LOCATION_ENV",
     "SchemaLocation",
     "UnsupportedKubernetesVersion",
@@ -321,26 +322,26 @@ class ManifestValidator:
 
     # -- public API --
 
-    def validate(self, obj: Any, location: str | None = None) -> list[Problem]:
+    def validate(self, obj: Any, location: str | None = None) -> list[Diagnostic]:
         """Every problem of one object (all schema errors, not only the first)."""
         if not isinstance(obj, Mapping):
-            return [Problem(location or "?", "", f"a Kubernetes object must be a mapping, not {type(obj).__name__}")]
+            return [object_finding(location or "?", "", f"a Kubernetes object must be a mapping, not {type(obj).__name__}")]
         where = location or _object_label(obj)
-        found = [Problem(where, ptr, msg, "error", "required-field") for ptr, msg in _identity_problems(obj)]
+        found = [object_finding(where, ptr, msg, "error", "required-field") for ptr, msg in _identity_problems(obj)]
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if not (isinstance(api_version, str) and api_version and isinstance(kind, str) and kind):
             return found  # without them no schema and no rule applies
         lookup = self._validator(api_version, kind)
         if lookup.problem is not None:
-            found.append(replace(lookup.problem, location=where))
+            found.append(replace(lookup.problem, file=where))
         if lookup.validator is not None:
             found.extend(_schema_problems(lookup.validator, obj, where))
-        found.extend(Problem(where, ptr, msg, sev, check) for ptr, msg, check, sev in check_object(obj))
-        return sorted(set(found), key=lambda p: (p.pointer, p.message, p.check))
+        found.extend(object_finding(where, ptr, msg, sev, check) for ptr, msg, check, sev in check_object(obj))
+        return sorted(set(found), key=lambda p: (p.pointer, p.message, p.check_id))
 
-    def validate_all(self, artifacts: Iterable[Artifact]) -> list[Problem]:
+    def validate_all(self, artifacts: Iterable[Artifact]) -> list[Diagnostic]:
         """Problems of every manifest, in artifact order; plain files are skipped."""
-        problems: list[Problem] = []
+        problems: list[Diagnostic] = []
         for artifact in artifacts:
             if artifact.is_manifest:
                 problems.extend(self.validate(artifact.data, artifact.path))
@@ -379,7 +380,7 @@ class ManifestValidator:
             return _Lookup(
                 None,
                 "",
-                Problem(
+                object_finding(
                     "",
                     "/apiVersion",
                     f"Kubernetes {self.kubernetes_version} does not serve {kind} in {api_version}{hint}",
@@ -396,12 +397,12 @@ class ManifestValidator:
                     return _Lookup(self._file_validator(candidate), candidate)
                 except (OSError, ValueError, jsonschema.SchemaError) as exc:
                     message = f"schema file {candidate} is unusable: {_shorten(str(exc).splitlines()[0])}"
-                    return _Lookup(None, candidate, Problem("", "", message, "error", "schema-file"))
+                    return _Lookup(None, candidate, object_finding("", "", message, "error", "schema-file"))
         looked = f"looked in: {', '.join(tried)}" if tried else "no schema location given (--schema-location)"
         return _Lookup(
             None,
             "",
-            Problem(
+            object_finding(
                 "",
                 "",
                 f"no schema for {kind} {api_version} ({looked})",
@@ -429,10 +430,10 @@ class _Lookup:
 
     validator: Any
     source: str
-    problem: Problem | None = None
+    problem: Diagnostic | None = None
 
 
-def has_errors(problems: Iterable[Problem]) -> bool:
+def has_errors(problems: Iterable[Diagnostic]) -> bool:
     return any(p.is_error for p in problems)
 
 
@@ -459,15 +460,15 @@ def _identity_problems(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _schema_problems(validator: Any, obj: Any, where: str) -> list[Problem]:
+def _schema_problems(validator: Any, obj: Any, where: str) -> list[Diagnostic]:
     problems = []
     try:
         for error in validator.iter_errors(obj):
             for ptr, message in _describe(error):
-                problems.append(Problem(where, ptr, _shorten(message), "error", "schema"))
+                problems.append(object_finding(where, ptr, _shorten(message), "error", "schema"))
     except (jsonschema.exceptions.UnknownType, referencing.exceptions.Unresolvable, re.error) as exc:
         # A broken schema file: say so instead of failing the whole build.
-        problems.append(Problem(where, "", _shorten(f"the schema cannot be evaluated: {exc}"), "error", "schema-file"))
+        problems.append(object_finding(where, "", _shorten(f"the schema cannot be evaluated: {exc}"), "error", "schema-file"))
     return problems
 
 

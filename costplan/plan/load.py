@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from costplan.core.diagnostics import Diagnostic, PlanInvalid, sort_diagnostics
+from costplan.core.diagnostics import Diagnostic, sort_diagnostics
+from costplan.core.errors import PlanInvalid
 from costplan.plan.document import from_document
 from costplan.plan.merge import merge
 from costplan.plan.model import Plan
