@@ -16,7 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from costplan.chargeback import report
+from costplan.chargeback.gpu_check import check_gpu_prices
 from costplan.chargeback.promapi import Sample
+from costplan.cli.chargeback import report_command
+from costplan.core.errors import ExitCode
 from costplan.generators import reports
 from costplan.output.verify import ManifestValidator
 from costplan.plan.load import load_plan
@@ -61,9 +64,9 @@ def test_custom_range_reads_naive_times_in_the_plan_timezone(bundled_plan):
     period = report.choose_period(plan, None, "2026-10-01", "2026-10-02T12:00:00Z", at("2027-01-01T00:00:00Z"))
     assert period.start == at("2026-09-30T22:00:00Z")
     assert period.end == at("2026-10-02T12:00:00Z")
-    with pytest.raises(report.ReportError):
+    with pytest.raises(report.PeriodError):
         report.choose_period(plan, None, "2026-10-02", "2026-10-01", at("2027-01-01T00:00:00Z"))
-    with pytest.raises(report.ReportError):
+    with pytest.raises(report.PeriodError):
         report.choose_period(plan, "2026-13", None, None, at("2027-01-01T00:00:00Z"))
 
 
@@ -182,13 +185,13 @@ def test_gpu_price_check(bundled_plan):
         sample("4.0965750000001", node="n2", instance_type="p4d.24xlarge"),
         sample("9", node="n3", instance_type="m5.large"),
     ]
-    problems, notes = report.check_gpu_prices(plan, good)
+    problems, notes = check_gpu_prices(plan, good)
     assert problems == []
     assert notes == ["node n3: instance type m5.large is not in the plan; not checked"]
     # 1.006 / 730 = 0.001378082...: the engine read the hourly price as monthly.
-    problems, _ = report.check_gpu_prices(plan, [sample("0.0013780821917808", node="n1", instance_type="g5.xlarge")])
+    problems, _ = check_gpu_prices(plan, [sample("0.0013780821917808", node="n1", instance_type="g5.xlarge")])
     assert len(problems) == 1 and "730 times too low" in problems[0]
-    problems, _ = report.check_gpu_prices(plan, [])
+    problems, _ = check_gpu_prices(plan, [])
     assert "no node_gpu_hourly_cost" in problems[0]
 
 
@@ -204,17 +207,17 @@ def closed_port() -> int:
 def test_unreachable_prometheus_is_a_clear_error():
     url = f"http://127.0.0.1:{closed_port()}"
     result = CliRunner().invoke(
-        report.report_command, ["-f", "costplan.yaml", "--prometheus-url", url, "--month", "2025-03"]
+        report_command, ["-f", "costplan.yaml", "--prometheus-url", url, "--month", "2025-03"]
     )
-    assert result.exit_code == report.EXIT_PROMETHEUS
+    assert result.exit_code == ExitCode.EXTERNAL
     assert f"cannot reach Prometheus at {url}" in result.stderr
     assert "Traceback" not in result.output
     assert result.stdout == ""
 
 
 def test_bad_month_is_a_usage_error():
-    result = CliRunner().invoke(report.report_command, ["-f", "costplan.yaml", "--month", "October"])
-    assert result.exit_code == report.EXIT_USAGE
+    result = CliRunner().invoke(report_command, ["-f", "costplan.yaml", "--month", "October"])
+    assert result.exit_code == ExitCode.USAGE
     assert "--month wants YYYY-MM" in result.stderr
 
 

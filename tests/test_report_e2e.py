@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from costplan.chargeback.promapi import PrometheusClient
-from costplan.chargeback.report import report_command
+from costplan.cli.chargeback import report_command
 from costplan.core import conventions as c
 from costplan.generators import grafana
 from costplan.output.build import compile_plan

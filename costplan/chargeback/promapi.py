@@ -16,11 +16,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
+from costplan.core.errors import ExternalFailure
+
 Opener = Callable[..., Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-class PrometheusError(Exception):
+class PrometheusError(ExternalFailure):
     """Prometheus could not be reached, or refused or failed the query."""
 
 

@@ -31,21 +31,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-import click
-
-from costplan.chargeback.promapi import PrometheusClient, PrometheusError, Sample
+from costplan.chargeback.promapi import PrometheusClient, Sample
 from costplan.core import conventions as c
+from costplan.core.errors import ExternalFailure, UsageProblem
 from costplan.plan.model import (
     GpuHourly,
     PerMillionTokens,
@@ -67,14 +64,13 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
 }
 TOKEN_COLUMNS = (c.TOKEN_TYPE_INPUT, c.TOKEN_TYPE_OUTPUT, c.TOKEN_TYPE_CACHED, c.TOKEN_TYPE_REASONING, c.TOKEN_TYPE_TOTAL)
 
-# Exit codes shared with the rest of the CLI (see costplan/cli.py).
-EXIT_USAGE = 2
-EXIT_INVALID = 3
-EXIT_PROMETHEUS = 4
+
+class PeriodError(UsageProblem):
+    """The period asked for cannot be read or has not started."""
 
 
-class ReportError(Exception):
-    """A failure to explain in one line on stderr (no traceback)."""
+class WebhookError(ExternalFailure):
+    """The report could not be delivered to the webhook."""
 
 
 # --------------------------------------------------------------------------
@@ -109,7 +105,7 @@ def month_period(month: str, tz: ZoneInfo) -> Period:
         year, number = (int(part) for part in month.split("-"))
         first = _month_start(year, number)
     except ValueError:
-        raise ReportError(f"--month wants YYYY-MM, 'last' or 'current', not {month!r}") from None
+        raise PeriodError(f"--month wants YYYY-MM, 'last' or 'current', not {month!r}") from None
     return Period(_local_midnight(first, tz), _local_midnight(_next_month(first), tz), f"{year:04d}-{number:02d}")
 
 
@@ -130,7 +126,7 @@ def parse_instant(text: str, tz: ZoneInfo) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ReportError(f"{text!r} is not an ISO date or time (e.g. 2026-10-01 or 2026-10-01T12:00:00Z)") from None
+        raise PeriodError(f"{text!r} is not an ISO date or time (e.g. 2026-10-01 or 2026-10-01T12:00:00Z)") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(timezone.utc)
@@ -139,7 +135,7 @@ def parse_instant(text: str, tz: ZoneInfo) -> datetime:
 def range_period(start: str, end: str, tz: ZoneInfo) -> Period:
     begin, finish = parse_instant(start, tz), parse_instant(end, tz)
     if finish <= begin:
-        raise ReportError(f"--end ({end}) must be after --start ({start})")
+        raise PeriodError(f"--end ({end}) must be after --start ({start})")
     return Period(begin, finish, f"{begin:%Y%m%dT%H%M%SZ}-{finish:%Y%m%dT%H%M%SZ}")
 
 
@@ -571,201 +567,29 @@ def post_webhook(url: str, body: str, timeout: float = 30.0) -> None:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
     except urllib.error.HTTPError as exc:
-        raise ReportError(f"the webhook answered HTTP {exc.code}") from None
+        raise WebhookError(f"the webhook answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         # The URL may embed a token: name only its host.
         host = urllib.parse.urlsplit(url).hostname
-        raise ReportError(f"cannot post the report to the webhook{f' at {host}' if host else ''}: {exc}") from None
+        raise WebhookError(f"cannot post the report to the webhook{f' at {host}' if host else ''}: {exc}") from None
 
 
 # --------------------------------------------------------------------------
-# The command
+# Choosing the period
 # --------------------------------------------------------------------------
 
 
 def choose_period(plan: Plan, month: str | None, start: str | None, end: str | None, now: datetime) -> Period:
     tz = ZoneInfo(plan.timezone)
     if (start is None) != (end is None):
-        raise ReportError("--start and --end go together")
+        raise PeriodError("--start and --end go together")
     if start is not None and month is not None:
-        raise ReportError("--month excludes --start/--end")
+        raise PeriodError("--month excludes --start/--end")
     if start is not None and end is not None:
         return range_period(start, end, tz)
     period = named_month(month or "last", now, tz)
     if period.start >= now:
-        raise ReportError(f"the period {period.label} has not started yet")
+        raise PeriodError(f"the period {period.label} has not started yet")
     if period.end > now:
         return Period(period.start, now.astimezone(timezone.utc).replace(microsecond=0), period.label)
     return period
-
-
-@click.command("report")
-@click.option(
-    "-f", "--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default="costplan.yaml",
-    envvar="COSTPLAN_PLAN", show_default=True, help="The plan file; overlays are read from environments/ beside it.",
-)
-@click.option("-e", "--env", "environment", envvar="COSTPLAN_ENV", help="Merge environments/ENV.yaml onto the plan.")
-@click.option("--prometheus-url", help="Prometheus to query (default: integrations.prometheus.url of the plan).")
-@click.option("--month", help="YYYY-MM, 'last' (default: the last full month) or 'current' (month to date).")
-@click.option("--start", help="Start of a custom period (ISO date or time; plan timezone unless an offset is given).")
-@click.option("--end", help="End of a custom period (exclusive).")
-@click.option("--format", "output_format", type=click.Choice(["csv", "json", "focus"]), default="csv", show_default=True)
-@click.option(
-    "--group-by", type=click.Choice(sorted(GROUPS)), default="team", show_default=True,
-    help="Rows of the CSV format.",
-)
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write every view and format here instead of one format to stdout.")
-@click.option("--webhook-url", envvar="COSTPLAN_WEBHOOK_URL", help="Also POST the JSON report here (env: COSTPLAN_WEBHOOK_URL).")
-@click.option("--allow-empty", is_flag=True, help="Write an empty report when no spend series exist for the period.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per Prometheus query.")
-def report_command(
-    plan_path: Path,
-    environment: str | None,
-    prometheus_url: str | None,
-    month: str | None,
-    start: str | None,
-    end: str | None,
-    output_format: str,
-    group_by: str,
-    output_dir: Path | None,
-    webhook_url: str | None,
-    allow_empty: bool,
-    timeout: float,
-) -> None:
-    """Chargeback per team, user, model and cost center for a period, from Prometheus."""
-    from costplan.core.errors import PlanInvalid
-    from costplan.plan.load import load_plan
-
-    def say(message: str) -> None:
-        click.echo(message, err=True)
-
-    try:
-        plan = load_plan(plan_path, environment)
-    except PlanInvalid as exc:
-        from costplan.core.diagnostics import render_text
-
-        say(render_text(exc.diagnostics))
-        say(f"{len(exc.diagnostics)} error(s) in the plan")
-        sys.exit(EXIT_INVALID)
-    except OSError as exc:
-        say(f"cannot read the plan: {exc}")
-        sys.exit(EXIT_USAGE)
-    url = prometheus_url or plan.integrations.prometheus.url
-    try:
-        period = choose_period(plan, month, start, end, datetime.now(timezone.utc))
-    except ReportError as exc:
-        say(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
-    say(f"chargeback {plan.name}/{plan.environment} {utc(period.start)} .. {utc(period.end)} from {url}")
-    try:
-        rows = collect(PrometheusClient(url, timeout=timeout), plan, period, progress=say)
-    except PrometheusError as exc:
-        say(f"error: {exc}")
-        sys.exit(EXIT_PROMETHEUS)
-    if not rows and not allow_empty:
-        say(
-            f"error: Prometheus at {url} has no {c.METRIC_SPEND_HOURLY} samples between {utc(period.start)} and "
-            f"{utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
-        )
-        sys.exit(EXIT_PROMETHEUS)
-    say(f"total {money(total(rows))} {plan.currency} in {len(rows)} row(s)")
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in output_files(plan, period, rows).items():
-            (output_dir / name).write_text(text, encoding="utf-8")
-            say(f"wrote {output_dir / name}")
-    elif output_format == "json":
-        click.echo(chargeback_json(plan, period, rows), nl=False)
-    elif output_format == "focus":
-        click.echo(focus_csv(plan, rows), nl=False)
-    else:
-        click.echo(chargeback_csv(plan, period, rows, group_by), nl=False)
-    if webhook_url:
-        try:
-            post_webhook(webhook_url, chargeback_json(plan, period, rows))
-        except ReportError as exc:
-            say(f"error: {exc}")
-            sys.exit(EXIT_PROMETHEUS)
-        say("posted the report to the webhook")
-
-
-# --------------------------------------------------------------------------
-# GPU price check: does the cost engine price GPUs at the plan's rates?
-# --------------------------------------------------------------------------
-
-# OpenCost keeps prices as float64 and the plan's per-GPU rate may not be a
-# finite binary fraction; anything closer than this is the same price.
-GPU_PRICE_TOLERANCE = Decimal("0.0001")
-GPU_PRICE_QUERY = f"avg by (node, instance_type) ({c.ENGINE_METRIC_NODE_GPU_HOURLY_COST})"
-
-
-def check_gpu_prices(plan: Plan, samples: Iterable[Sample]) -> tuple[list[str], list[str]]:
-    """``(problems, notes)``: nodes of the plan's instance types priced off the plan.
-
-    ``node_gpu_hourly_cost`` is per GPU and hour, so it is compared with
-    ``hourly_rate / gpusPerNode``. Nodes of instance types the plan does not
-    know are only noted. No node of any plan instance type is a problem:
-    then nothing proves the rates apply (no scrape, or no GPU label).
-    """
-    expected = {g.instance_type: g.hourly_rate_per_gpu for g in plan.gpu_instances}
-    problems: list[str] = []
-    notes: list[str] = []
-    matched = 0
-    for sample in sorted(samples, key=lambda s: (s.labels.get("node", ""), s.labels.get("instance_type", ""))):
-        node = sample.labels.get("node", "?")
-        instance_type = sample.labels.get("instance_type", "")
-        if instance_type not in expected:
-            notes.append(f"node {node}: instance type {instance_type or '(none)'} is not in the plan; not checked")
-            continue
-        matched += 1
-        want = expected[instance_type]
-        if abs(sample.value - want) > GPU_PRICE_TOLERANCE:
-            hint = ""
-            if sample.value and abs(sample.value * 730 - want) <= GPU_PRICE_TOLERANCE * 730:
-                hint = " (730 times too low: the engine reads monthly prices; check cost_engine.imageTag)"
-            problems.append(
-                f"node {node} ({instance_type}): node_gpu_hourly_cost is {sample.value.normalize():f}, "
-                f"the plan says {want.normalize():f} per GPU-hour{hint}"
-            )
-    if matched == 0:
-        problems.append(
-            f"no {c.ENGINE_METRIC_NODE_GPU_HOURLY_COST} for any GPU instance type of the plan "
-            f"({', '.join(sorted(expected)) or 'none'}): is the cost engine scraped?"
-        )
-    return problems, notes
-
-
-@click.command("check-gpu-prices")
-@click.option(
-    "-f", "--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default="costplan.yaml",
-    envvar="COSTPLAN_PLAN", show_default=True, help="The plan file; overlays are read from environments/ beside it.",
-)
-@click.option("-e", "--env", "environment", envvar="COSTPLAN_ENV", help="Merge environments/ENV.yaml onto the plan.")
-@click.option("--prometheus-url", help="Prometheus to query (default: integrations.prometheus.url of the plan).")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds for the Prometheus query.")
-def check_gpu_prices_command(plan_path: Path, environment: str | None, prometheus_url: str | None, timeout: float) -> None:
-    """Fail unless the cost engine prices every GPU node at the plan's rate."""
-    from costplan.core.diagnostics import render_text
-    from costplan.core.errors import PlanInvalid
-    from costplan.plan.load import load_plan
-
-    try:
-        plan = load_plan(plan_path, environment)
-    except PlanInvalid as exc:
-        click.echo(render_text(exc.diagnostics), err=True)
-        sys.exit(EXIT_INVALID)
-    url = prometheus_url or plan.integrations.prometheus.url
-    try:
-        samples = PrometheusClient(url, timeout=timeout).query(GPU_PRICE_QUERY, datetime.now(timezone.utc))
-    except PrometheusError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_PROMETHEUS)
-    problems, notes = check_gpu_prices(plan, samples)
-    for line in notes:
-        click.echo(line, err=True)
-    for line in problems:
-        click.echo(f"error: {line}", err=True)
-    if problems:
-        sys.exit(1)
-    click.echo("GPU prices match the plan", err=True)

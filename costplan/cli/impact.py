@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from costplan.cli.console import exit_with, guarded
+from costplan.core.diagnostics import Diagnostic
+from costplan.core.errors import ExitCode, PlanInvalid
 from costplan.impact.compare import compare
 from costplan.impact.estimate import UsageError, UsageRecord, estimate, parse_usage
 from costplan.impact.manifests import manifest_diff, rendered_files
 from costplan.impact.render import EnvironmentReport, render_json, render_markdown
-
-EXIT_OK = 0
-EXIT_CHANGED = 1
-EXIT_INVALID = 3
-
-from costplan.plan.model import (
-    Plan,
-)
-
-# --------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------
+from costplan.plan.load import list_environments, load_plan
+from costplan.plan.model import Plan
 
 
 def _base_path(base: Path, head: Path) -> Path:
@@ -31,8 +23,6 @@ def _base_path(base: Path, head: Path) -> Path:
 
 
 def _environments(base: Path, head: Path, environment: str | None, all_envs: bool) -> list[str | None]:
-    from costplan.plan.load import list_environments
-
     if environment and all_envs:
         raise click.UsageError("--env and --all-envs exclude each other")
     known = sorted(set(list_environments(base)) | set(list_environments(head)))
@@ -47,11 +37,8 @@ def _environments(base: Path, head: Path, environment: str | None, all_envs: boo
     return [environment]
 
 
-def _load(path: Path, environment: str | None, problems: list) -> Plan | None:
+def _load(path: Path, environment: str | None, problems: list[Diagnostic]) -> Plan | None:
     """The plan for one environment; ``None`` when the environment exists only on the other side."""
-    from costplan.core.errors import PlanInvalid
-    from costplan.plan.load import list_environments, load_plan
-
     if environment is not None and path.is_file() and environment not in list_environments(path):
         return None
     try:
@@ -76,6 +63,7 @@ def _load(path: Path, environment: str | None, problems: list) -> Plan | None:
 @click.option("--usage-json", "usage_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Last month's usage per model (and team, tier): estimate the monthly cost before and after.")
 @click.option("--exit-code", "exit_code", is_flag=True, help="Exit 1 when anything changes (like git diff).")
+@guarded
 def impact_command(
     base_path: Path,
     plan_path: Path,
@@ -93,8 +81,6 @@ def impact_command(
     Exit 0, or 1 with --exit-code when something changed; 2 usage; 3 when
     either plan is invalid.
     """
-    from costplan.core.diagnostics import render_text, sort_diagnostics
-
     base = _base_path(base_path, plan_path)
     envs = _environments(base, plan_path, environment, all_envs)
     records: tuple[UsageRecord, ...] | None = None
@@ -103,13 +89,10 @@ def impact_command(
             records = parse_usage(usage_file.read_text(encoding="utf-8"))
         except (UsageError, UnicodeDecodeError) as exc:
             raise click.BadParameter(str(exc), param_hint="--usage-json") from exc
-    problems: list = []
+    problems: list[Diagnostic] = []
     pairs = [(env, _load(base, env, problems), _load(plan_path, env, problems)) for env in envs]
     if problems:
-        diagnostics = sort_diagnostics(problems)
-        click.echo(render_text(diagnostics), err=True)
-        click.echo(f"{len(diagnostics)} error(s) in the plans", err=True)
-        sys.exit(EXIT_INVALID)
+        raise PlanInvalid(problems)
     reports = []
     for env, old, new in pairs:
         impact = compare(old, new, env or "base")
@@ -121,5 +104,5 @@ def impact_command(
     else:
         click.echo(render_markdown(reports, str(usage_file) if usage_file else None), nl=False)
     changed = any(r.impact.changed for r in reports)
-    sys.exit(EXIT_CHANGED if exit_code and changed else EXIT_OK)
+    exit_with(ExitCode.CHANGED if exit_code and changed else ExitCode.OK)
 

@@ -20,10 +20,11 @@ import jinja2
 import yaml
 
 from costplan.core.data import data_dir
+from costplan.core.errors import InternalError
 from costplan.core.money import format_decimal
 
 
-class TemplateError(Exception):
+class TemplateError(InternalError):
     """A template failed to render or did not produce one YAML mapping."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 
 from costplan.core import conventions as c
+from costplan.core.errors import UsageProblem
 from costplan.impact.compare import money_delta
 from costplan.plan.model import (
     GpuHourly,
@@ -59,7 +60,7 @@ class UsageRecord:
         return sum((self.get(t) for t in c.TOKEN_TYPES), Decimal(0))
 
 
-class UsageError(ValueError):
+class UsageError(UsageProblem, ValueError):
     """The usage file does not have the documented shape."""
 
 

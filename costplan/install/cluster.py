@@ -15,10 +15,12 @@ import json
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from costplan.core.errors import ExternalFailure
+
 FIELD_MANAGER = "costplan"
 
 
-class ClusterError(Exception):
+class ClusterError(ExternalFailure):
     """A request to the API server failed; the message names the object and the reason."""
 
 

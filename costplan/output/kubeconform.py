@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import yaml
 
 from costplan.core.diagnostics import Diagnostic, object_finding
+from costplan.core.errors import ToolMissing
 
 IMAGE = "ghcr.io/yannh/kubeconform:latest-alpine"
 WORKDIR = "/work"  # where the output directory is mounted in the container
@@ -36,7 +37,7 @@ _PULL_FAILURE = re.compile(
 _FAILED = {"statusInvalid": "error", "INVALID": "error", "statusError": "error", "ERROR": "error"}
 
 
-class KubeconformUnavailable(RuntimeError):
+class KubeconformUnavailable(ToolMissing):
     """kubeconform cannot run here; the message says why in one sentence."""
 
 

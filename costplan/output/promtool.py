@@ -16,12 +16,14 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from costplan.core.errors import ToolMissing
+
 RULES_FILE = "rules.yaml"
 TESTS_FILE = "tests.yaml"
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-class PromtoolMissing(RuntimeError):
+class PromtoolMissing(ToolMissing):
     """promtool is not on the PATH."""
 
 

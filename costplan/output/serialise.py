@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 from costplan.core.artifacts import Artifact
 from costplan.core.canonical_yaml import dump_yaml
+from costplan.core.errors import InternalError
 
 
 def header(plan_name: str, environment: str) -> str:
@@ -42,7 +43,7 @@ def kustomization(artifacts: Iterable[Artifact]) -> dict[str, Any]:
     }
 
 
-class DuplicateOutput(Exception):
+class DuplicateOutput(InternalError):
     """Two artifacts would be written to one path: a generator bug, never silently merged."""
 
 

@@ -47,6 +47,7 @@ from jsonschema.exceptions import ValidationError
 
 from costplan.core.artifacts import Artifact
 from costplan.core.diagnostics import Diagnostic, object_finding
+from costplan.core.errors import UsageProblem
 from costplan.output.kubeconform import KubeconformUnavailable, run_kubeconform
 from costplan.output.manifest_checks import check_object, pointer
 
@@ -74,7 +75,7 @@ MAX_MESSAGE = 300  # jsonschema puts the whole offending value into its message
 # --- Kubernetes versions ---------------------------------------------------
 
 
-class UnsupportedKubernetesVersion(ValueError):
+class UnsupportedKubernetesVersion(UsageProblem, ValueError):
     """The requested Kubernetes version has no bundled core schemas."""
 
 

@@ -1,0 +1,55 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from costplan.plan.load import list_environments
+
+DEFAULT_PLAN = "costplan.yaml"
+
+plan_option = click.option(
+    "-f",
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PLAN,
+    envvar="COSTPLAN_PLAN",
+    show_default=True,
+    help="The plan file; overlays are read from environments/ beside it.",
+)
+env_option = click.option("-e", "--env", "environment", help="Merge environments/ENV.yaml onto the plan.")
+# Commands that run in jobs (report, diff, apply) also take the environment from COSTPLAN_ENV.
+job_env_option = click.option(
+    "-e", "--env", "environment", envvar="COSTPLAN_ENV", help="Merge environments/ENV.yaml onto the plan."
+)
+all_envs_option = click.option("--all-envs", is_flag=True, help="Every environment in environments/.")
+prometheus_url_option = click.option(
+    "--prometheus-url", help="Prometheus to query (default: integrations.prometheus.url of the plan)."
+)
+
+
+def timeout_option(default: float, help: str) -> click.Option:  # noqa: A002 (click's own name)
+    return click.option("--timeout", type=float, default=default, show_default=True, help=help)  # type: ignore[return-value]
+
+
+def known_environment(plan_path: Path, environment: str | None) -> None:
+    """An environment named on the command line must exist beside the plan (exit 2, not 3)."""
+    if environment is not None and plan_path.is_file() and environment not in list_environments(plan_path):
+        known = ", ".join(list_environments(plan_path)) or "none"
+        raise click.UsageError(f"no environment {environment!r} beside {plan_path} (known: {known})")
+
+
+def environments(plan_path: Path, environment: str | None, all_envs: bool) -> list[str | None]:
+    """The environments a command should handle: one, the base plan, or all of them."""
+    if environment and all_envs:
+        raise click.UsageError("--env and --all-envs exclude each other")
+    if all_envs:
+        names = list_environments(plan_path)
+        if not names:
+            raise click.UsageError(f"no environments/*.yaml beside {plan_path}")
+        return list(names)
+    known_environment(plan_path, environment)
+    return [environment]
