@@ -1,6 +1,9 @@
 # Two entry points for a fresh machine:
 #   make build  - set up, then compile the bundled costplan.yaml for every environment into out/
-#   make test   - set up (incl. promtool), then run the whole test suite
+#   make test   - set up (incl. promtool), lint, then run the whole test suite
+# For contributors:
+#   make test-fast - everything but the Prometheus-backed and slow suites (under a minute)
+#   make lint      - ruff and mypy
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -14,7 +17,7 @@ COSTPLAN_SCHEMA_LOCATION ?= $(SHARED_CRD_SCHEMAS)/{{.Group}}/{{.ResourceKind}}_{
 export COSTPLAN_SCHEMA_LOCATION
 endif
 
-.PHONY: build test setup tools bench clean
+.PHONY: build test test-fast lint setup tools bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +38,15 @@ tools:
 build: setup
 	$(COSTPLAN) build --all-envs -o out
 
-test: setup tools
+lint: setup
+	$(VENV)/bin/ruff check costplan tests benchmarks
+	$(VENV)/bin/mypy
+
+test: setup tools lint
 	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not prometheus and not slow"
 
 bench: setup tools
 	$(PY) benchmarks/build_bench.py

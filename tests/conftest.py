@@ -50,3 +50,20 @@ def bundled_plan():
         return cache[environment]
 
     return get
+
+
+# Suites that evaluate rules in promtool or a live Prometheus: the slow part of
+# the suite, left out of `make test-fast` (they run in `make test` and CI).
+PROMETHEUS_SUITES = {
+    "test_prometheus_alerts",
+    "test_prometheus_calendar",
+    "test_prometheus_money",
+    "test_report_chain",
+    "test_report_e2e",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in PROMETHEUS_SUITES:
+            item.add_marker(pytest.mark.prometheus)

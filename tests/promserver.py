@@ -21,9 +21,10 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 

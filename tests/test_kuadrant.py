@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cel
 import jsonschema
@@ -52,7 +53,7 @@ def replace_gateway(plan, **changes):
 # --------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
     group, _, version = api_version.rpartition("/")
     path = CRD_SCHEMAS / group / f"{kind.lower()}_{version}.json"
@@ -97,7 +98,7 @@ def test_windows_match_the_crd_pattern(bundled_plan, env):
 # --------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def crd_version_schema(api_version: str, kind: str) -> dict[str, Any]:
     group, _, version = api_version.rpartition("/")
     for path in sorted(CRDS.glob(f"{group}_*.yaml")):
@@ -307,7 +308,11 @@ def test_monitors_carry_the_prometheus_selector_labels(bundled_plan):
     assert service[0]["metadata"]["namespace"] == plan.integrations.gateway.limitador.namespace
     assert service[0]["spec"]["selector"] == {"matchLabels": {"app": "limitador"}}
     assert service[0]["spec"]["endpoints"][0]["port"] == "http"
-    pods = {(o["metadata"]["namespace"], o["spec"]["selector"]["matchLabels"][c.LABEL_MODEL_SERVER]) for o in generated if o["kind"] == "PodMonitor"}
+    pods = {
+        (o["metadata"]["namespace"], o["spec"]["selector"]["matchLabels"][c.LABEL_MODEL_SERVER])
+        for o in generated
+        if o["kind"] == "PodMonitor"
+    }
     # qwen3 and llama-guard (vllm, llm) share one monitor; mixtral is llm-d in llm-batch.
     assert pods == {("llm", "vllm"), ("llm-batch", "llm-d")}
 

@@ -266,7 +266,8 @@ def test_argocd_application_validates_and_carries_the_values(bundled_plan, engin
 
 
 def test_values_are_deterministic(bundled_plan):
-    dump = lambda: yaml.safe_dump([a.data for a in opencost.generate(bundled_plan("prod"))], sort_keys=True)
+    def dump():
+        return yaml.safe_dump([a.data for a in opencost.generate(bundled_plan("prod"))], sort_keys=True)
     assert dump() == dump()
 
 

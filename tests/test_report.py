@@ -7,7 +7,7 @@ import dataclasses
 import io
 import json
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,7 +26,7 @@ from costplan.plan.load import load_plan
 from costplan.plan.model import Reports, SecretKey
 from tests.conftest import CRD_SCHEMA_LOCATION, ENVIRONMENTS
 
-UTC = timezone.utc
+UTC = UTC
 BERLIN = ZoneInfo("Europe/Berlin")
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -60,7 +60,7 @@ from tests.promserver import PROMETHEUS, PROMTOOL, PrometheusServer
 
 pytestmark = pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None, reason=promserver.MISSING)
 
-UTC = timezone.utc
+UTC = UTC
 DATA_START = datetime(2025, 2, 28, 18, tzinfo=UTC)
 DATA_END = datetime(2025, 3, 1, 7, tzinfo=UTC)
 MINUTE_MS = 60_000
@@ -208,7 +208,7 @@ def counter(events: list[tuple[datetime, int]], times: list[int]) -> list[int]:
 
 def series_lines(name: str, labels: dict[str, str], times: list[int], values: list[int]) -> list[str]:
     body = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    return [f"{name}{{{body}}} {v} {promserver.seconds(ts)}" for ts, v in zip(times, values)]
+    return [f"{name}{{{body}}} {v} {promserver.seconds(ts)}" for ts, v in zip(times, values, strict=False)]
 
 
 def openmetrics(offset_ms: int, calls=None) -> str:

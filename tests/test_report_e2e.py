@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from costplan.plan.load import load_plan
 from tests import promserver
 from tests.conftest import PLAN
 
-UTC = timezone.utc
+UTC = UTC
 STEP = timedelta(hours=1)
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")

@@ -34,10 +34,10 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from costplan.chargeback.promapi import PrometheusClient, Sample
@@ -88,7 +88,7 @@ class Period:
 
 
 def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=tz).astimezone(timezone.utc)
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
 def _month_start(year: int, month: int) -> date:
@@ -117,7 +117,7 @@ def named_month(name: str, now: datetime, tz: ZoneInfo) -> Period:
         return month_period(f"{previous.year}-{previous.month}", tz)
     if name == "current":
         month = month_period(f"{today.year}-{today.month}", tz)
-        return Period(month.start, now.astimezone(timezone.utc).replace(microsecond=0), month.label)
+        return Period(month.start, now.astimezone(UTC).replace(microsecond=0), month.label)
     return month_period(name, tz)
 
 
@@ -129,7 +129,7 @@ def parse_instant(text: str, tz: ZoneInfo) -> datetime:
         raise PeriodError(f"{text!r} is not an ISO date or time (e.g. 2026-10-01 or 2026-10-01T12:00:00Z)") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def range_period(start: str, end: str, tz: ZoneInfo) -> Period:
@@ -147,7 +147,7 @@ def windows(period: Period, tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
         cuts.append(midnight)
         day += timedelta(days=1)
     cuts.append(period.end)
-    return list(zip(cuts, cuts[1:]))
+    return list(zip(cuts, cuts[1:], strict=False))
 
 
 def billing_period(moment: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
@@ -309,7 +309,7 @@ def units(value: Decimal) -> str:
 
 def utc(moment: datetime) -> str:
     """FOCUS date format: ``YYYY-MM-DDTHH:mm:ssZ``."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -371,7 +371,7 @@ def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) ->
         labels = GROUPS[group]
         return [
             {
-                **dict(zip(labels, line.key)),
+                **dict(zip(labels, line.key, strict=False)),
                 "requests": units(line.requests),
                 "tokens": {kind: units(line.tokens.get(kind, Decimal(0))) for kind in TOKEN_COLUMNS},
                 "cost": money(line.cost),
@@ -591,5 +591,5 @@ def choose_period(plan: Plan, month: str | None, start: str | None, end: str | N
     if period.start >= now:
         raise PeriodError(f"the period {period.label} has not started yet")
     if period.end > now:
-        return Period(period.start, now.astimezone(timezone.utc).replace(microsecond=0), period.label)
+        return Period(period.start, now.astimezone(UTC).replace(microsecond=0), period.label)
     return period

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -67,7 +67,7 @@ def report_command(
     except OSError as exc:
         raise click.UsageError(f"cannot read the plan: {exc}") from exc
     url = prometheus_url or plan.integrations.prometheus.url
-    period = chargeback.choose_period(plan, month, start, end, datetime.now(timezone.utc))
+    period = chargeback.choose_period(plan, month, start, end, datetime.now(UTC))
     say(f"chargeback {plan.name}/{plan.environment} {chargeback.utc(period.start)} .. "
         f"{chargeback.utc(period.end)} from {url}")
     rows = chargeback.collect(PrometheusClient(url, timeout=timeout), plan, period, progress=say)
@@ -104,7 +104,7 @@ def check_gpu_prices_command(plan_path: Path, environment: str | None, prometheu
     known_environment(plan_path, environment)
     plan = load_plan(plan_path, environment)
     url = prometheus_url or plan.integrations.prometheus.url
-    samples = PrometheusClient(url, timeout=timeout).query(GPU_PRICE_QUERY, datetime.now(timezone.utc))
+    samples = PrometheusClient(url, timeout=timeout).query(GPU_PRICE_QUERY, datetime.now(UTC))
     problems, notes = check_gpu_prices(plan, samples)
     for line in notes:
         console().info(line)

@@ -11,6 +11,7 @@ CRD is missing, or an object failed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def connect(kubeconfig: str | None, context: str | None, timeout: float) -> Any:
 
 
 def _common(function: Any) -> Any:
-    options = [
+    options: list[Callable[[Any], Any]] = [
         plan_option,
         job_env_option,
         click.option("--kubeconfig", type=click.Path(dir_okay=False),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from costplan.plan.load import list_environments
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_PLAN = "costplan.yaml"
 
@@ -31,8 +35,9 @@ prometheus_url_option = click.option(
 )
 
 
-def timeout_option(default: float, help: str) -> click.Option:  # noqa: A002 (click's own name)
-    return click.option("--timeout", type=float, default=default, show_default=True, help=help)  # type: ignore[return-value]
+def timeout_option(default: float, help: str) -> Callable[[F], F]:
+    """``--timeout`` with a command's own default and meaning."""
+    return click.option("--timeout", type=float, default=default, show_default=True, help=help)
 
 
 def known_environment(plan_path: Path, environment: str | None) -> None:

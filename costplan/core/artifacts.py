@@ -6,8 +6,9 @@ validating and writing happen later, in ``output.py`` and ``verify.py``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)

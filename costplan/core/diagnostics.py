@@ -15,8 +15,8 @@ tables and the code's uses are tested against ``CHECKS``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 SEVERITIES = ("error", "warning")
 

@@ -7,7 +7,7 @@ files are sorted by path when written.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from costplan.core.artifacts import Artifact
 from costplan.generators import (

@@ -7,7 +7,8 @@ one selector, and Argo CD orders them by sync wave.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest

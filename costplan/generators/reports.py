@@ -81,7 +81,16 @@ def _plan_volume(plan: Plan) -> dict[str, Any]:
     return {"name": "plan", "configMap": {"name": PLAN_CONFIGMAP, "items": items}}
 
 
-def _cronjob(plan: Plan, name: str, schedule: str, args: list[str], *, env: list[dict[str, Any]], mounts: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+def _cronjob(
+    plan: Plan,
+    name: str,
+    schedule: str,
+    args: list[str],
+    *,
+    env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
     namespace = reports_namespace(plan)
     return {
         "apiVersion": "batch/v1",
@@ -144,7 +153,7 @@ def report_cronjob(plan: Plan) -> dict[str, Any]:
                 "valueFrom": {"secretKeyRef": {"name": plan.reports.webhook.name, "key": plan.reports.webhook.key}},
             }
         )
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "plan", "mountPath": PLAN_DIR, "readOnly": True},
         {"name": "reports", "mountPath": REPORTS_DIR},
     ]

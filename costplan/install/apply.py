@@ -205,6 +205,7 @@ def run(
     recap = ch.Recap()
     bodies = [with_applyset_label(obj, applyset.id) for obj in desired]
 
+    missing: list[str]
     try:
         missing = cluster.missing_crds({key_of(b).group_kind for b in bodies})
     except ClusterError as exc:

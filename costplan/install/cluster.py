@@ -11,6 +11,7 @@ and the server, not costplan, merges with what other managers own.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -47,7 +48,7 @@ class Cluster(Protocol):
     def list(self, group: str, kind: str, namespaces: Iterable[str], label_selector: str) -> list[dict[str, Any]]:
         """Objects of one group-kind matching the selector, in the namespaces given (all, if cluster-scoped)."""
 
-    def missing_crds(self, group_kinds: Iterable[str]) -> list[str]:
+    def missing_crds(self, group_kinds: Iterable[str]) -> builtins.list[str]:
         """Custom kinds among ``group_kinds`` whose CRD is absent or not Established, by name."""
 
 
@@ -184,7 +185,7 @@ class KubeCluster:
         resource = self._resource(None, kind, group)
         if resource is None:  # the kind is no longer served: nothing of it can be left to prune
             return []
-        scopes: list[str | None] = sorted(set(namespaces)) if resource.namespaced else [None]
+        scopes: list[str | None] = [*sorted(set(namespaces))] if resource.namespaced else [None]
         objects: list[dict[str, Any]] = []
         for namespace in scopes:
             try:
@@ -198,7 +199,7 @@ class KubeCluster:
                 objects.append(item)
         return objects
 
-    def missing_crds(self, group_kinds: Iterable[str]) -> list[str]:
+    def missing_crds(self, group_kinds: Iterable[str]) -> builtins.list[str]:
         from costplan.install.objects import is_builtin_group, split_group_kind
 
         wanted = [split_group_kind(gk) for gk in sorted(set(group_kinds))]

@@ -19,7 +19,8 @@ import base64
 import binascii
 import json
 import re
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from costplan.core import names
 from costplan.plan.source import pointer as source_pointer
@@ -323,6 +324,7 @@ def _limits_sections(spec: Mapping[str, Any]) -> Iterator[Finding]:
         yield _error(pointer("spec"), "At least one spec.limits must be defined", "cel")
         return
     section = present[0]
+    where: tuple[str, ...]
     if section == "limits":
         where, limits = ("spec", "limits"), spec.get("limits")
     else:

@@ -34,10 +34,11 @@ import importlib.util
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import jsonschema
 import referencing
@@ -150,7 +151,7 @@ def split_locations(values: Iterable[str] | str | None) -> list[str]:
         return []
     if isinstance(values, str):
         values = [values]
-    separator = re.compile(r",|%s(?!//)" % re.escape(os.pathsep))
+    separator = re.compile(rf",|{re.escape(os.pathsep)}(?!//)")
     out: list[str] = []
     for value in values:
         for part in separator.split(value):

@@ -9,7 +9,7 @@ team that owns the model's namespace.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from costplan.plan.model import (
     GpuHourly,

@@ -17,8 +17,9 @@ from __future__ import annotations
 import difflib
 import unicodedata
 import zoneinfo
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from costplan.core import names
@@ -197,7 +198,7 @@ def _secret_name(user: dict) -> str:
 
 
 def _duplicate_secret_names(document: Any) -> Iterator[Diagnostic]:
-    seen: dict[str, str] = {}
+    seen: dict[str, Any] = {}
     for path, user, _ in _users(document):
         name = _secret_name(user)
         where = path + ["apiKey", "secretName"] if "secretName" in (user.get("apiKey") or {}) else path + ["id"]
@@ -209,7 +210,7 @@ def _duplicate_secret_names(document: Any) -> Iterator[Diagnostic]:
 
 def _duplicate_namespaces(document: Any) -> Iterator[Diagnostic]:
     """A namespace owned by two teams would make namespace-based attribution ambiguous."""
-    owner: dict[str, str] = {}
+    owner: dict[str, Any] = {}
     for team_path, team in _teams(document):
         for index, namespace in enumerate(team.get("namespaces") or []):
             if namespace in owner and owner[namespace] != team.get("name"):
@@ -224,7 +225,7 @@ def _duplicate_namespaces(document: Any) -> Iterator[Diagnostic]:
 
 def _duplicate_model_names(document: Any) -> Iterator[Diagnostic]:
     """Two models with one modelName on one source would both be billed for the same usage."""
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[Any, Any], Any] = {}
     for path, model in _items(document, ["models"]):
         served = (model.get("usageSource"), model.get("modelName", model.get("name")))
         if served in seen and seen[served] != model.get("name"):  # same name: reported as such
@@ -245,7 +246,7 @@ def _duplicate_model_names(document: Any) -> Iterator[Diagnostic]:
 
 
 def _names(document: Any, list_key: str) -> set[str]:
-    return {item.get("name") for _, item in _items(document, [list_key]) if isinstance(item.get("name"), str)}
+    return {str(item.get("name")) for _, item in _items(document, [list_key]) if isinstance(item.get("name"), str)}
 
 
 def check_references(document: Any) -> Iterator[Diagnostic]:
@@ -290,7 +291,8 @@ def _ascending(
 ) -> Iterator[Diagnostic]:
     for index in range(1, len(values)):
         before, value = values[index - 1], values[index]
-        if _number(value) is not None and _number(before) is not None and _number(value) <= _number(before):
+        current, previous = _number(value), _number(before)
+        if current is not None and previous is not None and current <= previous:
             yield _at(
                 document,
                 path + [index, *suffix],
@@ -667,16 +669,16 @@ def check_usage_sources(document: Any) -> Iterator[Diagnostic]:
             if override.model in models:
                 priced.append((["tiers", t, "priceOverrides", o, "pricing"], models[override.model], override.pricing))
     for path, model, pricing in priced:
-        source = sources.get(model.usage_source)
-        if source is None:
+        usage_source = sources.get(model.usage_source)
+        if usage_source is None:
             continue  # reported as unknown-reference
-        missing = missing_for(pricing, source_capabilities(source))
+        missing = missing_for(pricing, source_capabilities(usage_source))
         if missing:
             yield _at(
                 document,
                 path + ["type"],
                 f"{pricing.type} pricing needs {' and '.join(missing)}, which usage source "
-                f"{source.name!r} ({source.type}) does not measure",
+                f"{usage_source.name!r} ({usage_source.type}) does not measure",
                 "usage-source",
             )
     yield from _shared_limitador_sources(document, plan)

@@ -9,8 +9,9 @@ namespaces, labels or budgets). A round-trip test keeps the two in step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from costplan.core.money import to_decimal
 from costplan.plan.model import (

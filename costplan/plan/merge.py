@@ -89,8 +89,12 @@ def _merge_dicts(base: dict, overlay: dict, diagnostics: list[Diagnostic], path:
             result[key] = merge(result[key], value, diagnostics, child)
         else:
             result[key] = _strip_directives(value, diagnostics, child)
-        result.key_positions[key] = over_l.key_positions.get(key) or result.key_positions.get(key)
-        result.value_positions[key] = over_l.value_positions.get(key) or result.value_positions.get(key)
+        key_position = over_l.key_positions.get(key) or result.key_positions.get(key)
+        value_position = over_l.value_positions.get(key) or result.value_positions.get(key)
+        if key_position is not None:
+            result.key_positions[key] = key_position
+        if value_position is not None:
+            result.value_positions[key] = value_position
     return result
 
 

@@ -9,9 +9,9 @@ dicts, never guess defaults and never parse money: every price and budget is a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Mapping, Union
 
 API_VERSION = "costplan.dev/v1alpha1"
 KIND = "CostPlan"
@@ -91,7 +91,7 @@ class GpuHourly:
     type: str = "gpuHourly"
 
 
-Pricing = Union[PerRequest, PerMillionTokens, PerRequestWithIncludedTokens, TieredVolume, GpuHourly]
+Pricing = PerRequest | PerMillionTokens | PerRequestWithIncludedTokens | TieredVolume | GpuHourly
 
 
 # --------------------------------------------------------------------------

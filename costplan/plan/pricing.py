@@ -112,7 +112,7 @@ def effective_prices(pricing: Pricing, multiplier: Decimal) -> list[PriceTerm]:
     return []
 
 
-def volume_band_steps(pricing: TieredVolume, multiplier: Decimal) -> list[tuple[int, Decimal, Decimal, Decimal]]:
+def volume_band_steps(pricing: TieredVolume, multiplier: Decimal) -> list[tuple[int, Decimal, Decimal]]:
     """``(start, unit price, step)`` per band; cost = Σ step × max(volume − start, 0).
 
     The step is a band's price minus the previous band's: the telescoped

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
@@ -230,7 +231,7 @@ def _message(error: ValidationError, schema: dict[str, Any], where: str) -> str:
 
 
 def _type_message(value: Any, expected: Any) -> str:
-    wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
+    wanted = " or ".join(str(_TYPE_WORDS.get(t, t)) for t in (expected if isinstance(expected, list) else [expected]))
     text = f"expected {wanted}, got {_kind(value)}"
     if "string" in (expected if isinstance(expected, list) else [expected]):
         if isinstance(value, bool):

@@ -13,10 +13,11 @@ is exact from the first byte.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -150,8 +151,9 @@ class _Builder:
         kind = type(node)
         if kind is yaml.ScalarNode:
             return node.value if node.tag == _STR_TAG else self.loader.construct_object(node)
-        if kind is yaml.SequenceNode:
+        if isinstance(node, yaml.SequenceNode):
             return self._sequence(node, depth)
+        assert isinstance(node, yaml.MappingNode)
         return self._mapping(node, depth)
 
     def _sequence(self, node: yaml.SequenceNode, depth: int) -> LList:

@@ -10,7 +10,8 @@ all is not emitted, since the CRD rejects an empty ``limits`` map.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from costplan.core.artifacts import Artifact, manifest
 from costplan.core.names import object_name

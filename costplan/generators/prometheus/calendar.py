@@ -90,7 +90,7 @@ def _in_dst(rule: ZoneRule, month: int, day: int, dow: int, hour: int) -> int:
     return int(month > start.month or month < end.month)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def zone_rule(timezone: str, years: range = range(2025, 2041)) -> ZoneRule:
     """The rule PromQL will follow for ``timezone`` (see module docstring)."""
     zone = ZoneInfo(timezone)
@@ -113,7 +113,7 @@ def _matches(rule: ZoneRule, zone: ZoneInfo, year: int) -> bool:
     """Hourly through the transition months, daily elsewhere."""
     assert rule.start is not None and rule.end is not None
     switch_months = {rule.start.month, rule.end.month}
-    start = dt.datetime(year, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(year, 1, 1, tzinfo=dt.UTC)
     when = start
     while when.year == year:
         actual = when.astimezone(zone).utcoffset()

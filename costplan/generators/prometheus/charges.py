@@ -126,7 +126,8 @@ def unit_cost_rules(plan: Plan) -> list[dict[str, Any]]:
         ))
         rules.append(record(
             c.METRIC_GPU_IDLE_COST_HOURLY,
-            f"sum by (node, instance_type, gpu_instance) (sum_over_time({c.METRIC_GPU_IDLE_COST_RATE}[{HOUR_OF_SAMPLES}])) * {USAGE_INTERVAL_SECONDS}",
+            "sum by (node, instance_type, gpu_instance) "
+            f"(sum_over_time({c.METRIC_GPU_IDLE_COST_RATE}[{HOUR_OF_SAMPLES}])) * {USAGE_INTERVAL_SECONDS}",
         ))
     return rules
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from costplan.core.money import format_decimal
 from costplan.core.names import promql_regex_literal, promql_string

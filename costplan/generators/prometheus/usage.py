@@ -31,8 +31,9 @@ Identity a source lacks is completed from the plan, in this order:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.names import promql_string
