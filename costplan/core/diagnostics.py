@@ -80,6 +80,8 @@ class Diagnostic:
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
+        if self.check_id not in CHECKS:  # every id is registered once, above
+            raise ValueError(f"unregistered check id {self.check_id!r}")
 
     @property
     def is_error(self) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest
 from costplan.core.canonical_yaml import dump_yaml
 from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
@@ -108,7 +109,7 @@ def _cronjob(
                     "backoffLimit": 3,
                     "activeDeadlineSeconds": 3600,
                     "template": {
-                        "metadata": {"labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "costplan"}},
+                        "metadata": {"labels": {c.LABEL_APP_NAME: name, c.LABEL_PART_OF: c.MANAGED_BY_VALUE}},
                         "spec": {
                             "serviceAccountName": SERVICE_ACCOUNT,
                             "automountServiceAccountToken": False,

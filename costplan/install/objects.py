@@ -19,7 +19,7 @@ from costplan.core import conventions as c
 _HIDDEN_METADATA = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink")
 
 
-_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_LAST_APPLIED = c.ANNOTATION_LAST_APPLIED
 
 
 # Apply order: namespaces and CRDs, then config and RBAC, then workloads,
