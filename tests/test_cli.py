@@ -234,3 +234,24 @@ def test_warnings_are_marked_and_do_not_fail_validation(workspace):
     result = run("validate", "-f", str(plan))
     assert result.exit_code == 0
     assert "/integrations/gateway/targetRef/kind: warning: a TelemetryPolicy can only target a Gateway" in result.stderr
+
+
+def test_all_envs_build_equals_one_build_per_environment(workspace, tmp_path):
+    # --all-envs shares the parsed base plan, validation and dumps of identical
+    # objects between environments; the bytes must be those of separate builds.
+    together = tmp_path / "together"
+    assert run(*build_args(workspace, "--all-envs", "-o", str(together))).exit_code == 0
+    for env in ("dev", "prod", "staging"):
+        alone = tmp_path / f"alone-{env}"
+        assert run(*build_args(workspace, "-e", env, "-o", str(alone))).exit_code == 0
+        assert tree(alone / env) == tree(together / env), env
+
+
+def test_reused_validation_reports_each_environment_at_its_own_path(bundled_plan):
+    from costplan.output.build import compile_plan
+    from costplan.output.verify import ManifestValidator
+
+    validator = ManifestValidator(schema_locations=[])
+    separate = [ManifestValidator(schema_locations=[]).validate_all(compile_plan(bundled_plan(e))) for e in ("dev", "prod")]
+    shared = [validator.validate_all(compile_plan(bundled_plan(e)), reuse=True) for e in ("dev", "prod")]
+    assert shared == separate and shared[0]  # missing-schema warnings exist, each at its own file

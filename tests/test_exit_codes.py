@@ -151,7 +151,7 @@ def test_impact_exit_code_reports_a_change(workspace):
 
 
 def test_every_command_is_in_the_table():
-    assert {name for name, _ in COMMANDS} == {c[1][0] for c in CASES}
+    assert set(COMMANDS) == {c[1][0] for c in CASES}
 
 
 def test_a_generator_bug_is_one_line_not_a_traceback(workspace, monkeypatch):

@@ -105,7 +105,10 @@ def _build(
         )
     except ValueError as exc:
         raise UsageProblem(str(exc)) from exc
-    problems = [(env, p) for env, artifacts in result.environments.items() for p in validator.validate_all(artifacts)]
+    several = len(result.environments) > 1  # then identical objects are validated and dumped once
+    problems = [
+        (env, p) for env, artifacts in result.environments.items() for p in validator.validate_all(artifacts, several)
+    ]
     _report_output_problems(out, problems)
     if any(p.is_error for _, p in problems):
         raise OutputInvalid("generated output failed validation; nothing was written")
@@ -118,10 +121,11 @@ def _build(
                 for artifact in artifacts:
                     click.echo(f"# Source: {env}/{artifact.path}\n" + dump_yaml(artifact.data), nl=False)
             return
+    dumped: dict[str, str] | None = {} if several else None
     files = {
         f"{env}/{path}": text
         for env, artifacts in result.environments.items()
-        for path, text in output.render_environment(artifacts, result.plan_name, env).items()
+        for path, text in output.render_environment(artifacts, result.plan_name, env, dumped).items()
     }
     if output_dir is None:
         click.echo(output.render_stream(result.environments, result.plan_name), nl=False)

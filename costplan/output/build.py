@@ -18,7 +18,7 @@ from costplan.core.diagnostics import Diagnostic
 from costplan.core.errors import PlanInvalid
 from costplan.generators import generate_all
 from costplan.generators.prometheus import rules_files
-from costplan.plan.load import load_plan
+from costplan.plan.load import ParsedFiles, load_plan
 from costplan.plan.model import Plan
 
 
@@ -66,9 +66,10 @@ def build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
 def _build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
     plans: list[Plan] = []
     problems: list[Diagnostic] = []
+    parsed: ParsedFiles = {}  # the base plan is read once for every environment
     for environment in environments:
         try:
-            plans.append(load_plan(plan_path, environment))
+            plans.append(load_plan(Path(plan_path), environment, parsed))
         except PlanInvalid as invalid:
             problems.extend(invalid.diagnostics)
     if problems:

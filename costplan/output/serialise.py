@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from costplan.core.artifacts import Artifact
-from costplan.core.canonical_yaml import dump_yaml
+from costplan.core.canonical_yaml import content_key, dump_yaml
 from costplan.core.errors import InternalError
 
 
@@ -48,13 +48,28 @@ class DuplicateOutput(InternalError):
     """Two artifacts would be written to one path: a generator bug, never silently merged."""
 
 
-def render_environment(artifacts: list[Artifact], plan_name: str, environment: str) -> dict[str, str]:
-    """Relative path → file text for one environment, kustomization included."""
+def render_environment(
+    artifacts: list[Artifact], plan_name: str, environment: str, dumped: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Relative path → file text for one environment, kustomization included.
+
+    ``dumped`` (content key → YAML text), shared across the environments of
+    one build, dumps each distinct object once.
+    """
     files: dict[str, str] = {}
     for artifact in artifacts:
         if artifact.path in files:
             raise DuplicateOutput(f"two artifacts for {environment}/{artifact.path}")
-        files[artifact.path] = serialize(artifact, plan_name, environment)
+        if dumped is None or isinstance(artifact.data, str):
+            files[artifact.path] = serialize(artifact, plan_name, environment)
+            continue
+        key = content_key(artifact.data)
+        if key is None:
+            files[artifact.path] = serialize(artifact, plan_name, environment)
+            continue
+        if key not in dumped:
+            dumped[key] = dump_yaml(artifact.data)
+        files[artifact.path] = header(plan_name, environment) + dumped[key]
     files["kustomization.yaml"] = header(plan_name, environment) + dump_yaml(kustomization(artifacts))
     return dict(sorted(files.items()))
 

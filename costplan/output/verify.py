@@ -47,6 +47,7 @@ import referencing.jsonschema
 from jsonschema.exceptions import ValidationError
 
 from costplan.core.artifacts import Artifact
+from costplan.core.canonical_yaml import content_key
 from costplan.core.diagnostics import Diagnostic, object_finding
 from costplan.core.errors import UsageProblem
 from costplan.output.kubeconform import KubeconformUnavailable, run_kubeconform
@@ -320,6 +321,7 @@ class ManifestValidator:
         self._core: dict[str, _CoreSchemas] = {}
         # (kubernetes version, apiVersion, kind) -> compiled validator or why there is none
         self._validators: dict[tuple[str, str, str], _Lookup] = {}
+        self._checked: dict[str, list[Diagnostic]] = {}  # content key -> findings
         self._files: dict[str, Any] = {}
 
     # -- public API --
@@ -341,12 +343,24 @@ class ManifestValidator:
         found.extend(object_finding(where, ptr, msg, sev, check) for ptr, msg, check, sev in check_object(obj))
         return sorted(set(found), key=lambda p: (p.pointer, p.message, p.check_id))
 
-    def validate_all(self, artifacts: Iterable[Artifact]) -> list[Diagnostic]:
-        """Problems of every manifest, in artifact order; plain files are skipped."""
+    def validate_all(self, artifacts: Iterable[Artifact], reuse: bool = False) -> list[Diagnostic]:
+        """Problems of every manifest, in artifact order; plain files are skipped.
+
+        With ``reuse`` (several environments in one build), an object
+        identical to one already validated gets that object's findings, at
+        its own path.
+        """
         problems: list[Diagnostic] = []
         for artifact in artifacts:
-            if artifact.is_manifest:
+            if not artifact.is_manifest:
+                continue
+            key = content_key(artifact.data) if reuse else None
+            if key is None:
                 problems.extend(self.validate(artifact.data, artifact.path))
+                continue
+            if key not in self._checked:
+                self._checked[key] = self.validate(artifact.data, artifact.path)
+            problems.extend(replace(p, file=artifact.path) for p in self._checked[key])
         return problems
 
     def schema_source(self, api_version: str, kind: str) -> str | None:

@@ -17,7 +17,7 @@ from costplan.core.errors import PlanInvalid
 from costplan.plan.document import from_document
 from costplan.plan.merge import merge
 from costplan.plan.model import Plan
-from costplan.plan.source import load_yaml_file
+from costplan.plan.source import LoadedFile, load_yaml_file
 
 BASE_ENVIRONMENT = "base"
 ENVIRONMENTS_DIR = "environments"
@@ -52,9 +52,22 @@ class LoadedDocument:
     diagnostics: list[Diagnostic]
 
 
-def load_document(plan_path: Path, environment: str | None = None) -> LoadedDocument:
-    """Read the plan and, if asked, merge one environment overlay onto it."""
-    base = load_yaml_file(plan_path, display_path(plan_path))
+ParsedFiles = dict[Path, LoadedFile]
+
+
+def load_document(plan_path: Path, environment: str | None = None, parsed: ParsedFiles | None = None) -> LoadedDocument:
+    """Read the plan and, if asked, merge one environment overlay onto it.
+
+    ``parsed`` lets one build read the base plan once for all its
+    environments: merging never changes the base document, it copies what it
+    overlays.
+    """
+    if parsed is not None and plan_path in parsed:
+        base = parsed[plan_path]
+    else:
+        base = load_yaml_file(plan_path, display_path(plan_path))
+        if parsed is not None:
+            parsed[plan_path] = base
     diagnostics = list(base.diagnostics)
     document = base.data
     env_name = environment or BASE_ENVIRONMENT
@@ -101,9 +114,9 @@ def validate_document(loaded: LoadedDocument) -> list[Diagnostic]:
     return sort_diagnostics(diagnostics)
 
 
-def load_plan(plan_path: Path | str, environment: str | None = None) -> Plan:
+def load_plan(plan_path: Path | str, environment: str | None = None, parsed: ParsedFiles | None = None) -> Plan:
     """A validated plan for one environment, or ``PlanInvalid`` with every problem."""
-    loaded = load_document(Path(plan_path), environment)
+    loaded = load_document(Path(plan_path), environment, parsed)
     problems = [d for d in validate_document(loaded) if d.severity == "error"]
     if problems:
         raise PlanInvalid(problems)
