@@ -15,6 +15,11 @@ from typing import Any
 
 from costplan.core.money import to_decimal
 from costplan.plan.model import (
+    BudgetAction,
+    Contact,
+    EmailServer,
+    Guard,
+    Notifications,
     Alerts,
     ApiKeyAuth,
     ApiKeyRef,
@@ -89,13 +94,18 @@ def _rates(items: Any) -> tuple[Rate, ...]:
 
 
 def _budget(doc: Mapping[str, Any], team: str | None) -> Budget:
+    actions = _actions(doc)
+    # Every action's percentage is an alert threshold too, so the team hears
+    # of the throttle or block the moment it starts.
+    thresholds = {to_decimal(t) for t in doc.get("thresholds", [100])} | {a.at for a in actions}
     return Budget(
         name=doc["name"],
         amount=to_decimal(doc["amount"]),
         period=doc["period"],
-        thresholds=tuple(to_decimal(t) for t in doc.get("thresholds", [100])),
+        thresholds=tuple(sorted(thresholds)),
         window=doc.get("window"),
         team=team,
+        actions=actions,
     )
 
 
@@ -207,6 +217,59 @@ def _reports(doc: Mapping[str, Any] | None) -> Reports:
     )
 
 
+# -- budgets that act: actions, contacts, notifications, the guard ----------
+
+
+def _secret_key(doc: Mapping[str, Any] | None, default_key: str = "url") -> SecretKey | None:
+    return None if doc is None else SecretKey(name=doc["secretName"], key=doc.get("key", default_key))
+
+
+def _actions(doc: Mapping[str, Any]) -> tuple[BudgetAction, ...]:
+    return tuple(
+        BudgetAction(at=to_decimal(a["at"]), action=a["action"], tier=a.get("tier"))
+        for a in sorted(doc.get("actions", []), key=lambda a: (to_decimal(a["at"]), a["action"]))
+    )
+
+
+def _contacts(doc: Mapping[str, Any]) -> tuple[Contact, ...]:
+    return tuple(
+        Contact(type=c["type"], to=c.get("to"), channel=c.get("channel"), secret=_secret_key(c.get("secret")))
+        for c in doc.get("contacts", [])
+    )
+
+
+def _notifications(doc: Mapping[str, Any] | None) -> Notifications:
+    doc = doc or {}
+    defaults = Notifications()
+    email = doc.get("email")
+    return Notifications(
+        group_wait=doc.get("groupWait", defaults.group_wait),
+        group_interval=doc.get("groupInterval", defaults.group_interval),
+        repeat_interval=doc.get("repeatInterval", defaults.repeat_interval),
+        namespace=doc.get("namespace"),
+        email=None
+        if email is None
+        else EmailServer(
+            smarthost=email["smarthost"],
+            sender=email["from"],
+            auth_username=email.get("authUsername"),
+            auth_password=_secret_key(email.get("authPassword"), "password"),
+        ),
+    )
+
+
+def _guard(doc: Mapping[str, Any] | None) -> Guard:
+    doc = doc or {}
+    defaults = Guard()
+    return Guard(
+        period=doc.get("period", defaults.period),
+        fail_mode=doc.get("failMode", defaults.fail_mode),
+        fail_after=doc.get("failAfter", defaults.fail_after),
+        namespace=doc.get("namespace"),
+        webhook_url=doc.get("webhookURL"),
+    )
+
+
 def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
     """Map a merged document that passed validation onto the model.
 
@@ -286,12 +349,15 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
                     for u in t.get("users", [])
                 ),
                 budgets=tuple(_budget(b, t["name"]) for b in t.get("budgets", [])),
+                contacts=_contacts(t),
             )
             for t in doc.get("teams", [])
         ),
         budgets=tuple(_budget(b, None) for b in doc.get("budgets", [])),
         alerts=_alerts(doc.get("alerts")),
         reports=_reports(doc.get("reports")),
+        notifications=_notifications(doc.get("notifications")),
+        guard=_guard(doc.get("guard")),
     )
 
 
