@@ -25,7 +25,7 @@ from costplan.core.artifacts import Artifact, file, manifest
 from costplan.generators.alertmanager import routing
 from costplan.generators.alertmanager.plain import plain_config
 from costplan.generators.common import WAVE_POLICIES, metadata
-from costplan.plan.model import Plan
+from costplan.plan.model import Plan, SecretKey
 
 COMPONENT = "alertmanager"
 PLAIN_FILE = "alertmanager.yaml"
@@ -46,7 +46,8 @@ def _route(route: routing.Route, receiver: str) -> dict[str, Any]:
     }
 
 
-def _secret(ref: routing.SecretRef) -> dict[str, str]:
+def _secret(ref: routing.SecretRef | SecretKey) -> dict[str, str]:
+    """A SecretKeySelector; the operator reads the Secret from the object's namespace."""
     return {"key": ref.key, "name": ref.name}
 
 

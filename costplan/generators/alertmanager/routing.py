@@ -12,7 +12,6 @@ arrive as soon as the alert fires, and again as it resolves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from costplan.core import conventions as c
 from costplan.core.names import object_name
@@ -58,7 +57,7 @@ class Webhook:
     url: str | None = None
 
 
-Sink = Union[Email, Slack, PagerDuty, Webhook]
+Sink = Email | Slack | PagerDuty | Webhook
 
 
 @dataclass(frozen=True)
