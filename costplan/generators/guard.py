@@ -24,10 +24,10 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest
-from costplan.generators.alertmanager.routing import enforces, guard_namespace
+from costplan.generators.alertmanager.routing import guard_namespace
 from costplan.generators.alertmanager.routing import namespace as notifications_namespace
 from costplan.generators.common import WAVE_CONFIG, WAVE_POLICIES, WAVE_WORKLOADS, metadata
-from costplan.plan.enforcement import guard_config, to_document
+from costplan.plan.enforcement import enforces, guard_config, to_document
 from costplan.plan.model import Plan
 
 COMPONENT = "guard"

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from costplan.core.money import format_decimal, to_decimal
-from costplan.plan.model import ENFORCING_ACTIONS, Plan
+from costplan.plan.model import ACTION_THROTTLE, ENFORCING_ACTIONS, Plan
 from costplan.plan.pricing import budget_period
 
 DOCUMENT_KIND = "CostplanGuardConfig"
@@ -79,6 +79,16 @@ def seconds(duration: str) -> Decimal:
     for number, unit in re.findall(r"([0-9]+)(ms|y|w|d|h|m|s)", duration):
         total += Decimal(number) * _UNITS[unit]
     return total
+
+
+def enforces(plan: Plan) -> bool:
+    """Whether any budget throttles or blocks, i.e. whether the guard runs and the gateway checks its state."""
+    return any(a.action in ENFORCING_ACTIONS for b in plan.all_budgets() for a in b.actions)
+
+
+def throttles(plan: Plan) -> bool:
+    """Whether any budget moves keys to another tier."""
+    return any(a.action == ACTION_THROTTLE for b in plan.all_budgets() for a in b.actions)
 
 
 def guard_config(plan: Plan) -> GuardConfig:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from costplan.core import conventions as c
 from costplan.core.names import object_name
-from costplan.plan.model import ENFORCING_ACTIONS, EmailServer, Plan, SecretKey
+from costplan.plan.enforcement import enforces
+from costplan.plan.model import EmailServer, Plan, SecretKey
 
 # Alerts routed to a team's contacts: every alert that carries its team label.
 TEAM_ALERTS = (c.ALERT_BUDGET_THRESHOLD, c.ALERT_BUDGET_FORECAST, c.ALERT_SPEND_ANOMALY)
@@ -101,11 +102,6 @@ def guard_webhook_url(plan: Plan) -> str:
     if plan.guard.webhook_url:
         return plan.guard.webhook_url
     return f"http://{c.GUARD_NAME}.{guard_namespace(plan)}.svc:{c.GUARD_PORT}{c.GUARD_WEBHOOK_PATH}"
-
-
-def enforces(plan: Plan) -> bool:
-    """Whether any budget throttles or blocks, i.e. whether the guard runs."""
-    return any(a.action in ENFORCING_ACTIONS for b in plan.all_budgets() for a in b.actions)
 
 
 def _ref(key: SecretKey) -> SecretRef:
