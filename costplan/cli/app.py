@@ -13,6 +13,7 @@ from costplan import __version__
 from costplan.cli.chargeback import check_gpu_prices_command, report_command
 from costplan.cli.cluster import apply_command, diff_command
 from costplan.cli.console import Console
+from costplan.cli.guard import budget_group, guard_command
 from costplan.cli.impact import impact_command
 from costplan.cli.plan import build, envs, schema, validate
 
@@ -37,6 +38,8 @@ COMMANDS: tuple[tuple[str, click.Command], ...] = (
     ("diff", diff_command),
     ("apply", apply_command),
     ("impact", impact_command),
+    ("guard", guard_command),
+    ("budget", budget_group),
 )
 for _name, _command in COMMANDS:
     main.add_command(_command, _name)

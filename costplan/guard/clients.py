@@ -90,9 +90,10 @@ class KubeSecrets:
         return {"metadata": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid,
                              "labels": dict(meta.labels or {}), "annotations": dict(meta.annotations or {})}}
 
-    def patch(self, name: str, body: dict[str, Any]) -> None:
+    def patch(self, name: str, body: dict[str, Any], field_manager: str = c.GUARD_FIELD_MANAGER) -> None:
+        """A JSON merge patch: only the keys in ``body`` change, and a missing Secret is not created."""
         self.calls += 1
-        self.api.patch_namespaced_secret(name, self.namespace, body, field_manager=c.GUARD_FIELD_MANAGER,
+        self.api.patch_namespaced_secret(name, self.namespace, body, field_manager=field_manager,
                                          _content_type="application/merge-patch+json")
 
     def event(self, secret: dict[str, Any], reason: str, message: str, warning: bool, now: dt.datetime) -> None:

@@ -115,6 +115,7 @@ class Reconciler:
         self.log = log
         self.dry_run = dry_run
         self.unreachable_since: dt.datetime | None = None
+        self.last_answer: dt.datetime | None = None
         self.metrics = Metrics()
         self.lock = threading.Lock()
 
@@ -125,13 +126,15 @@ class Reconciler:
         except PrometheusUnavailable as exc:
             self.metrics.prometheus_up = 0
             if self.unreachable_since is None:
-                self.unreachable_since = now
+                # Unreachable since the last answer (or since now, if there never was one).
+                self.unreachable_since = self.last_answer or now
             self.log({"event": "prometheus_unreachable", "error": str(exc), "since": self.unreachable_since.isoformat()})
             if Decimal(str((now - self.unreachable_since).total_seconds())) < self.config.fail_after_seconds:
                 return None
             return {t.name: decide.failed_state(self.config, t, now) for t in self.config.teams}
         self.metrics.prometheus_up = 1
         self.unreachable_since = None
+        self.last_answer = now
         return {t.name: decide.team_state(self.config, t, spend, now) for t in self.config.teams}
 
     def reconcile(self) -> Outcome:
