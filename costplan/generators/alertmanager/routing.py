@@ -5,8 +5,9 @@ A team's route matches its ``team`` label and the alerts a team owns
 team and budget, so the 80 % and 100 % alerts of one budget arrive as one
 thread, and repeats while the alert fires (``notifications`` settings).
 The guard's route matches budget threshold alerts of every team with no
-group wait: a webhook only makes the guard reconcile sooner, so it should
-arrive as soon as the alert fires, and again as it resolves.
+group wait, one group per threshold: a webhook only makes the guard
+reconcile sooner, so every newly crossed threshold should reach it at once
+(a new alert in an existing group would wait for the group interval).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from costplan.plan.model import EmailServer, Plan, SecretKey
 # Alerts routed to a team's contacts: every alert that carries its team label.
 TEAM_ALERTS = (c.ALERT_BUDGET_THRESHOLD, c.ALERT_BUDGET_FORECAST, c.ALERT_SPEND_ANOMALY)
 GROUP_BY = (c.ALERT_NAME_LABEL, c.LABEL_TEAM, c.LABEL_BUDGET)
-GUARD_GROUP_BY = (c.LABEL_TEAM, c.LABEL_BUDGET)
+GUARD_GROUP_BY = (c.LABEL_TEAM, c.LABEL_BUDGET, c.LABEL_THRESHOLD)
 GUARD_GROUP_WAIT = "0s"
 GUARD_GROUP_INTERVAL = "1m"
 GUARD_REPEAT_INTERVAL = "5m"
