@@ -21,21 +21,30 @@ lost webhook.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import http.server
 import json
 import shutil
+import subprocess
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from costplan.cli import main
 from costplan.core import conventions as c
+from costplan.core.canonical_yaml import dump_yaml
+from costplan.generators import alertmanager
 from costplan.generators.kuadrant import secrets
 from costplan.generators.prometheus import rules_files
 from costplan.guard import decide
 from costplan.guard.clients import KubeSecrets, Prometheus
-from costplan.guard.controller import Reconciler
+from costplan.guard.controller import Controller, Reconciler
 from costplan.plan.enforcement import guard_config
 from costplan.plan.load import load_plan
 from tests import promserver
@@ -169,3 +178,143 @@ def test_the_month_end_throttles_blocks_overrides_releases_and_follows_fail_mode
     transitions = [(line["secret"], line["from"], line["to"]) for line in logs if line["event"] == "transition"]
     assert ("apikey-alice", "normal", "throttled") in transitions
     assert ("apikey-alice", "throttled", "blocked") in transitions
+
+
+# --------------------------------------------------------------------------
+# Part two: Prometheus -> Alertmanager -> webhook -> guard, live
+# --------------------------------------------------------------------------
+
+class Exporter:
+    """Serves the budget series Prometheus scrapes (standing in for the recording rules' output)."""
+
+    def __init__(self) -> None:
+        self.values = {"research": "100", "support": "0"}
+        exporter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = "".join(
+                    f'{c.METRIC_BUDGET_SPEND}{{budget="monthly",period="month",team="{team}"}} {value}\n'
+                    for team, value in sorted(exporter.values.items())
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class AlertmanagerServer:
+    def __init__(self, work: Path, config: dict) -> None:
+        self.work = work
+        self.port = promserver.free_port()
+        (work / "alertmanager.yml").write_text(dump_yaml(config))
+        self.log = (work / "alertmanager.log").open("w")
+        self.process = subprocess.Popen(
+            [ALERTMANAGER, f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am-data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: _ok(f"http://127.0.0.1:{self.port}/-/ready"), 20, "alertmanager ready")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.log.close()
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_for(condition, seconds: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def alert_rules(plan) -> dict:
+    """The plan's generated budget threshold alerts, in a group evaluated every second."""
+    files = rules_files(plan)
+    alerts = next(g for doc in files.values() for g in doc["groups"] if g["name"] == c.GROUP_ALERTS)
+    rules = [r for r in alerts["rules"] if r.get("alert") == c.ALERT_BUDGET_THRESHOLD]
+    assert len(rules) == 5  # research 50/80/100, support 90/100
+    return {"groups": [{"name": c.GROUP_ALERTS, "interval": "1s", "rules": rules}]}
+
+
+def test_alerts_reach_the_guard_through_alertmanager_and_a_lost_webhook_is_made_up(tmp_path):
+    plan = load_plan(BUDGETS, None)
+    cluster = Cluster(tmp_path, plan)
+    exporter = Exporter()
+    prometheus = promserver.PrometheusServer(tmp_path, tmp_path / "prom-data")
+    reconciler = Reconciler(guard_config(plan), Prometheus(prometheus.url),
+                            KubeSecrets(NS, kubeconfig=str(cluster.kubeconfig)), log=lambda record: None)
+    controller = Controller(reconciler, period=3600, listen=("127.0.0.1", 0))
+    controller.serve()
+    host, port = controller.address
+    routed = dataclasses.replace(
+        plan, teams=tuple(dataclasses.replace(t, contacts=()) for t in plan.teams),
+        guard=dataclasses.replace(plan.guard, webhook_url=f"http://{host}:{port}{c.GUARD_WEBHOOK_PATH}"),
+    )
+    am = AlertmanagerServer(tmp_path, alertmanager.plain_config(routed))
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(alert_rules(plan), sort_keys=False))
+    prometheus.config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(tmp_path / "alerts.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am.port}"]}]}]},
+        "scrape_configs": [{"job_name": "budgets", "static_configs": [{"targets": [exporter.address]}]}],
+    }))
+    loop = threading.Thread(target=controller.run, daemon=True)
+    try:
+        prometheus.start()
+        wait_for(lambda: Prometheus(prometheus.url).budget_spend(dt.datetime.now(UTC)), 20, "the first scrape")
+        loop.start()
+        wait_for(lambda: controller.completed >= 1, 10, "the first reconcile")
+        assert set(cluster.states().values()) == {"normal"}
+
+        exporter.values["research"] = "850"  # 85 % of 1000 EUR
+        took = wait_for(lambda: cluster.state("apikey-alice") == "throttled", 60, "throttling after 80 %")
+        assert took < controller.period and reconciler.metrics.webhooks >= 1
+        assert cluster.state("apikey-bob") == "throttled" and cluster.state("apikey-carol") == "normal"
+
+        exporter.values["research"] = "1050"
+        wait_for(lambda: cluster.state("apikey-alice") == "blocked", 60, "blocking after 100 %")
+        assert cluster.state("apikey-carol") == cluster.state("apikey-dave") == "normal"
+
+        # Alertmanager goes down; spend drops (say, a refund): no webhook will come.
+        am.stop()
+        exporter.values["research"] = "100"
+        passes = controller.completed
+        time.sleep(3)
+        assert controller.completed == passes and cluster.state("apikey-alice") == "blocked"
+        reconciler.reconcile()  # the next periodic reconcile
+        assert cluster.state("apikey-alice") == cluster.state("apikey-bob") == "normal"
+    finally:
+        controller.shutdown()
+        loop.join(timeout=10) if loop.is_alive() else None
+        am.stop()
+        prometheus.stop()
+        exporter.close()
+        cluster.server.close()
