@@ -56,6 +56,7 @@ test-fast: setup
 
 bench: setup tools
 	$(PY) benchmarks/build_bench.py
+	$(PY) benchmarks/guard_bench.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
