@@ -66,7 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kube = KubeSecrets(NS, kubeconfig=str(kubeconfig(Path(tmp), server)))
         spend = Spend(teams)
-        reconciler = Reconciler(config, spend, kube, clock=lambda: dt.datetime(2025, 3, 15, tzinfo=dt.timezone.utc))
+        reconciler = Reconciler(config, spend, kube, clock=lambda: dt.datetime(2025, 3, 15, tzinfo=dt.UTC))
         print(f"{len(config.keys())} keys in {len(teams)} teams")
         for label, value in (("block every key", Decimal(1200)), ("no change", Decimal(1200)),
                              ("release every key", Decimal(0))):
