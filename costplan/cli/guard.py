@@ -117,7 +117,7 @@ def budget_group() -> None:
 
 @budget_group.command("override")
 @click.argument("team")
-@click.option("--until", "until_text", required=True,
+@click.option("--until", "until_text",
               help="RFC 3339 time with offset until which the team's keys stay released, e.g. 2025-07-01T00:00:00+02:00.")
 @click.option("--clear", is_flag=True, help="Remove the override instead (the guard re-applies the actions).")
 @plan_option
@@ -125,11 +125,11 @@ def budget_group() -> None:
 @kubeconfig_option
 @context_option
 @guarded
-def override_command(team: str, until_text: str, clear: bool, plan_path: Path, environment: str | None,
+def override_command(team: str, until_text: str | None, clear: bool, plan_path: Path, environment: str | None,
                      kubeconfig: str | None, context: str | None) -> None:
     """Release TEAM's keys until a time, whatever their spend (an annotation on each key Secret)."""
-    until = decide.parse_time(until_text)
-    if until is None:
+    until = None if until_text is None else decide.parse_time(until_text)
+    if until is None and not clear:
         raise click.BadParameter("expected an RFC 3339 time with an offset (Z or +hh:mm)", param_hint="--until")
     config = _config(plan_path, environment, None)
     found = next((t for t in config.teams if t.name == team), None)
@@ -137,7 +137,7 @@ def override_command(team: str, until_text: str, clear: bool, plan_path: Path, e
         known = ", ".join(t.name for t in config.teams) or "none"
         raise UsageProblem(f"team {team!r} has no budget that throttles or blocks (teams that do: {known})")
     kube = _connect(config.secret_namespace, kubeconfig, context)
-    value = None if clear else until.isoformat()
+    value = None if clear or until is None else until.isoformat()
     changed = 0
     for key in found.keys:
         secret = kube.get(key)
@@ -146,7 +146,7 @@ def override_command(team: str, until_text: str, clear: bool, plan_path: Path, e
         kube.patch(key, {"metadata": {"annotations": {c.ANNOTATION_BUDGET_OVERRIDE: value}}},
                    field_manager=c.OVERRIDE_FIELD_MANAGER)
         changed += 1
-    what = "cleared the override of" if clear else f"released until {until.isoformat()}"
+    what = "cleared the override of" if value is None else f"released until {value}"
     console().info(f"{what} {changed} key(s) of team {team}")
     if changed == 0:
         raise ExternalFailure(f"no key Secret of team {team} found in namespace {config.secret_namespace}")

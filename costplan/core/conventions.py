@@ -283,5 +283,5 @@ GUARD_WEBHOOK_PATH = "/webhook"
 GUARD_LIVENESS_PATH = "/healthz"
 GUARD_READINESS_PATH = "/readyz"
 GUARD_METRICS_PATH = "/metrics"
-METRIC_GUARD_PREFIX = "costplan_guard_"  # reconciles_total, transitions_total, keys, prometheus_up, ...
+GUARD_METRICS_PREFIX = "costplan_guard_"  # reconciles_total, transitions_total, keys, prometheus_up, ...
 ALERT_NAME_LABEL = "alertname"

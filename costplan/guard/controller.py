@@ -80,7 +80,7 @@ class Metrics:
     webhooks: int = 0
 
     def render(self) -> str:
-        p = c.METRIC_GUARD_PREFIX
+        p = c.GUARD_METRICS_PREFIX
         lines = [
             f"# HELP {p}reconciles_total Reconcile passes by result.", f"# TYPE {p}reconciles_total counter",
             *(f'{p}reconciles_total{{result="{k}"}} {v}' for k, v in sorted(self.reconciles.items())),
