@@ -25,11 +25,13 @@ import dataclasses
 import datetime as dt
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -318,3 +320,43 @@ def test_alerts_reach_the_guard_through_alertmanager_and_a_lost_webhook_is_made_
         prometheus.stop()
         exporter.close()
         cluster.server.close()
+
+
+# --------------------------------------------------------------------------
+# The same month end against a real cluster (COSTPLAN_TEST_KUBECONFIG)
+# --------------------------------------------------------------------------
+
+REAL_KUBECONFIG = os.environ.get("COSTPLAN_TEST_KUBECONFIG")
+
+
+@pytest.mark.skipif(not REAL_KUBECONFIG, reason="set COSTPLAN_TEST_KUBECONFIG to run against a real cluster")
+def test_the_month_end_against_a_real_cluster(month_end):
+    from kubernetes import client, config
+
+    plan = load_plan(BUDGETS, None)
+    namespace = f"costplan-guard-e2e-{uuid.uuid4().hex[:8]}"
+    config.load_kube_config(config_file=REAL_KUBECONFIG)
+    core = client.CoreV1Api()
+    core.create_namespace({"metadata": {"name": namespace}})
+    try:
+        for team, user in plan.users():
+            body = key_secret(user.api_key.secret_name, namespace, secrets.owned_key_labels(plan),
+                              secrets.key_secret_annotations(team, user))
+            core.create_namespaced_secret(namespace, body)
+        now = [at("2025-03-31T10:30:00Z")]
+        guard = dataclasses.replace(guard_config(plan), secret_namespace=namespace)
+        reconciler = Reconciler(guard, Prometheus(month_end.url),
+                                KubeSecrets(namespace, kubeconfig=REAL_KUBECONFIG), clock=lambda: now[0])
+
+        def state(name: str) -> str:
+            labels = core.read_namespaced_secret(name, namespace).metadata.labels or {}
+            return labels.get(c.LABEL_BUDGET_STATE, "normal")
+
+        for moment, expected in (("2025-03-31T11:30:00Z", "throttled"), ("2025-03-31T14:30:00Z", "blocked"),
+                                 ("2025-03-31T22:30:00Z", "normal")):
+            now[0] = at(moment)
+            reconciler.reconcile()
+            assert state("apikey-alice") == expected, moment
+            assert state("apikey-carol") == "normal"
+    finally:
+        core.delete_namespace(namespace)
