@@ -415,7 +415,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     """The merged plan as a costplan.yaml document, teams reduced to what the jobs read.
 
     ``from_document`` reads it back equal to the plan except for the teams'
-    users, namespaces, labels and budgets.
+    users, namespaces, labels, budgets and contacts.
     """
     i = plan.integrations
     gateway: dict[str, Any] = {
@@ -567,4 +567,36 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
     if r != Reports():
         document["reports"] = reports
+    if plan.notifications != Notifications():
+        document["notifications"] = _notifications_doc(plan.notifications)
+    if plan.guard != Guard():
+        document["guard"] = _guard_doc(plan.guard)
     return document
+
+
+def _secret_key_doc(key: SecretKey) -> dict[str, str]:
+    return {"secretName": key.name, "key": key.key}
+
+
+def _notifications_doc(n: Notifications) -> dict[str, Any]:
+    doc: dict[str, Any] = {"groupWait": n.group_wait, "groupInterval": n.group_interval,
+                           "repeatInterval": n.repeat_interval}
+    if n.namespace is not None:
+        doc["namespace"] = n.namespace
+    if n.email is not None:
+        email: dict[str, Any] = {"smarthost": n.email.smarthost, "from": n.email.sender}
+        if n.email.auth_username is not None:
+            email["authUsername"] = n.email.auth_username
+        if n.email.auth_password is not None:
+            email["authPassword"] = _secret_key_doc(n.email.auth_password)
+        doc["email"] = email
+    return doc
+
+
+def _guard_doc(g: Guard) -> dict[str, Any]:
+    doc: dict[str, Any] = {"period": g.period, "failMode": g.fail_mode, "failAfter": g.fail_after}
+    if g.namespace is not None:
+        doc["namespace"] = g.namespace
+    if g.webhook_url is not None:
+        doc["webhookURL"] = g.webhook_url
+    return doc
