@@ -297,12 +297,14 @@ def test_alerts_reach_the_guard_through_alertmanager_and_a_lost_webhook_is_made_
         assert set(cluster.states().values()) == {"normal"}
 
         exporter.values["research"] = "850"  # 85 % of 1000 EUR
-        took = wait_for(lambda: cluster.state("apikey-alice") == "throttled", 60, "throttling after 80 %")
+        took = wait_for(lambda: cluster.state("apikey-alice") == cluster.state("apikey-bob") == "throttled", 60,
+                        "throttling after 80 %")
         assert took < controller.period and reconciler.metrics.webhooks >= 1
         assert cluster.state("apikey-bob") == "throttled" and cluster.state("apikey-carol") == "normal"
 
         exporter.values["research"] = "1050"
-        wait_for(lambda: cluster.state("apikey-alice") == "blocked", 60, "blocking after 100 %")
+        wait_for(lambda: cluster.state("apikey-alice") == cluster.state("apikey-bob") == "blocked", 60,
+                 "blocking after 100 %")
         assert cluster.state("apikey-carol") == cluster.state("apikey-dave") == "normal"
 
         # Alertmanager goes down; spend drops (say, a refund): no webhook will come.
