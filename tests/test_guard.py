@@ -301,3 +301,32 @@ def test_guard_once_dry_run_from_the_cli(cluster, tmp_path):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["held"] is True and summary["patched"] == 0
     assert cluster.server.count("PATCH") == 0
+
+
+def test_a_failed_pass_is_logged_without_the_api_response_and_the_loop_goes_on(cluster, config):
+    from kubernetes.client.exceptions import ApiException
+
+    class Failing(KubeSecrets):
+        def get(self, name):
+            self.calls += 1
+            error = ApiException(status=500, reason="Internal Server Error")
+            error.body = '{"data": {"api_key": "c2VjcmV0"}}'
+            raise error
+
+    r = Reconciler(config, Spend(spend("0")), Failing(NS, kubeconfig=str(cluster.kubeconfig)), clock=lambda: NOW)
+    logs: list = []
+    r.log = logs.append
+    controller = Controller(r, period=0.01, listen=("127.0.0.1", 0))
+    import threading
+
+    loop = threading.Thread(target=controller.run, daemon=True)
+    loop.start()
+    deadline = time.monotonic() + 10
+    while controller.completed < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    controller.shutdown()
+    loop.join(timeout=5)
+    assert controller.completed >= 3 and r.metrics.reconciles["failed"] >= 3
+    failures = [line for line in logs if line["event"] == "reconcile_failed"]
+    assert failures[0]["error"] == "ApiException: HTTP 500 Internal Server Error"
+    assert all("c2VjcmV0" not in json.dumps(line) for line in logs)

@@ -51,6 +51,14 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def describe(exc: Exception) -> str:
+    """A failure in one line without response bodies or headers (an API error's body could echo a Secret)."""
+    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
+    if status is not None:
+        return f"{type(exc).__name__}: HTTP {status} {reason or ''}".rstrip()
+    return f"{type(exc).__name__}: {exc}"
+
+
 REASONS = {decide.NORMAL: "BudgetReleased", decide.THROTTLED: "BudgetThrottled", decide.BLOCKED: "BudgetBlocked"}
 
 
@@ -199,6 +207,7 @@ class Controller:
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.completed = 0
+        self.serving = False
         self.httpd = http.server.ThreadingHTTPServer(listen, self._handler())
         self.httpd.daemon_threads = True
 
@@ -251,6 +260,7 @@ class Controller:
     def serve(self) -> threading.Thread:
         thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         thread.start()
+        self.serving = True
         return thread
 
     def run(self) -> None:
@@ -261,12 +271,13 @@ class Controller:
                 self.reconciler.reconcile()
             except Exception as exc:  # an API error must not end the loop; the next pass retries
                 self.reconciler.metrics.reconciles["failed"] += 1
-                self.reconciler.log({"event": "reconcile_failed", "error": f"{type(exc).__name__}: {exc}"})
+                self.reconciler.log({"event": "reconcile_failed", "error": describe(exc)})
             self.completed += 1
             self.wake.wait(self.period)
 
     def shutdown(self) -> None:
         self.stop.set()
         self.wake.set()
-        self.httpd.shutdown()
+        if self.serving:  # shutdown() waits for serve_forever, which never ran otherwise
+            self.httpd.shutdown()
         self.httpd.server_close()
