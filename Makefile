@@ -27,13 +27,19 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# promtool and the Prometheus server (Debian's package) for rule tests.
+# promtool and the Prometheus server (Debian's package) for rule tests; amtool and
+# Alertmanager (Debian's prometheus-alertmanager) for the alert routing tests.
 tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "installing Debian's prometheus package (promtool)" >&2; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v amtool >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus-alertmanager package (amtool, alertmanager)" >&2; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; }
 
 build: setup
 	$(COSTPLAN) build --all-envs -o out
@@ -50,6 +56,7 @@ test-fast: setup
 
 bench: setup tools
 	$(PY) benchmarks/build_bench.py
+	$(PY) benchmarks/guard_bench.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

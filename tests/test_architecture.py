@@ -1,8 +1,8 @@
 """The package's stages stay visible: no import cycle, no import from a lower stage to a higher one.
 
 Stages, lower to higher: core < plan < generators < output < {install,
-chargeback, impact} < cli. A module may import its own stage or lower ones;
-install, chargeback and impact are peers and never import each other. Only
+chargeback, impact, guard} < cli. A module may import its own stage or lower
+ones; install, chargeback, impact and guard are peers and never import each other. Only
 ``cli`` prints or exits.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "costplan"
-RANK = {"core": 0, "plan": 1, "generators": 2, "output": 3, "install": 4, "chargeback": 4, "impact": 4, "cli": 5}
+RANK = {"core": 0, "plan": 1, "generators": 2, "output": 3, "install": 4, "chargeback": 4, "impact": 4, "guard": 4, "cli": 5}
 
 
 def _module_name(path: Path) -> str:

@@ -55,6 +55,8 @@ WITH_STORE = ("    backend: none",
 PER_TOKEN = ("      type: perRequest\n      price: 0.002",
              "      type: perMillionTokens\n      input: 1\n      output: 2")
 
+THROTTLE_FREE = "        actions:\n          - at: 90\n            action: throttle\n            tier: free\n"
+
 BROKEN = [
     # -- references ------------------------------------------------------
     Broken("team refers to an unknown tier",
@@ -194,6 +196,38 @@ BROKEN = [
     Broken("metrics on a source with fixed metrics",
            (("    type: vllm\n", "    type: vllm\n    metrics:\n      requests: x_total\n"),),
            one("26:5", "/usageSources/1/metrics", "usage-source"), "only custom usage sources take metrics"),
+    # -- budget actions and contacts ----------------------------------------
+    Broken("throttling to the team's own tier",
+           (("        thresholds: [80, 100]\n", "        thresholds: [80, 100]\n" + THROTTLE_FREE),),
+           one("96:19", "/teams/0/budgets/0/actions/0/tier", "budget-action"), "the team's own tier, changes nothing"),
+    Broken("actions on a global budget",
+           (("    window: 30d\n", "    window: 30d\n    actions:\n      - at: 100\n        action: block\n"),),
+           one("103:5", "/budgets/0/actions", "budget-action"), "actions apply to team budgets only"),
+    Broken("a throttle at or after a block",
+           (("    tier: free\n    users:", "    tier: premium\n    users:"),
+            ("        thresholds: [80, 100]\n", "        thresholds: [80, 100]\n        actions:\n"
+             "          - at: 100\n            action: block\n"
+             "          - at: 100\n            action: throttle\n            tier: free\n")),
+           one("96:17", "/teams/0/budgets/0/actions/1/at", "budget-action"), "throttle at 100% never takes effect"),
+    Broken("the same action twice",
+           (("        thresholds: [80, 100]\n", "        thresholds: [80, 100]\n        actions:\n"
+             "          - at: 100\n            action: block\n          - at: 100\n            action: block\n"),),
+           one("96:13", "/teams/0/budgets/0/actions/1", "budget-action"), "block at 100% is listed twice"),
+    Broken("throttle without a tier",
+           (("        thresholds: [80, 100]\n",
+             "        thresholds: [80, 100]\n        actions:\n          - at: 90\n            action: throttle\n"),),
+           one("94:13", "/teams/0/budgets/0/actions/0", "schema"), "missing required key 'tier' for throttle actions"),
+    Broken("email contact without an SMTP relay",
+           (("      - id: carol\n", "      - id: carol\n    contacts:\n      - type: email\n        to: carol@example.com\n"),),
+           one("99:15", "/teams/1/contacts/0/type", "contacts"), "email contacts need notifications.email"),
+    Broken("a contact URL written inline instead of a Secret reference",
+           (("      - id: carol\n", "      - id: carol\n    contacts:\n      - type: slack\n"
+             "        url: https://hooks.slack.com/x\n"),),
+           one("100:9", "/teams/1/contacts/0/url", "unknown-key"), "unknown key 'url' (did you mean 'secret'?)"),
+    Broken("a contact Secret name that is no Secret name",
+           (("      - id: carol\n", "      - id: carol\n    contacts:\n      - type: slack\n        secret:\n"
+             "          secretName: Bad_Name\n"),),
+           one("101:23", "/teams/1/contacts/0/secret/secretName", "k8s-name"), "is not a valid Secret name"),
 ]
 
 

@@ -12,12 +12,14 @@ from costplan.plan.load import list_environments, load_plan
 from costplan.plan.source import load_yaml_text
 from tests.conftest import ROOT
 
-PLANS = [ROOT / "costplan.yaml", ROOT / "tests" / "plans" / "every-key.yaml", ROOT / "tests" / "plans" / "minimal.yaml"]
+PLANS = [ROOT / "costplan.yaml", ROOT / "tests" / "plans" / "every-key.yaml", ROOT / "tests" / "plans" / "minimal.yaml",
+         ROOT / "tests" / "plans" / "budgets.yaml"]
 
 
 def _reduced(plan):
-    """The plan as ``plan_document`` keeps it: teams without users, namespaces, labels, budgets."""
-    teams = tuple(dataclasses.replace(t, users=(), namespaces=(), labels={}, budgets=()) for t in plan.teams)
+    """The plan as ``plan_document`` keeps it: teams without users, namespaces, labels, budgets, contacts."""
+    teams = tuple(dataclasses.replace(t, users=(), namespaces=(), labels={}, budgets=(), contacts=())
+                  for t in plan.teams)
     return dataclasses.replace(plan, teams=teams)
 
 

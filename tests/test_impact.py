@@ -296,3 +296,21 @@ def test_usage_file_errors_are_usage_errors(plans, tmp_path):
     result = run(base, head, "--usage-json", str(usage))
     assert result.exit_code == 2
     assert "'input' must be a non-negative number" in result.stderr
+
+
+def test_budget_actions_that_change_are_listed(plans):
+    base, head = plans
+    _edit(head, ("        amount: 1500\n        period: month\n        thresholds: [50, 80, 100]\n",
+                 "        amount: 1500\n        period: month\n        thresholds: [50, 80, 100]\n"
+                 "        actions:\n          - at: 80\n            action: throttle\n            tier: free\n"
+                 "          - at: 100\n            action: block\n"))
+    result = run(base, head, "--no-manifests")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "Actions of ml-research/monthly: none → throttle to free at 80%, block at 100%" in lines
+    # The amount did not change: the exposure does not either.
+    assert "| ml-research | monthly | month | changed | 1,500.00 | 1,500.00 | 0.00 | 0.00 |" in lines
+    data = json.loads(run(base, head, "--no-manifests", "--format", "json").stdout)
+    (env,) = data["environments"]
+    (change,) = env["budgets"]["changes"]
+    assert change["actionsBefore"] == "" and change["actionsAfter"] == "throttle to free at 80%, block at 100%"

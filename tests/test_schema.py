@@ -175,6 +175,14 @@ def test_a_plan_with_every_key_validates_and_maps():
     assert plan.reports.webhook.key == "endpoint" and plan.reports.create_pvc is False
     assert plan.tier("gold").quotas.weekly == 500
     assert plan.alerts.source_absent_for == "1h"
+    weekly = plan.team("search").budgets[0]
+    assert [(a.at, a.action, a.tier) for a in weekly.actions] == [
+        (50, "notify", None), (80, "throttle", "basic"), (100, "block", None)]
+    assert weekly.thresholds == (50, 80, 100)  # each action alerts too
+    assert [c.type for c in plan.team("search").contacts] == ["email", "slack", "pagerduty", "webhook"]
+    assert plan.team("search").contacts[3].secret.key == "url"
+    assert plan.notifications.email.auth_password.key == "password"
+    assert (plan.guard.fail_mode, plan.guard.fail_after, plan.guard.namespace) == ("closed", "10m", "guard")
 
 
 def test_decimal_strings_are_accepted_as_money(tmp_path, monkeypatch):

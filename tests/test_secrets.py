@@ -103,7 +103,8 @@ def test_produced_secrets_are_exactly_what_the_auth_policy_selects(bundled_plan)
     selector = next(iter(auth["spec"]["rules"]["authentication"].values()))["apiKey"]["selector"]
     for artifact in secrets.generate(plan):
         labels = artifact.data["spec"]["target"]["template"]["metadata"]["labels"]
-        assert labels == selector["matchLabels"]
+        # Everything the selector asks for, plus the plan's label that costplan guard checks.
+        assert labels == {**selector["matchLabels"], "costplan.dev/plan": plan.name}
 
 
 def test_users_without_a_remote_key_get_no_guess(bundled_plan):

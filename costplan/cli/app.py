@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "diff": "costplan.cli.cluster:diff_command",
     "apply": "costplan.cli.cluster:apply_command",
     "impact": "costplan.cli.impact:impact_command",
+    "guard": "costplan.cli.guard:guard_command",
+    "budget": "costplan.cli.guard:budget_group",
 }
 
 

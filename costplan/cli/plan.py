@@ -70,10 +70,11 @@ def validate(plan_path: Path, environment: str | None, all_envs: bool, output_fo
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["manifests", "rules"]),
+    type=click.Choice(["manifests", "rules", "alertmanager"]),
     default="manifests",
     show_default=True,
-    help="manifests: everything for the cluster; rules: the spend rules as plain Prometheus rule files.",
+    help="manifests: everything for the cluster; rules: the spend rules as plain Prometheus rule files; "
+    "alertmanager: the alert routing as a plain Alertmanager configuration.",
 )
 @click.option("--check-rules", is_flag=True, help="Also run 'promtool check rules' on the spend rules.")
 @guarded
@@ -114,8 +115,9 @@ def _build(
         raise OutputInvalid("generated output failed validation; nothing was written")
     if check_rules:
         _promtool_check(out, result)
-    if output_format == "rules":
-        result.environments = {env: build_stage.rules_artifacts(plan) for env, plan in result.plans.items()}
+    if output_format in ("rules", "alertmanager"):
+        plain = build_stage.rules_artifacts if output_format == "rules" else build_stage.alertmanager_artifacts
+        result.environments = {env: plain(plan) for env, plan in result.plans.items()}
         if output_dir is None:
             for env, artifacts in result.environments.items():
                 for artifact in artifacts:

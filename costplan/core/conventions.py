@@ -261,3 +261,30 @@ TOKEN_TYPE_OUTPUT = "output"
 TOKEN_TYPE_REASONING = "reasoning"
 # What the cost engine exports ($ per GPU-hour, per node); not costplan's.
 ENGINE_METRIC_NODE_GPU_HOURLY_COST = "node_gpu_hourly_cost"
+
+
+# -- Budget enforcement: what `costplan guard` writes and the AuthPolicy reads --
+# On each key Secret the guard owns (JSON merge patches as field manager
+# GUARD_FIELD_MANAGER): the state label (absent = normal), the tier a
+# throttled key is moved to, and the JSON body a blocked key is refused with.
+LABEL_BUDGET_STATE = "costplan.dev/budget-state"
+BUDGET_STATE_NORMAL = "normal"
+BUDGET_STATE_THROTTLED = "throttled"
+BUDGET_STATE_BLOCKED = "blocked"
+ANNOTATION_BUDGET_TIER = "costplan.dev/budget-tier"
+ANNOTATION_BUDGET_DETAIL = "costplan.dev/budget-detail"
+# RFC 3339 time until which a key is released whatever its spend
+# (`costplan budget override`, written as OVERRIDE_FIELD_MANAGER).
+ANNOTATION_BUDGET_OVERRIDE = "costplan.dev/budget-override"
+GUARD_FIELD_MANAGER = "costplan-guard"
+OVERRIDE_FIELD_MANAGER = "costplan-budget-override"
+BUDGET_BLOCKED_STATUS = 429  # Too Many Requests: the client may retry after the reset
+# The guard's Deployment, Service, ServiceAccount and Role share this name.
+GUARD_NAME = "costplan-guard"
+GUARD_PORT = 8080
+GUARD_WEBHOOK_PATH = "/webhook"
+GUARD_LIVENESS_PATH = "/healthz"
+GUARD_READINESS_PATH = "/readyz"
+GUARD_METRICS_PATH = "/metrics"
+GUARD_METRICS_PREFIX = "costplan_guard_"  # reconciles_total, transitions_total, keys, prometheus_up, ...
+ALERT_NAME_LABEL = "alertname"

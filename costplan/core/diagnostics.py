@@ -45,6 +45,8 @@ PLAN_CHECKS: dict[str, str] = {
     "url": "a URL costplan's reports call is not an absolute http(s) URL",
     "tier-no-effect": "a tier sets no limits, quotas or price changes (warning)",
     "gateway-telemetry": "warning: usage metrics cannot carry user, team and tier with this gateway target",
+    "budget-action": "a budget action cannot take effect (global budget, the team's own tier, after a block)",
+    "contacts": "a team's contacts cannot be delivered (e.g. email without notifications.email)",
 }
 
 # Every check id of the output stage (generated objects, before anything is written).

@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 from costplan.core.artifacts import Artifact
 from costplan.generators import (
+    alertmanager,
     argocd,
     common,
     grafana,
+    guard,
     kuadrant,
     opencost,
     prometheus,
@@ -28,6 +30,8 @@ GENERATORS: tuple[tuple[str, Callable[[Plan], list[Artifact]]], ...] = (
     ("opencost", opencost.generate),
     ("grafana", grafana.generate),
     ("reports", reports.generate),
+    ("alertmanager", alertmanager.generate),
+    ("guard", guard.generate),
     ("argocd", argocd.generate),
 )
 

@@ -138,6 +138,8 @@ class BudgetChange:
     after: Decimal | None
     monthly_before: Fraction
     monthly_after: Fraction
+    actions_before: str = ""
+    actions_after: str = ""
 
     @property
     def delta(self) -> Decimal:
@@ -251,6 +253,15 @@ def _monthly(budget: Any) -> Fraction:
     return Fraction(budget.amount) * monthly_factor(budget.period, budget.window)
 
 
+def actions_text(budget: Any) -> str:
+    """``throttle to free at 80%, block at 100%``: a budget's actions in words ("" without any)."""
+    if budget is None:
+        return ""
+    return ", ".join(
+        f"{a.action}{f' to {a.tier}' if a.tier else ''} at {format_decimal(a.at)}%" for a in budget.actions
+    )
+
+
 def compare_budgets(base: Plan | None, head: Plan | None) -> tuple[tuple[BudgetChange, ...], Exposure, Exposure]:
     """Changed budgets (team budgets first, then global) and the monthly exposure of teams and globals."""
     before, after = _budgets(base), _budgets(head)
@@ -262,8 +273,8 @@ def compare_budgets(base: Plan | None, head: Plan | None) -> tuple[tuple[BudgetC
         is_team = key[0] != ""
         totals[is_team][0] += _monthly(old)
         totals[is_team][1] += _monthly(new)
-        old_shape = None if old is None else (old.amount, old.period, old.window)
-        new_shape = None if new is None else (new.amount, new.period, new.window)
+        old_shape = None if old is None else (old.amount, old.period, old.window, actions_text(old))
+        new_shape = None if new is None else (new.amount, new.period, new.window, actions_text(new))
         status = _status(old_shape, new_shape)
         if status is None:
             continue
@@ -278,6 +289,8 @@ def compare_budgets(base: Plan | None, head: Plan | None) -> tuple[tuple[BudgetC
                 after=None if new is None else new.amount,
                 monthly_before=_monthly(old),
                 monthly_after=_monthly(new),
+                actions_before=actions_text(old),
+                actions_after=actions_text(new),
             )
         )
     team = Exposure(totals[True][0], totals[True][1])

@@ -165,6 +165,12 @@ def _budget_lines(impact: PlanImpact) -> list[str]:
         "llllrrrr",
         rows,
     )
+    acting = [b for b in impact.budgets if b.actions_before != b.actions_after]
+    if acting:
+        lines.append("")
+        for b in acting:
+            lines.append(f"Actions of {b.team or '(global)'}/{b.name}: {b.actions_before or 'none'} → "
+                         f"{b.actions_after or 'none'}")
     return lines
 
 
@@ -329,7 +335,9 @@ def report_document(reports: Sequence[EnvironmentReport]) -> dict[str, Any]:
                     {"team": b.team, "budget": b.name, "change": b.status,
                      "periodBefore": b.period_before, "periodAfter": b.period_after,
                      "before": _opt(b.before), "after": _opt(b.after), "delta": format_decimal(b.delta),
-                     "monthlyDelta": _fraction_json(b.monthly_delta)}
+                     "monthlyDelta": _fraction_json(b.monthly_delta),
+                     **({"actionsBefore": b.actions_before, "actionsAfter": b.actions_after}
+                        if b.actions_before or b.actions_after else {})}
                     for b in i.budgets
                 ],
             },

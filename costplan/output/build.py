@@ -16,7 +16,7 @@ from pathlib import Path
 from costplan.core.artifacts import Artifact, file
 from costplan.core.diagnostics import Diagnostic
 from costplan.core.errors import PlanInvalid
-from costplan.generators import generate_all
+from costplan.generators import alertmanager, generate_all
 from costplan.generators.prometheus import rules_files
 from costplan.plan.load import ParsedFiles, load_plan
 from costplan.plan.model import Plan
@@ -79,6 +79,11 @@ def _build(plan_path: Path | str, environments: list[str | None]) -> BuildResult
         result.environments[plan.environment] = compile_plan(plan)
         result.plans[plan.environment] = plan
     return result
+
+
+def alertmanager_artifacts(plan: Plan) -> list[Artifact]:
+    """The alert routing as a plain Alertmanager configuration, for setups without the operator."""
+    return alertmanager.plain_artifacts(plan)
 
 
 def rules_artifacts(plan: Plan) -> list[Artifact]:

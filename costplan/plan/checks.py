@@ -49,6 +49,8 @@ NAMESPACE_PATHS: tuple[JsonPath, ...] = (
     ["integrations", "grafana", "namespace"],
     ["integrations", "argocd", "namespace"],
     ["reports", "namespace"],
+    ["notifications", "namespace"],
+    ["guard", "namespace"],
 )
 # Values that become object names (DNS subdomains).
 SUBDOMAIN_PATHS: tuple[JsonPath, ...] = (
@@ -748,6 +750,58 @@ def check_gateway_telemetry(document: Any) -> Iterator[Diagnostic]:
         )
 
 
+# --------------------------------------------------------------------------
+# budget-action and contacts
+# --------------------------------------------------------------------------
+
+
+def check_budget_actions(document: Any) -> Iterator[Diagnostic]:
+    """Actions must be able to take effect: team budgets only, real lower tiers, no dead steps."""
+    tiers = _names(document, "tiers")
+    for path, _budget in _items(document, ["budgets"]):
+        if _budget.get("actions"):
+            yield _at(document, path + ["actions"], "actions apply to team budgets only: a global budget "
+                      "has no keys or contacts of its own", "budget-action", key=True)
+    for team_path, team in _teams(document):
+        for path, budget in _items(document, team_path + ["budgets"]):
+            seen: dict[tuple[Any, Any], int] = {}
+            blocks = [_number(a.get("at")) for a in budget.get("actions") or [] if a.get("action") == "block"]
+            first_block = min((b for b in blocks if b is not None), default=None)
+            for index, action in enumerate(budget.get("actions") or []):
+                where = path + ["actions", index]
+                at = _number(action.get("at"))
+                key = (at, action.get("action"))
+                if key in seen:
+                    yield _at(document, where, f"{action.get('action')} at {action.get('at')}% is listed twice",
+                              "budget-action")
+                seen.setdefault(key, index)
+                if action.get("action") != "throttle":
+                    continue
+                tier = action.get("tier")
+                if tier not in tiers:
+                    yield _unknown(document, where + ["tier"], "tier", tier, tiers)
+                elif tier == team.get("tier"):
+                    yield _at(document, where + ["tier"], f"throttling to {tier!r}, the team's own tier, "
+                              "changes nothing", "budget-action")
+                if at is not None and first_block is not None and at >= first_block:
+                    yield _at(document, where + ["at"], f"throttle at {action.get('at')}% never takes effect: "
+                              f"the budget blocks at {first_block}%", "budget-action")
+
+
+def check_contacts(document: Any) -> Iterator[Diagnostic]:
+    """Email needs the plan's SMTP relay; Secret names must be Secret names."""
+    has_email = isinstance(_get(document, ["notifications", "email"]), dict)
+    for team_path, _team in _teams(document):
+        for path, contact in _items(document, team_path + ["contacts"]):
+            if contact.get("type") == "email" and not has_email:
+                yield _at(document, path + ["type"], "email contacts need notifications.email "
+                          "(the SMTP relay: smarthost and from)", "contacts")
+            name = (contact.get("secret") or {}).get("secretName")
+            if isinstance(name, str) and not names.is_dns_subdomain(name):
+                yield _at(document, path + ["secret", "secretName"], f"{name!r} is not a valid Secret name "
+                          "(a DNS subdomain: lowercase letters, digits, '-' and '.')", "k8s-name")
+
+
 CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_unique_names,
     check_references,
@@ -764,6 +818,8 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_usage_sources,
     check_tier_effect,
     check_gateway_telemetry,
+    check_budget_actions,
+    check_contacts,
 )
 
 

@@ -20,14 +20,19 @@ from costplan.plan.model import (
     ApiKeyRef,
     ArgoCD,
     Budget,
+    BudgetAction,
+    Contact,
     CostEngine,
+    EmailServer,
     Gateway,
     GpuHourly,
     GpuInstance,
     Grafana,
+    Guard,
     Integrations,
     Limitador,
     Model,
+    Notifications,
     PerMillionTokens,
     PerRequest,
     PerRequestWithIncludedTokens,
@@ -89,13 +94,18 @@ def _rates(items: Any) -> tuple[Rate, ...]:
 
 
 def _budget(doc: Mapping[str, Any], team: str | None) -> Budget:
+    actions = _actions(doc)
+    # Every action's percentage is an alert threshold too, so the team hears
+    # of the throttle or block the moment it starts.
+    thresholds = {to_decimal(t) for t in doc.get("thresholds", [100])} | {a.at for a in actions}
     return Budget(
         name=doc["name"],
         amount=to_decimal(doc["amount"]),
         period=doc["period"],
-        thresholds=tuple(to_decimal(t) for t in doc.get("thresholds", [100])),
+        thresholds=tuple(sorted(thresholds)),
         window=doc.get("window"),
         team=team,
+        actions=actions,
     )
 
 
@@ -207,6 +217,59 @@ def _reports(doc: Mapping[str, Any] | None) -> Reports:
     )
 
 
+# -- budgets that act: actions, contacts, notifications, the guard ----------
+
+
+def _secret_key(doc: Mapping[str, Any] | None, default_key: str = "url") -> SecretKey | None:
+    return None if doc is None else SecretKey(name=doc["secretName"], key=doc.get("key", default_key))
+
+
+def _actions(doc: Mapping[str, Any]) -> tuple[BudgetAction, ...]:
+    return tuple(
+        BudgetAction(at=to_decimal(a["at"]), action=a["action"], tier=a.get("tier"))
+        for a in sorted(doc.get("actions", []), key=lambda a: (to_decimal(a["at"]), a["action"]))
+    )
+
+
+def _contacts(doc: Mapping[str, Any]) -> tuple[Contact, ...]:
+    return tuple(
+        Contact(type=c["type"], to=c.get("to"), channel=c.get("channel"), secret=_secret_key(c.get("secret")))
+        for c in doc.get("contacts", [])
+    )
+
+
+def _notifications(doc: Mapping[str, Any] | None) -> Notifications:
+    doc = doc or {}
+    defaults = Notifications()
+    email = doc.get("email")
+    return Notifications(
+        group_wait=doc.get("groupWait", defaults.group_wait),
+        group_interval=doc.get("groupInterval", defaults.group_interval),
+        repeat_interval=doc.get("repeatInterval", defaults.repeat_interval),
+        namespace=doc.get("namespace"),
+        email=None
+        if email is None
+        else EmailServer(
+            smarthost=email["smarthost"],
+            sender=email["from"],
+            auth_username=email.get("authUsername"),
+            auth_password=_secret_key(email.get("authPassword"), "password"),
+        ),
+    )
+
+
+def _guard(doc: Mapping[str, Any] | None) -> Guard:
+    doc = doc or {}
+    defaults = Guard()
+    return Guard(
+        period=doc.get("period", defaults.period),
+        fail_mode=doc.get("failMode", defaults.fail_mode),
+        fail_after=doc.get("failAfter", defaults.fail_after),
+        namespace=doc.get("namespace"),
+        webhook_url=doc.get("webhookURL"),
+    )
+
+
 def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
     """Map a merged document that passed validation onto the model.
 
@@ -286,12 +349,15 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
                     for u in t.get("users", [])
                 ),
                 budgets=tuple(_budget(b, t["name"]) for b in t.get("budgets", [])),
+                contacts=_contacts(t),
             )
             for t in doc.get("teams", [])
         ),
         budgets=tuple(_budget(b, None) for b in doc.get("budgets", [])),
         alerts=_alerts(doc.get("alerts")),
         reports=_reports(doc.get("reports")),
+        notifications=_notifications(doc.get("notifications")),
+        guard=_guard(doc.get("guard")),
     )
 
 
@@ -349,7 +415,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     """The merged plan as a costplan.yaml document, teams reduced to what the jobs read.
 
     ``from_document`` reads it back equal to the plan except for the teams'
-    users, namespaces, labels and budgets.
+    users, namespaces, labels, budgets and contacts.
     """
     i = plan.integrations
     gateway: dict[str, Any] = {
@@ -501,4 +567,36 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
     if r != Reports():
         document["reports"] = reports
+    if plan.notifications != Notifications():
+        document["notifications"] = _notifications_doc(plan.notifications)
+    if plan.guard != Guard():
+        document["guard"] = _guard_doc(plan.guard)
     return document
+
+
+def _secret_key_doc(key: SecretKey) -> dict[str, str]:
+    return {"secretName": key.name, "key": key.key}
+
+
+def _notifications_doc(n: Notifications) -> dict[str, Any]:
+    doc: dict[str, Any] = {"groupWait": n.group_wait, "groupInterval": n.group_interval,
+                           "repeatInterval": n.repeat_interval}
+    if n.namespace is not None:
+        doc["namespace"] = n.namespace
+    if n.email is not None:
+        email: dict[str, Any] = {"smarthost": n.email.smarthost, "from": n.email.sender}
+        if n.email.auth_username is not None:
+            email["authUsername"] = n.email.auth_username
+        if n.email.auth_password is not None:
+            email["authPassword"] = _secret_key_doc(n.email.auth_password)
+        doc["email"] = email
+    return doc
+
+
+def _guard_doc(g: Guard) -> dict[str, Any]:
+    doc: dict[str, Any] = {"period": g.period, "failMode": g.fail_mode, "failAfter": g.fail_after}
+    if g.namespace is not None:
+        doc["namespace"] = g.namespace
+    if g.webhook_url is not None:
+        doc["webhookURL"] = g.webhook_url
+    return doc

@@ -341,6 +341,7 @@ class Budget:
     thresholds: tuple[Decimal, ...]
     window: str | None = None
     team: str | None = None
+    actions: tuple[BudgetAction, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -352,6 +353,7 @@ class Team:
     tier: str
     users: tuple[User, ...]
     budgets: tuple[Budget, ...]
+    contacts: tuple[Contact, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -394,6 +396,91 @@ class Reports:
     gpu_price_check_schedule: str = "17 * * * *"
 
 
+# --------------------------------------------------------------------------
+# Budgets that act: actions, contacts, notification routing, the guard
+# --------------------------------------------------------------------------
+
+ACTION_NOTIFY = "notify"
+ACTION_THROTTLE = "throttle"
+ACTION_BLOCK = "block"
+ENFORCING_ACTIONS = (ACTION_THROTTLE, ACTION_BLOCK)
+
+
+@dataclass(frozen=True)
+class BudgetAction:
+    """What happens once spend reaches ``at`` percent of the budget.
+
+    ``notify`` tells the team's contacts (the threshold alert routed to
+    them), ``throttle`` moves the team's keys to ``tier``, ``block`` makes the
+    gateway refuse them. Enforcement lasts until the period ends (calendar
+    periods in the plan's timezone) or an override lifts it.
+    """
+
+    at: Decimal
+    action: str
+    tier: str | None = None
+
+
+@dataclass(frozen=True)
+class Contact:
+    """Where a team's alerts go. Every URL or key is a Secret reference.
+
+    ``type`` is ``email`` (``to`` is the address), ``slack`` (``secret``
+    holds the incoming-webhook URL, ``channel`` optional), ``pagerduty``
+    (``secret`` holds the Events API v2 routing key) or ``webhook``
+    (``secret`` holds the URL).
+    """
+
+    type: str
+    to: str | None = None
+    channel: str | None = None
+    secret: SecretKey | None = None
+
+
+@dataclass(frozen=True)
+class EmailServer:
+    """The SMTP relay email contacts are sent through."""
+
+    smarthost: str
+    sender: str
+    auth_username: str | None = None
+    auth_password: SecretKey | None = None
+
+
+@dataclass(frozen=True)
+class Notifications:
+    """How Alertmanager groups and repeats the teams' alerts.
+
+    ``namespace`` is where the AlertmanagerConfig objects and the contacts'
+    Secrets live; ``None`` means Prometheus' namespace.
+    """
+
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+    namespace: str | None = None
+    email: EmailServer | None = None
+
+
+@dataclass(frozen=True)
+class Guard:
+    """``costplan guard``: the controller that enforces budget actions.
+
+    ``period`` is the reconcile interval; ``fail_mode`` says what keys get
+    once Prometheus has been unreachable for ``fail_after``: ``open`` lifts
+    every throttle and block (spend goes unchecked), ``closed`` blocks every
+    key (nothing is spent unchecked). Before that, keys keep their state.
+    ``webhook_url`` is where Alertmanager posts budget alerts; ``None``
+    means the guard's Service.
+    """
+
+    period: str = "60s"
+    fail_mode: str = "open"
+    fail_after: str = "5m"
+    namespace: str | None = None
+    webhook_url: str | None = None
+
+
 @dataclass(frozen=True)
 class Plan:
     """A whole, validated plan for one environment."""
@@ -412,6 +499,8 @@ class Plan:
     budgets: tuple[Budget, ...]
     alerts: Alerts
     reports: Reports = field(default_factory=Reports)
+    notifications: Notifications = field(default_factory=Notifications)
+    guard: Guard = field(default_factory=Guard)
 
     # -- lookups generators need often ------------------------------------
 

@@ -16,6 +16,7 @@ from costplan.core.artifacts import Artifact, manifest
 from costplan.core.names import object_name
 from costplan.generators.common import WAVE_POLICIES, metadata
 from costplan.generators.kuadrant import cel
+from costplan.plan.enforcement import enforces, throttles
 from costplan.plan.model import Plan, TargetRef
 
 COMPONENT = "kuadrant"
@@ -107,5 +108,36 @@ def auth_policy(plan: Plan) -> dict[str, Any]:
     }
 
 
+# -- budget enforcement ------------------------------------------------------
+# Added only to plans whose budgets throttle or block, so other plans' policies
+# stay as they are. ``costplan guard`` writes the state on the key Secret;
+# Authorino reads it with the Secret at every request:
+#  * throttled: the tier properties prefer the guard's tier annotation, so the
+#    rate-limit predicates (which read ``auth.identity.tier``) apply the lower
+#    tier's limits, and usage is labelled and priced with that tier meanwhile;
+#  * blocked: the ``budget`` authorization rule fails and ``unauthorized``
+#    answers 429 with the guard's JSON body (budget, spent, limit, resets).
+BUDGET_RULE = "budget"
+BLOCKED_FALLBACK_BODY = '{"error":"budget_exceeded"}'
+THROTTLED_PROPERTIES = {c.IDENTITY_TIER: c.ANNOTATION_TIER, c.IDENTITY_GROUPS: c.ANNOTATION_GROUPS}
+
+
+def with_budget_enforcement(plan: Plan, policy: dict[str, Any]) -> dict[str, Any]:
+    if not enforces(plan):
+        return policy
+    rules = policy["spec"]["rules"]
+    if throttles(plan):
+        properties = rules["response"]["success"]["filters"][IDENTITY_FILTER]["json"]["properties"]
+        for field, annotation in THROTTLED_PROPERTIES.items():
+            properties[field] = {"expression": cel.annotation_or(c.ANNOTATION_BUDGET_TIER, annotation)}
+    rules["authorization"] = {BUDGET_RULE: {"patternMatching": {"patterns": [{"predicate": cel.not_blocked()}]}}}
+    rules["response"]["unauthorized"] = {
+        "code": c.BUDGET_BLOCKED_STATUS,
+        "headers": {"content-type": {"value": "application/json"}},
+        "body": {"expression": cel.blocked_body(BLOCKED_FALLBACK_BODY)},
+    }
+    return policy
+
+
 def generate(plan: Plan) -> list[Artifact]:
-    return [manifest(COMPONENT, auth_policy(plan))]
+    return [manifest(COMPONENT, with_budget_enforcement(plan, auth_policy(plan)))]

@@ -28,6 +28,11 @@ def key_secret_labels() -> dict[str, str]:
     return secret_selector_labels()
 
 
+def owned_key_labels(plan: Plan) -> dict[str, str]:
+    """The key labels plus the plan's: ``costplan guard`` only touches keys that carry both."""
+    return {**key_secret_labels(), c.LABEL_PLAN: plan.name}
+
+
 def key_secret_annotations(team: Team, user: User) -> dict[str, str]:
     """Annotations the AuthPolicy reads a key's identity from."""
     return {
@@ -63,7 +68,7 @@ def external_secret(plan: Plan, store: SecretStoreRef, team: Team, user: User) -
                     "engineVersion": "v2",
                     "metadata": {
                         "annotations": key_secret_annotations(team, user),
-                        "labels": key_secret_labels(),
+                        "labels": owned_key_labels(plan),
                     },
                     "type": "Opaque",
                 },

@@ -1,0 +1,120 @@
+"""The guard's edges: Prometheus over HTTP, key Secrets and Events through the official client.
+
+Both are thin so the reconcile logic can be driven by anything with the same
+methods. The Kubernetes side reads and patches Secrets one by one by name:
+the Role the guard runs under grants ``get`` and ``patch`` on exactly the
+plan's key Secrets (``resourceNames``) and nothing else, so it can never read
+another Secret of the namespace; ``list`` could not be limited that way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from costplan.core import conventions as c
+from costplan.guard.decide import SpendKey
+
+QUERY_TIMEOUT = 10.0
+
+
+class PrometheusUnavailable(Exception):
+    """Prometheus did not answer the budget query (network, HTTP or API error)."""
+
+
+class Prometheus:
+    def __init__(self, url: str, timeout: float = QUERY_TIMEOUT) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def budget_spend(self, at: dt.datetime) -> dict[SpendKey, Decimal]:
+        """``costplan:budget_spend`` of every team budget at ``at``, exactly as Prometheus prints it."""
+        query = urllib.parse.urlencode({"query": f'{c.METRIC_BUDGET_SPEND}{{team!=""}}', "time": f"{at.timestamp():.3f}"})
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=self.timeout) as response:
+                payload = json.load(response)
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            raise PrometheusUnavailable(f"{self.url}: {exc}") from exc
+        if payload.get("status") != "success":
+            raise PrometheusUnavailable(f"{self.url}: {payload.get('error', 'query failed')}")
+        out: dict[SpendKey, Decimal] = {}
+        for item in payload["data"]["result"]:
+            labels = item["metric"]
+            try:
+                value = Decimal(item["value"][1])
+            except InvalidOperation:
+                continue
+            if value.is_finite():
+                out[(labels.get(c.LABEL_TEAM, ""), labels.get(c.LABEL_BUDGET, ""), labels.get(c.LABEL_PERIOD, ""))] = value
+        return out
+
+
+class KubeSecrets:
+    """Key Secrets and Events in one namespace, through ``kubernetes.client.CoreV1Api``; counts its calls."""
+
+    def __init__(self, namespace: str, kubeconfig: str | None = None, context: str | None = None) -> None:
+        from kubernetes import client, config
+
+        try:
+            if kubeconfig or context:
+                config.load_kube_config(config_file=kubeconfig, context=context)
+            else:
+                try:
+                    config.load_incluster_config()
+                except config.ConfigException:
+                    config.load_kube_config()
+        except Exception as exc:  # the client raises several unrelated types
+            raise ConnectionError(f"cannot load Kubernetes configuration: {exc}") from exc
+        self.namespace = namespace
+        self.api = client.CoreV1Api()
+        self.client = client
+        self.calls = 0
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        self.calls += 1
+        try:
+            secret = self.api.read_namespaced_secret(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        meta: Any = secret.metadata
+        # Only the metadata leaves this method: the key itself is never kept.
+        return {"metadata": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid,
+                             "labels": dict(meta.labels or {}), "annotations": dict(meta.annotations or {})}}
+
+    def patch(self, name: str, body: dict[str, Any], field_manager: str = c.GUARD_FIELD_MANAGER) -> None:
+        """A JSON merge patch: only the keys in ``body`` change, and a missing Secret is not created."""
+        self.calls += 1
+        self.api.patch_namespaced_secret(name, self.namespace, body, field_manager=field_manager,
+                                         _content_type="application/merge-patch+json")
+
+    def event(self, secret: dict[str, Any], reason: str, message: str, warning: bool, now: dt.datetime) -> None:
+        """A core/v1 Event on the key Secret: ``kubectl describe secret`` shows the audit trail."""
+        self.calls += 1
+        meta = secret["metadata"]
+        stamp = now.astimezone(dt.UTC)
+        name = f"{meta['name']}.{int(stamp.timestamp() * 1_000_000):x}"
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Secret", "name": meta["name"],
+                               "namespace": self.namespace, "uid": meta.get("uid")},
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": c.GUARD_NAME},
+            "reportingComponent": c.GUARD_NAME,
+            "firstTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "count": 1,
+        }
+        self.api.create_namespaced_event(self.namespace, body)
