@@ -14,6 +14,8 @@ import copy
 import itertools
 import json
 import re
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -107,13 +109,21 @@ _IDENTITY = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "nam
 
 
 class FakeCluster:
-    """Objects, per-manager field ownership, CRDs and a log of every write."""
+    """Objects, per-manager field ownership, CRDs, RBAC refusals and a log of every write.
+
+    Field ownership is reported the way the API server reports it: a
+    ``managedFields`` entry per manager (operation ``Apply``, ``FieldsV1``,
+    identity fields stripped; lists atomic), so the installer's no-op proof
+    reads the same data here as on a real cluster.
+    """
 
     def __init__(self, namespaces: Iterable[str] = (), crds: Iterable[str] = PLAN_CRDS) -> None:
         self.objects: dict[ObjectKey, dict[str, Any]] = {}
         self.owners: dict[ObjectKey, dict[str, set[tuple[str, ...]]]] = {}
         self.crds = set(crds)
+        self.forbidden: set[tuple[str, str]] = set()  # (verb, kind) the caller may not do
         self.writes: list[tuple[str, ObjectKey]] = []
+        self.lock = threading.RLock()
         self._versions = itertools.count(1)
         for namespace in namespaces:
             self.apply_as("setup", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
@@ -122,11 +132,23 @@ class FakeCluster:
     def _served(self, key: ObjectKey) -> bool:
         return is_builtin_group(key.group) or key.group_kind in self.crds
 
+    def _check(self, verb: str, kind: str, name: str) -> None:
+        if (verb, kind) in self.forbidden:
+            raise Forbidden(f'{kind.lower()}s "{name}" is forbidden: User "test" cannot {verb} resource '
+                            f'"{kind.lower()}s"')
+
     def apply_as(self, manager: str, body: dict[str, Any], *, dry_run: bool = False,
                  force_conflicts: bool = False) -> dict[str, Any]:
+        with self.lock:
+            return self._apply_as(manager, body, dry_run=dry_run, force_conflicts=force_conflicts)
+
+    def _apply_as(self, manager: str, body: dict[str, Any], *, dry_run: bool,
+                  force_conflicts: bool) -> dict[str, Any]:
         key = key_of(body)
         if not self._served(key):
             raise ClusterError(f'no matches for kind "{key.kind}" in group "{key.group}"')
+        if manager == "costplan":
+            self._check("patch", key.kind, key.name)
         if key.kind not in CLUSTER_SCOPED:
             if not key.namespace:
                 raise ClusterError(f"{key.kind} {key.name}: namespace required")
@@ -156,6 +178,11 @@ class FakeCluster:
         for path, value in wanted.items():
             _set_path(result, path, value)
         owners[manager] = set(wanted)
+        result["metadata"]["managedFields"] = [
+            {"manager": m, "operation": "Apply", "apiVersion": body["apiVersion"], "fieldsType": "FieldsV1",
+             "fieldsV1": _fields_v1(paths)}
+            for m, paths in sorted(owners.items()) if paths
+        ]
         if current is None:
             result["metadata"]["uid"] = str(uuid.uuid4())
             result["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
@@ -172,31 +199,54 @@ class FakeCluster:
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         key = ObjectKey(api_group(api_version), kind, None if kind in CLUSTER_SCOPED else namespace, name)
-        found = self.objects.get(key)
-        return copy.deepcopy(found) if found else None
+        with self.lock:
+            found = self.objects.get(key)
+            return copy.deepcopy(found) if found else None
 
     def apply(self, body: dict[str, Any], *, dry_run: bool = False, force_conflicts: bool = False) -> dict[str, Any]:
         return self.apply_as("costplan", body, dry_run=dry_run, force_conflicts=force_conflicts)
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None, *,
+               dry_run: bool = False) -> None:
         key = ObjectKey(api_group(api_version), kind, namespace, name)
-        if self.objects.pop(key, None) is not None:
-            self.owners.pop(key, None)
-            self.writes.append(("delete", key))
+        with self.lock:
+            self._check("delete", kind, name)
+            if dry_run:
+                return
+            if self.objects.pop(key, None) is not None:
+                self.owners.pop(key, None)
+                self.writes.append(("delete", key))
 
-    def list(self, group: str, kind: str, namespaces: Iterable[str], label_selector: str) -> list[dict[str, Any]]:
+    def list(self, group: str, kind: str, namespaces: Iterable[str] | None,
+             label_selector: str) -> list[dict[str, Any]]:
+        """``namespaces=None``: every namespace (a cluster-wide list)."""
         label, _, value = label_selector.partition("=")
-        scopes = set(namespaces)
-        return [
-            copy.deepcopy(obj) for key, obj in sorted(self.objects.items())
-            if key.group == group and key.kind == kind
-            and (kind in CLUSTER_SCOPED or key.namespace in scopes)
-            and (obj["metadata"].get("labels") or {}).get(label) == value
-        ]
+        scopes = None if namespaces is None else set(namespaces)
+        with self.lock:
+            return [
+                copy.deepcopy(obj) for key, obj in sorted(self.objects.items())
+                if key.group == group and key.kind == kind
+                and (kind in CLUSTER_SCOPED or scopes is None or key.namespace in scopes)
+                and (not label or (obj["metadata"].get("labels") or {}).get(label) == value)
+            ]
 
     def missing_crds(self, group_kinds: Iterable[str]) -> list[str]:
         return sorted(gk for gk in group_kinds
                       if not is_builtin_group(split_group_kind(gk)[0]) and gk not in self.crds)
+
+
+class Forbidden(ClusterError):
+    """RBAC refused the request (HTTP 403 behind ``ApiServer``)."""
+
+
+def _fields_v1(paths: Iterable[tuple[str, ...]]) -> dict[str, Any]:
+    """Leaf paths as the API server's ``FieldsV1`` trie: ``{"f:spec": {"f:replicas": {}}}``."""
+    trie: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = trie
+        for name in path:
+            node = node.setdefault(f"f:{name}", {})
+    return trie
 
 
 # ---------------------------------------------------------------------------
@@ -304,28 +354,49 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 
 class ApiServer:
-    """A tiny Kubernetes API (discovery, get, list, server-side apply, delete) over ``FakeCluster``."""
+    """A tiny Kubernetes API (discovery, get, list, server-side apply, delete) over ``FakeCluster``.
 
-    def __init__(self, backend: FakeCluster) -> None:
+    It answers like kube-apiserver where the installer depends on it: a path
+    it does not serve gets a plain-text ``404 page not found`` (a missing
+    object gets a ``Status``), a cluster-wide list spans every namespace,
+    dry runs change nothing, RBAC refusals are 403, a wrong token is 401.
+    Faults for the installer's error handling: ``delay`` seconds before each
+    answer, ``die_after_writes`` (the server stops answering after that many
+    writes), and ``resources`` can change while it runs (a CRD's served
+    versions changing). ``requests`` records every request.
+    """
+
+    def __init__(self, backend: FakeCluster, *, token: str = "test", tls: tuple[str, str] | None = None) -> None:
         import http.server
-        import threading
+        import ssl
 
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as kube-apiserver
+
             def log_message(self, *args: Any) -> None:
                 pass
 
             def _reply(self, code: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
+                text = isinstance(payload, str)
+                data = payload.encode() if text else json.dumps(payload).encode()
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
             def _handle(self, method: str) -> None:
-                code, payload = server.handle(method, self.path, self.headers, self.rfile)
+                if server.dead:
+                    self.close_connection = True
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                code, payload = server.handle(method, self.path, self.headers, body)
+                if server.dead:  # died while handling: no answer at all
+                    self.close_connection = True
+                    return
                 self._reply(code, payload)
 
             def do_GET(self) -> None:
@@ -338,42 +409,82 @@ class ApiServer:
                 self._handle("DELETE")
 
         self.backend = backend
+        self.token = token
+        self.resources = {gv: list(rs) for gv, rs in _RESOURCES.items()}
         self.requests: list[tuple[str, str]] = []
+        self.delay = 0.0
+        self.die_after_writes: int | None = None
+        self.dead = False
+        self._writes = 0
+        self._lock = threading.Lock()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}"
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def handle(self, method: str, raw_path: str, headers: Any, rfile: Any) -> tuple[int, Any]:
+    @staticmethod
+    def classify(method: str, raw_path: str) -> str:
+        """``discovery``, ``list``, ``object`` (a GET by name), ``dry-run`` or ``write``."""
+        path, _, query = raw_path.partition("?")
+        parts = [p for p in path.split("/") if p]
+        if len(parts) <= (2 if parts[:1] == ["api"] else 3):
+            return "discovery"
+        rest = parts[2:] if parts[0] == "api" else parts[3:]
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            rest = rest[2:]
+        if method == "GET":
+            return "object" if len(rest) > 1 else "list"
+        return "dry-run" if "dryRun=All" in query else "write"
+
+    def count(self, what: str) -> int:
+        return sum(1 for method, raw in list(self.requests) if self.classify(method, raw) == what)
+
+    def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, Any]:
         from urllib.parse import parse_qs, urlsplit
 
+        with self._lock:
+            self.requests.append((method, raw_path))
+        if self.delay:
+            time.sleep(self.delay)
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, _status(401, "Unauthorized", "Unauthorized")
         split = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         parts = [p for p in split.path.split("/") if p]
-        self.requests.append((method, raw_path))
         if parts == ["version"]:
             return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0"}
         if parts == ["api"]:
             return 200, {"kind": "APIVersions", "versions": ["v1"]}
         if parts == ["apis"]:
-            groups = [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
-                       "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}}
-                      for g, v in _RESOURCES if g]
+            by_group: dict[str, list[str]] = {}
+            for g, v in self.resources:
+                if g:
+                    by_group.setdefault(g, []).append(v)
+            groups = [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                       "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}}
+                      for g, vs in by_group.items()]
             return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
         if parts[0] == "api":
             group, version, rest = "", parts[1], parts[2:]
         else:
             group, version, rest = parts[1], parts[2], parts[3:]
-        resources = _RESOURCES.get((group, version))
+        resources = self.resources.get((group, version))
         if resources is None:
-            return 404, _status(404, "NotFound", "no such group")
+            return 404, "404 page not found"
         if not rest:
             return 200, {"kind": "APIResourceList", "groupVersion": f"{group}/{version}" if group else version,
                          "resources": [{"name": n, "singularName": k.lower(), "namespaced": ns, "kind": k,
@@ -383,63 +494,89 @@ class ApiServer:
         if rest[0] == "namespaces" and len(rest) >= 3:
             namespace, rest = rest[1], rest[2:]
         plural, name = rest[0], (rest[1] if len(rest) > 1 else None)
-        kind = next(k for n, k, _ in resources if n == plural)
+        kind = next((k for n, k, _ in resources if n == plural), None)
+        if kind is None:
+            return 404, "404 page not found"
         api_version = f"{group}/{version}" if group else version
         if kind == "CustomResourceDefinition":
             return 200, {"kind": "CustomResourceDefinitionList", "apiVersion": api_version, "metadata": {},
                          "items": [self._crd(gk) for gk in sorted(self.backend.crds)]}
-        if method == "GET" and name is None:
-            items = self.backend.list(group, kind, [namespace] if namespace else [], query.get("labelSelector", ""))
-            return 200, {"kind": f"{kind}List", "apiVersion": api_version, "metadata": {}, "items": items}
-        if method == "GET":
-            found = self.backend.get(api_version, kind, name, namespace)
-            return (200, found) if found else (404, _status(404, "NotFound", f'{plural} "{name}" not found'))
-        if method == "DELETE":
-            self.backend.delete(api_version, kind, name, namespace)
-            return 200, _status(200, "", "deleted") | {"status": "Success"}
-        if headers.get("Content-Type") != "application/apply-patch+yaml" or "fieldManager" not in query:
-            return 415, _status(415, "UnsupportedMediaType", "only server-side apply is served")
-        body = yaml.safe_load(rfile.read(int(headers.get("Content-Length", 0))))
         try:
-            result = self.backend.apply_as(query["fieldManager"], body, dry_run=query.get("dryRun") == "All",
+            if method == "GET" and name is None:
+                if ("list", kind) in self.backend.forbidden and namespace is None:
+                    raise Forbidden(f'{plural} is forbidden: User "test" cannot list resource "{plural}" '
+                                    "at the cluster scope")
+                items = self.backend.list(group, kind, [namespace] if namespace else None,
+                                          query.get("labelSelector", ""))
+                for item in items:
+                    item["apiVersion"] = api_version
+                return 200, {"kind": f"{kind}List", "apiVersion": api_version, "metadata": {}, "items": items}
+            if method == "GET":
+                found = self.backend.get(api_version, kind, name, namespace)
+                return (200, found) if found else (404, _status(404, "NotFound", f'{plural} "{name}" not found'))
+            if method == "DELETE":
+                self.backend.delete(api_version, kind, name, namespace, dry_run=query.get("dryRun") == "All")
+                self._wrote(query)
+                return 200, _status(200, "", "deleted") | {"status": "Success"}
+            if headers.get("Content-Type") != "application/apply-patch+yaml" or "fieldManager" not in query:
+                return 415, _status(415, "UnsupportedMediaType", "only server-side apply is served")
+            result = self.backend.apply_as(query["fieldManager"], yaml.load(body, Loader=_LOADER),
+                                           dry_run=query.get("dryRun") == "All",
                                            force_conflicts=query.get("force", "").lower() == "true")
+            self._wrote(query)
+            return 200, result
         except ApplyConflict as exc:
             return 409, _status(409, "Conflict", str(exc))
+        except Forbidden as exc:
+            return 403, _status(403, "Forbidden", str(exc))
         except ClusterError as exc:
             return 404, _status(404, "NotFound", str(exc))
-        return 200, result
 
-    @staticmethod
-    def _crd(group_kind: str) -> dict[str, Any]:
+    def _wrote(self, query: dict[str, str]) -> None:
+        if query.get("dryRun") == "All":
+            return
+        with self._lock:
+            self._writes += 1
+            if self.die_after_writes is not None and self._writes >= self.die_after_writes:
+                self.dead = True
+
+    def _crd(self, group_kind: str) -> dict[str, Any]:
         group, kind = split_group_kind(group_kind)
-        plural = next(n for (g, _), rs in _RESOURCES.items() if g == group for n, k, _ in rs if k == kind)
+        plural = next(n for (g, _), rs in self.resources.items() if g == group for n, k, _ in rs if k == kind)
         return {"metadata": {"name": f"{plural}.{group}"},
                 "spec": {"group": group, "names": {"kind": kind, "plural": plural}},
                 "status": {"conditions": [{"type": "Established", "status": "True"}]}}
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def write_kubeconfig(path: Path, server: str, token: str = "test", insecure: bool = False) -> Path:
+    cluster: dict[str, Any] = {"server": server}
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        "users": [{"name": "test", "user": {"token": token}}],
+    }))
+    return path
+
+
 class ApiServerHarness(Harness):
-    """``KubeCluster`` with the official client, talking HTTP to ``ApiServer``."""
+    """``KubeCluster`` talking HTTP to ``ApiServer``."""
 
     real = True  # observed only through the API, like a real cluster
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        import tempfile
-
         from costplan.install.cluster import KubeCluster
 
         super().__init__(tmp_path, "h1")
-        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the client's discovery cache
         self.backend = FakeCluster(self.base_namespaces)
         self.server = ApiServer(self.backend)
-        self.kubeconfig = tmp_path / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": self.server.url}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-            "users": [{"name": "test", "user": {"token": "test"}}],
-        }))
-        self.cluster = KubeCluster(kubeconfig=str(self.kubeconfig), timeout=10.0)
+        self.kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", self.server.url)
+        self.cluster = KubeCluster(kubeconfig=str(self.kubeconfig), timeout=600.0)
 
     def cli_args(self) -> list[str]:
         return ["--kubeconfig", str(self.kubeconfig)]
@@ -836,48 +973,22 @@ def test_commands_register_in_a_click_group(harness: Harness) -> None:
     assert "RECAP: " in result.stderr
 
 
-def test_kube_cluster_sends_server_side_apply_as_costplan_and_maps_conflicts() -> None:
-    """``KubeCluster`` passes field manager, dryRun=All and force through, and turns 409 into ApplyConflict."""
-    import json
-
-    from kubernetes.client.rest import ApiException
-    from kubernetes.dynamic.exceptions import ConflictError
-
+def test_kube_cluster_sends_server_side_apply_as_costplan_and_maps_conflicts(tmp_path: Path) -> None:
+    """``KubeCluster`` sends field manager, dryRun=All and force as query parameters, and turns 409 into ApplyConflict."""
     from costplan.install.cluster import KubeCluster
 
-    class Resource:
-        namespaced = True
-        group_version = "v1"
-
-    class Result:
-        def to_dict(self) -> dict[str, Any]:
-            return {"kind": "ConfigMap"}
-
-    calls: list[dict[str, Any]] = []
-
-    class Dynamic:
-        class resources:
-            @staticmethod
-            def get(**kwargs: Any) -> Resource:
-                return Resource()
-
-        @staticmethod
-        def server_side_apply(resource: Any, **kwargs: Any) -> Result:
-            calls.append(kwargs)
-            if kwargs["body"]["metadata"]["name"] == "taken":
-                error = ApiException(status=409, reason="Conflict")
-                error.body = json.dumps({"message": 'Apply failed with 1 conflict: conflict with "kubectl"'})
-                raise ConflictError(error)
-            return Result()
-
-    cluster = KubeCluster.__new__(KubeCluster)
-    cluster.dynamic = Dynamic()
-    cluster.timeout = 5.0
-    body = _obj("v1", "ConfigMap", "cm", "ns")
-    assert cluster.apply(body, dry_run=True) == {"kind": "ConfigMap"}
-    assert calls[-1] == {"body": body, "name": "cm", "namespace": "ns", "field_manager": "costplan",
-                         "force_conflicts": None, "dry_run": "All", "_request_timeout": 5.0}
-    cluster.apply(body, force_conflicts=True)
-    assert (calls[-1]["dry_run"], calls[-1]["force_conflicts"]) == (None, True)
-    with pytest.raises(ApplyConflict, match='conflict with "kubectl"'):
-        cluster.apply(_obj("v1", "ConfigMap", "taken", "ns"))
+    backend = FakeCluster(["ns"])
+    server = ApiServer(backend)
+    try:
+        cluster = KubeCluster(kubeconfig=str(write_kubeconfig(tmp_path / "kc", server.url)), timeout=30.0)
+        body = _obj("v1", "ConfigMap", "cm", "ns", data={"a": "1"})
+        assert cluster.apply(body, dry_run=True)["data"] == {"a": "1"}
+        assert backend.objects.get(key_of(body)) is None
+        assert server.requests[-1] == ("PATCH", "/api/v1/namespaces/ns/configmaps/cm?fieldManager=costplan&dryRun=All")
+        cluster.apply(body, force_conflicts=True)
+        assert server.requests[-1] == ("PATCH", "/api/v1/namespaces/ns/configmaps/cm?fieldManager=costplan&force=true")
+        backend.apply_as("kubectl", _obj("v1", "ConfigMap", "cm", "ns", data={"a": "2"}), force_conflicts=True)
+        with pytest.raises(ApplyConflict, match='conflict with "kubectl"'):
+            cluster.apply(body)
+    finally:
+        server.close()

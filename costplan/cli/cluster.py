@@ -46,7 +46,8 @@ def _common(function: Any) -> Any:
                      help="Delete objects of this plan and environment's ApplySet that the plan no longer has."),
         click.option("--force-conflicts", is_flag=True,
                      help="Take over fields other field managers own (server-side apply force)."),
-        timeout_option(30.0, "Seconds per request to the API server."),
+        timeout_option(120.0, "Seconds for the whole run: connecting, discovery and every request "
+                              "(a server that stops answering fails within it)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -109,6 +110,8 @@ def _run(
     applyset = applyset_for(plan.name, env_name, applyset_namespace or plan.integrations.prometheus.namespace)
     cluster = connect(kubeconfig, context, timeout)
     quiet = console().quiet
+    for notice in getattr(cluster, "notices", ()):  # e.g. unverified TLS: once per run, not per request
+        click.echo(notice, err=True)
 
     def err(line: str) -> None:
         if not quiet or line.startswith(("failed", "RECAP", "  ")):

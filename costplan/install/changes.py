@@ -113,6 +113,7 @@ def plan_changes(
     live: Mapping[ObjectKey, Mapping[str, Any] | None],
     inventory: Inventory,
     predicted: Mapping[ObjectKey, Mapping[str, Any]] | None = None,
+    unsure: frozenset[ObjectKey] | set[ObjectKey] = frozenset(),
 ) -> list[Change]:
     """Every change applying ``desired`` would make, in execution order.
 
@@ -124,6 +125,10 @@ def plan_changes(
             of one of its group-kinds are pruned.
         predicted: the object as the server's dry-run apply returned it, per
             key; without an entry, ``merged(live, body)`` stands in.
+        unsure: keys whose apply is sent without a dry run; the offline
+            estimate cannot tell that nothing changes (it keeps fields
+            costplan stopped setting), so they count as updates until the
+            real apply's answer says otherwise.
 
     Returns:
         Creates and updates (and unchanged objects, so the recap can count
@@ -143,7 +148,7 @@ def plan_changes(
         after = normalise(future)
         if current is None:
             action = ACTION_CREATE
-        elif before == after:
+        elif before == after and key not in unsure:
             action = ACTION_UNCHANGED
         else:
             action = ACTION_UPDATE
