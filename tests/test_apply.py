@@ -10,6 +10,7 @@ the installer's behaviour to be tested at the ``cluster.py`` boundary.
 from __future__ import annotations
 
 import base64
+import collections
 import copy
 import itertools
 import json
@@ -319,6 +320,16 @@ class Harness:
     def hide_crd(self, group_kind: str) -> None:
         raise NotImplementedError
 
+    def forbid(self, verb: str, kind: str) -> None:
+        """Make RBAC refuse ``verb`` on ``kind`` for costplan."""
+        pytest.skip("RBAC can only be narrowed for a test on the fake")
+
+    def require_http(self) -> None:
+        from costplan.install.cluster import KubeCluster
+
+        if not isinstance(self.cluster, KubeCluster):
+            pytest.skip("requests are counted at the HTTP client")
+
 
 class FakeHarness(Harness):
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,6 +342,9 @@ class FakeHarness(Harness):
 
     def hide_crd(self, group_kind: str) -> None:
         self.cluster.crds.discard(group_kind)
+
+    def forbid(self, verb: str, kind: str) -> None:
+        self.cluster.forbidden.add((verb, kind))
 
 
 # -- the same fake behind HTTP, so cluster.py runs with the real client -------
@@ -584,6 +598,9 @@ class ApiServerHarness(Harness):
     def apply_as(self, manager: str, body: dict[str, Any], force: bool = False) -> None:
         self.backend.apply_as(manager, body, force_conflicts=force)
 
+    def forbid(self, verb: str, kind: str) -> None:
+        self.backend.forbidden.add((verb, kind))
+
 
 @pytest.fixture(params=["fake", "api-server"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
@@ -706,6 +723,10 @@ def test_removing_a_team_prunes_exactly_its_objects(harness: Harness) -> None:
     diff = harness.cli("diff")
     assert diff.exit_code == 1
     assert f"--- live/Namespace/research-{harness.suffix}" in diff.stdout
+    # A released namespace is shown as what happens to it (its labels go), not as a deletion.
+    assert f"+++ plan/Namespace/research-{harness.suffix}" in diff.stdout
+    assert f"-    {c.LABEL_APPLYSET_PART_OF}: " in diff.stdout
+    assert f"pruned: Namespace/research-{harness.suffix} ({apply.RELEASED_NOTE})" in diff.stderr
     result = harness.cli("apply")
     assert result.exit_code == 0, result.stderr
     assert lines(result.stderr, "pruned") == before - after
@@ -842,6 +863,68 @@ def test_a_parent_written_by_another_tool_is_refused(harness: Harness) -> None:
     assert result.exit_code == 4
     assert "managed by 'kubectl/v1.33', not costplan" in result.stderr
     assert harness.cluster.get("v1", "ConfigMap", "costplan-plan", harness.monitoring) is None
+
+
+def record_requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every request ``KubeCluster`` sends from now on, as (method, path?query)."""
+    from urllib.parse import urlencode
+
+    from costplan.install.cluster import KubeCluster
+
+    sent: list[tuple[str, str]] = []
+    original = KubeCluster.request
+
+    def request(self: Any, method: str, path: str, query: dict[str, str] | None = None,
+                *args: Any, **kwargs: Any) -> Any:
+        sent.append((method, path + ("?" + urlencode(query) if query else "")))
+        return original(self, method, path, query, *args, **kwargs)
+
+    monkeypatch.setattr(KubeCluster, "request", request)
+    return sent
+
+
+def test_a_no_op_apply_sends_no_writes_and_one_list_per_kind(harness: Harness,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    harness.require_http()
+    harness.write_plan()
+    desired = harness.manifests()
+    kinds = {key_of(o).group_kind for o in desired}
+    sent = record_requests(monkeypatch)
+    assert harness.cli("apply").exit_code == 0
+    first = collections.Counter(ApiServer.classify(m, p) for m, p in sent)
+    # A first apply: a GET per object the lists did not find, one write per object (and the
+    # parent), no dry run at all.
+    assert first["write"] == len(desired) + 1, first
+    assert first["dry-run"] == 0 and first["object"] <= len(desired) + 1, first
+    for command in ("apply", "diff"):
+        sent.clear()
+        result = harness.cli(command)
+        assert result.exit_code == 0, result.stderr
+        assert recap(result.stderr)["ok"] == len(desired)
+        counts = collections.Counter(ApiServer.classify(m, p) for m, p in sent)
+        assert counts["write"] == 0 and counts["dry-run"] == 0, (command, counts)
+        assert counts["list"] <= len(kinds) + 1, (command, counts)  # + the CRD list
+        assert counts["object"] == 1, (command, counts)  # the ApplySet parent
+
+
+def test_check_and_diff_dry_run_prunes_and_report_a_refused_delete(harness: Harness) -> None:
+    set_ = ApplySet(f"costplan-rbac-{harness.suffix}", harness.monitoring)
+    objects = [_obj("v1", "ConfigMap", f"rbac-{n}", harness.monitoring, data={"n": str(n)}) for n in (1, 2)]
+
+    def run(desired: list[dict[str, Any]], mode: str) -> tuple[apply.Outcome, str]:
+        err: list[str] = []
+        outcome = apply.run(harness.cluster, desired, set_, apply.Options(mode=mode), lambda _: None, err.append)
+        return outcome, "\n".join(err)
+
+    assert run(objects, apply.MODE_APPLY)[0].recap.created == 2
+    harness.forbid("delete", "ConfigMap")
+    for mode in (apply.MODE_CHECK, apply.MODE_DIFF):
+        outcome, err = run(objects[:1], mode)
+        assert (outcome.recap.pruned, outcome.recap.failed) == (0, 1), err
+        assert f"failed: ConfigMap/{harness.monitoring}/rbac-2" in err and "forbidden" in err
+    outcome, err = run(objects[:1], apply.MODE_APPLY)
+    assert outcome.recap.failed == 1 and "forbidden" in err
+    assert harness.cluster.get("v1", "ConfigMap", "rbac-2", harness.monitoring) is not None
 
 
 # ---------------------------------------------------------------------------

@@ -66,7 +66,7 @@ class RealHarness(Harness):
     def __init__(self, tmp_path: Path, kubeconfig: str) -> None:
         super().__init__(tmp_path, uuid.uuid4().hex[:8])
         self.kubeconfig = kubeconfig
-        self.cluster = KubeCluster(kubeconfig=kubeconfig, timeout=30.0)
+        self.cluster = KubeCluster(kubeconfig=kubeconfig, timeout=600.0)
         for namespace in self.base_namespaces:
             self.apply_as("costplan-test", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
 
@@ -80,11 +80,7 @@ class RealHarness(Harness):
         return super().write_plan(*replacements, drop_team=drop_team)
 
     def apply_as(self, manager: str, body: dict[str, Any], force: bool = False) -> None:
-        dynamic = self.cluster.dynamic
-        resource = dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])
-        dynamic.server_side_apply(resource, body=body, name=body["metadata"]["name"],
-                                  namespace=body["metadata"].get("namespace"),
-                                  field_manager=manager, force_conflicts=True if force else None)
+        self.cluster.apply(body, force_conflicts=force, manager=manager)
 
     def cleanup(self) -> None:
         for namespace in [*self.base_namespaces, f"research-{self.suffix}"]:

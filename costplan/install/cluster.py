@@ -317,9 +317,11 @@ class KubeCluster:
         except NotServed:
             return None
 
-    def apply(self, body: dict[str, Any], *, dry_run: bool = False, force_conflicts: bool = False) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any], *, dry_run: bool = False, force_conflicts: bool = False,
+              manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        """Server-side apply; ``manager`` other than ``costplan`` only for tests and benchmarks."""
         meta = body.get("metadata") or {}
-        query = {"fieldManager": FIELD_MANAGER}
+        query = {"fieldManager": manager}
         if force_conflicts:
             query["force"] = "true"
         if dry_run:

@@ -103,8 +103,8 @@ def _owns_exactly(fields: Any, desired: Any, live: Any) -> bool:
 def unchanged_by_apply(live: Mapping[str, Any] | None, body: Mapping[str, Any],
                        manager: str = FIELD_MANAGER) -> bool:
     """True when applying ``body`` as ``manager`` onto ``live`` would provably change nothing."""
-    if live is None:
-        return False
+    if live is None or live.get("apiVersion") != body.get("apiVersion"):
+        return False  # read in another version: only the server can say what this one would do
     fields = applied_fields(live, str(body.get("apiVersion", "")), manager)
     if fields is None:
         return False
