@@ -1075,3 +1075,142 @@ def test_kube_cluster_sends_server_side_apply_as_costplan_and_maps_conflicts(tmp
             cluster.apply(body)
     finally:
         server.close()
+
+
+# ---------------------------------------------------------------------------
+# Faults at the client boundary: a server that hangs, dies, rejects or changes
+# ---------------------------------------------------------------------------
+
+def _cli(command: str, plan: Path, kubeconfig: Path, *args: str):
+    target = cli_cluster.apply_command if command == "apply" else cli_cluster.diff_command
+    return CliRunner().invoke(target, ["-f", str(plan), "--kubeconfig", str(kubeconfig), *args],
+                              catch_exceptions=False)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[ApiServer, Path, Path]]:
+    """An ``ApiServer`` with the scenario plan's namespaces, its kubeconfig and the plan."""
+    backend = FakeCluster(["llm-f1", "monitoring-f1", "kuadrant-f1"])
+    server = ApiServer(backend)
+    plan = tmp_path / "costplan.yaml"
+    plan.write_text(scenario_plan("f1"), encoding="utf-8")
+    try:
+        yield server, write_kubeconfig(tmp_path / "kubeconfig", server.url), plan
+    finally:
+        server.dead = False
+        server.close()
+
+
+def test_a_server_that_never_answers_fails_within_the_timeout(tmp_path: Path) -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections complete in the backlog; nothing ever reads or answers
+    try:
+        plan = tmp_path / "costplan.yaml"
+        plan.write_text(scenario_plan("f1"), encoding="utf-8")
+        kubeconfig = write_kubeconfig(tmp_path / "kc", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+        result = _cli("diff", plan, kubeconfig, "--timeout", "1.5")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert result.exit_code == 4
+    assert elapsed < 1.5 + 3.0  # the build plus the timeout, not a hang
+    assert "did not answer within" in result.stderr and "--timeout 1.5s" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_timeout_bounds_the_whole_run_not_each_request(served: tuple[ApiServer, Path, Path]) -> None:
+    server, kubeconfig, plan = served
+    server.delay = 0.15  # every answer is quick, but there are many of them
+    started = time.monotonic()
+    result = _cli("apply", plan, kubeconfig, "--timeout", "1")
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 4
+    assert elapsed < 1 + 3.0
+    assert "--timeout" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_wrong_token_is_one_line_without_headers(served: tuple[ApiServer, Path, Path], tmp_path: Path) -> None:
+    server, _, plan = served
+    wrong = write_kubeconfig(tmp_path / "wrong", server.url, token="not-the-token")
+    result = _cli("apply", plan, wrong)
+    assert result.exit_code == 4
+    assert result.stderr.strip().splitlines() == [
+        f"error: the API server at {server.url} rejected the credentials (401 Unauthorized); "
+        "check the kubeconfig's user"]
+    assert "not-the-token" not in result.stderr
+
+
+def test_insecure_tls_warns_once_per_run(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import warnings
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=costplan-test", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = ApiServer(FakeCluster(["llm-f1", "monitoring-f1", "kuadrant-f1"]), tls=(str(cert), str(key)))
+    try:
+        plan = tmp_path / "costplan.yaml"
+        plan.write_text(scenario_plan("f1"), encoding="utf-8")
+        kubeconfig = write_kubeconfig(tmp_path / "kc", server.url, insecure=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _cli("apply", plan, kubeconfig)
+    finally:
+        server.close()
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("is not verified") == 1
+    assert recap(result.stderr)["created"] > 10  # many requests, one warning
+    assert [w for w in caught if "Unverified HTTPS" in str(w.message)] == []
+
+
+def test_a_server_gone_mid_run_stops_and_summarises_then_a_rerun_converges(
+        served: tuple[ApiServer, Path, Path]) -> None:
+    server, kubeconfig, plan = served
+    desired = [key_of(o) for o in apply.desired_objects(build_stage.build(plan, [None]).environments["base"])]
+    server.die_after_writes = 6  # the parent and five objects are written, the fifth never answered
+    result = _cli("apply", plan, kubeconfig)
+    assert result.exit_code == 4
+    summary = [line for line in result.stderr.splitlines() if line.startswith("failed:")]
+    assert len(summary) == 1, result.stderr
+    found = re.fullmatch(r"failed: server unreachable since object (\d+) of (\d+) \(.*\); (\d+) failed, "
+                         r"(\d+) not attempted; re-run to converge", summary[0])
+    assert found, summary
+    since, total, failed, skipped = map(int, found.groups())
+    assert total == len(desired) and 5 <= since <= 6 + apply.CONCURRENCY
+    counts = recap(result.stderr)
+    assert counts["created"] == 4 and counts["failed"] == failed and counts["skipped"] == skipped
+    assert counts["created"] + failed + skipped == len(desired)
+    assert "Traceback" not in result.stderr
+
+    server.die_after_writes, server.dead = None, False
+    again = _cli("apply", plan, kubeconfig)
+    assert again.exit_code == 0, again.stderr
+    assert (recap(again.stderr)["created"], recap(again.stderr)["ok"]) == (len(desired) - 5, 5)
+
+
+def test_a_served_version_change_names_the_cause(served: tuple[ApiServer, Path, Path]) -> None:
+    from costplan.install.cluster import KubeCluster
+
+    server, kubeconfig, plan = served
+    assert _cli("apply", plan, kubeconfig).exit_code == 0
+    # The Kuadrant CRDs now serve v1beta9 only; a cluster that discovered v1 earlier in the run
+    # gets a 404 for the old path and must name the change, not blame the object.
+    cluster = KubeCluster(kubeconfig=str(kubeconfig), timeout=60.0)
+    cluster._kinds("kuadrant.io/v1")
+    server.resources[("kuadrant.io", "v1beta9")] = server.resources.pop(("kuadrant.io", "v1"))
+    desired = apply.desired_objects(build_stage.build(plan, [None]).environments["base"])
+    policy = next(o for o in desired if o["kind"] == "AuthPolicy")
+    with pytest.raises(ClusterError, match=r"serves AuthPolicy in kuadrant.io/v1beta9, not in kuadrant.io/v1"):
+        cluster.apply(policy, dry_run=True)
+    # A new run discovers afresh (nothing cached between runs) and says the same per object.
+    result = _cli("apply", plan, kubeconfig)
+    assert result.exit_code == 4
+    assert "serves AuthPolicy in kuadrant.io/v1beta9, not in kuadrant.io/v1" in result.stderr
+    assert "Traceback" not in result.stderr

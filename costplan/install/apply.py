@@ -463,7 +463,7 @@ def _apply(
     kept: list[ObjectKey] = []
     connection = _Connection()
     index = {id(change): number for number, change in enumerate(planned.changes, start=1)}
-    unreachable: list[ch.Change] = []
+    unreachable: list[tuple[ch.Change, str]] = []
 
     def work(change: ch.Change) -> tuple[str, str] | object:
         if change.action == ch.ACTION_UNCHANGED:
@@ -495,8 +495,9 @@ def _apply(
             if result is _NOT_ATTEMPTED:
                 not_attempted += 1
                 continue
-            if isinstance(result, Unreachable) and connection.tripped:
-                unreachable.append(change)
+            if isinstance(result, Unreachable):
+                failed = True
+                unreachable.append((change, str(result)))  # one line per cause, once the run is over
                 continue
             if isinstance(result, ApplyConflict):
                 failed = True
@@ -520,8 +521,11 @@ def _apply(
                 outcome.pending = True
                 if options.show_diff:
                     printer.out(diff)
-    if connection.tripped:
-        recap.failed += len(unreachable)
+    recap.failed += len(unreachable)
+    if not connection.tripped:
+        for change, reason in unreachable:
+            printer.line("failed", change.key, reason)
+    else:
         recap.skipped += not_attempted
         printer.err(f"failed: server unreachable since object {connection.first_index} of {len(planned.changes)} "
                     f"({connection.reason}); {len(unreachable)} failed, {not_attempted} not attempted; "
