@@ -1183,7 +1183,7 @@ def test_a_server_gone_mid_run_stops_and_summarises_then_a_rerun_converges(
                          r"(\d+) not attempted; re-run to converge", summary[0])
     assert found, summary
     since, total, failed, skipped = map(int, found.groups())
-    assert total == len(desired) and 5 <= since <= 6 + apply.CONCURRENCY
+    assert total == len(desired) and 2 <= since <= 6  # writes within a stage run concurrently
     counts = recap(result.stderr)
     assert counts["created"] == 4 and counts["failed"] == failed and counts["skipped"] == skipped
     assert counts["created"] + failed + skipped == len(desired)
