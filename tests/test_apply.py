@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -1214,3 +1215,60 @@ def test_a_served_version_change_names_the_cause(served: tuple[ApiServer, Path, 
     assert result.exit_code == 4
     assert "serves AuthPolicy in kuadrant.io/v1beta9, not in kuadrant.io/v1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# The no-op proof and the in-memory objects (pure)
+# ---------------------------------------------------------------------------
+
+def _live_with(body: dict[str, Any], fields: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    live = copy.deepcopy(body)
+    live.update(changes)
+    live["metadata"] = {**live["metadata"], "uid": "u", "resourceVersion": "7", "labels": {"other": "x"},
+                        "managedFields": [{"manager": "costplan", "operation": "Apply", "apiVersion": "apps/v1",
+                                           "fieldsType": "FieldsV1", "fieldsV1": fields},
+                                          {"manager": "kubectl", "operation": "Update", "apiVersion": "apps/v1",
+                                           "fieldsType": "FieldsV1",
+                                           "fieldsV1": {"f:metadata": {"f:labels": {"f:other": {}}}}}]}
+    return live
+
+
+def test_unchanged_by_apply_reads_costplans_managed_fields() -> None:
+    from costplan.install.ownership import unchanged_by_apply
+
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns"},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "i:1"}]}}}}
+    owned = {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+        'k:{"name":"app"}': {".": {}, "f:name": {}, "f:image": {}}}}}}}
+    assert unchanged_by_apply(_live_with(body, owned), body)
+    # A value another manager changed, a field costplan stopped setting, one it never owned,
+    # a list item by position, another version's field set: only the server can tell.
+    assert not unchanged_by_apply(_live_with(body, owned, spec={**body["spec"], "replicas": 3}), body)
+    assert not unchanged_by_apply(_live_with(body, {**owned, "f:metadata": {"f:annotations": {"f:a": {}}}}), body)
+    assert not unchanged_by_apply(_live_with(body, {"f:spec": {"f:replicas": {}}}), body)
+    assert not unchanged_by_apply(_live_with(body, {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {
+        "f:containers": {"i:0": {"f:image": {}}}}}}}), body)
+    other_version = _live_with(body, owned)
+    other_version["metadata"]["managedFields"][0]["apiVersion"] = "apps/v1beta2"
+    assert not unchanged_by_apply(other_version, body)
+    assert not unchanged_by_apply(None, body)
+    # Integers and booleans are not interchangeable, even though Python says 1 == True.
+    flag = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {"on": True}}
+    live = _live_with(flag, {"f:spec": {"f:on": {}}}, spec={"on": 1})
+    live["metadata"]["managedFields"][0]["apiVersion"] = "v1"
+    assert not unchanged_by_apply(live, flag)
+    live["spec"] = {"on": True}
+    assert unchanged_by_apply(live, flag)
+
+
+def test_desired_objects_equal_the_canonical_yaml_round_trip_without_one() -> None:
+    from costplan.core.canonical_yaml import dump_yaml
+    from costplan.plan.load import list_environments
+
+    result = build_stage.build(PLAN, [list_environments(PLAN)[0]])
+    artifacts = next(iter(result.environments.values()))
+    round_trip = [yaml.safe_load(dump_yaml(a.data)) for a in artifacts if a.is_manifest]
+    assert len(round_trip) > 20
+    assert apply.desired_objects(artifacts) == round_trip
+    assert apply.plain({"price": Decimal("0.000002"), "count": Decimal("15")}) == {"price": 2e-06, "count": 15}
