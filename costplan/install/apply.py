@@ -187,7 +187,12 @@ class _Planned:
 
 def _read_live(cluster: Cluster, bodies: list[dict[str, Any]], keys: list[ObjectKey],
                everything: Inventory, options: Options) -> dict[ObjectKey, Mapping[str, Any] | None]:
-    """Every member of the set by one list per kind, then a GET for each desired object not among them."""
+    """Every member of the set by one list per kind, then a GET for each desired object not among them.
+
+    ``apply`` without ``--diff`` skips those GETs: an object the lists did
+    not find is applied as if new, and the apply's answer (``Applied.created``)
+    says whether it was.
+    """
     namespaces = sorted(everything.namespaces)
     selector = f"{c.LABEL_APPLYSET_PART_OF}={everything.id}"
     kinds = [split_group_kind(gk) for gk in sorted(everything.group_kinds)]
@@ -197,6 +202,8 @@ def _read_live(cluster: Cluster, bodies: list[dict[str, Any]], keys: list[Object
     for objects in listed:
         for obj in objects:  # type: ignore[union-attr]
             live.setdefault(key_of(obj), obj)
+    if options.mode == MODE_APPLY and not options.show_diff:
+        return live
     unlisted = [(body, key) for body, key in zip(bodies, keys, strict=True) if key not in live]
     found = parallel(lambda bk: cluster.get(bk[0]["apiVersion"], bk[1].kind, bk[1].name, bk[1].namespace),
                      unlisted, options.concurrency)
@@ -424,7 +431,9 @@ def _execute(cluster: Cluster, change: ch.Change, options: Options) -> tuple[str
     result = cluster.apply(change.body, force_conflicts=options.force_conflicts)
     if change.action == ch.ACTION_CREATE:
         after = normalise(result)
-        return "created", ch.unified_diff(change.key, None, after)
+        if getattr(result, "created", True):
+            return "created", ch.unified_diff(change.key, None, after)
+        return "changed", ch.unified_diff(change.key, None, after)  # it existed, outside the set until now
     after = normalise(result)
     if after == change.before:
         return "ok", ""

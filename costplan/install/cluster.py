@@ -66,7 +66,12 @@ class NotServed(ClusterError):
 
 
 class Cluster(Protocol):
-    """What ``costplan apply`` needs from a cluster, as plain dicts."""
+    """What ``costplan apply`` needs from a cluster, as plain dicts.
+
+    ``apply`` returns an ``Applied`` (a dict that says whether the apply
+    created the object), so ``costplan apply`` needs no GET to tell a create
+    from an update.
+    """
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         """The live object, or ``None`` when it does not exist."""
@@ -83,6 +88,17 @@ class Cluster(Protocol):
 
     def missing_crds(self, group_kinds: Iterable[str]) -> builtins.list[str]:
         """Custom kinds among ``group_kinds`` whose CRD is absent or not Established, by name."""
+
+
+class Applied(dict[str, Any]):
+    """The object an apply returned, and whether that apply created it (HTTP 201).
+
+    Knowing it from the answer spares a GET per object before a first apply.
+    """
+
+    def __init__(self, obj: dict[str, Any], *, created: bool) -> None:
+        super().__init__(obj)
+        self.created = created
 
 
 @dataclass(frozen=True)
@@ -218,7 +234,8 @@ class KubeCluster:
         """A request whose answer is a JSON object; errors become one sentence about ``what``."""
         status, data = self.request(method, path, query, body, content_type)
         if 200 <= status < 300:
-            return json.loads(data) if data else {}
+            found = json.loads(data) if data else {}
+            return Applied(found, created=status == 201) if method == "PATCH" and isinstance(found, dict) else found
         message, parsed = _status_message(data)
         if status == 401:
             raise Unreachable(f"the API server at {self.host} rejected the credentials (401 Unauthorized"
