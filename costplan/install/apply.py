@@ -256,7 +256,8 @@ def _plan(cluster: Cluster, bodies: list[dict[str, Any]], applyset: ApplySet, op
             raise answer
         else:
             predicted[key] = answer
-    changes = ch.plan_changes(bodies, live, everything, predicted, unsure=unsure)
+    changes = ch.plan_changes(bodies, live, everything, predicted, unsure=unsure,
+                              diffs=options.show_diff or options.mode == MODE_DIFF)
     if options.mode != MODE_APPLY and options.prune:
         _dry_run_prunes(cluster, changes, failures, options)
     return _Planned(changes, failures, parent, previous, desired)
@@ -281,7 +282,8 @@ def _dry_run_prunes(cluster: Cluster, changes: list[ch.Change], failures: dict[O
             failures[change.key] = str(answer)
         elif answer is not None:
             change.after = normalise(answer)
-            change.diff = ch.unified_diff(change.key, change.before, change.after)
+            if options.show_diff or options.mode == MODE_DIFF:
+                change.diff = ch.unified_diff(change.key, change.before, change.after)
 
 
 def _prune_skip_reason(change: ch.Change, options: Options, failed: bool) -> str | None:
@@ -419,7 +421,7 @@ _NOT_ATTEMPTED = object()
 
 
 def _execute(cluster: Cluster, change: ch.Change, options: Options) -> tuple[str, str]:
-    """Send one change; return the line word and the diff to show."""
+    """Send one change; return the line word and the diff to show (empty unless ``--diff``)."""
     if change.action == ch.ACTION_PRUNE:
         if _is_namespace(change.key):
             cluster.apply(_release_body(change))
@@ -429,15 +431,15 @@ def _execute(cluster: Cluster, change: ch.Change, options: Options) -> tuple[str
     if change.action == ch.ACTION_UNCHANGED or change.body is None:
         return "ok", ""
     result = cluster.apply(change.body, force_conflicts=options.force_conflicts)
-    if change.action == ch.ACTION_CREATE:
-        after = normalise(result)
-        if getattr(result, "created", True):
-            return "created", ch.unified_diff(change.key, None, after)
-        return "changed", ch.unified_diff(change.key, None, after)  # it existed, outside the set until now
     after = normalise(result)
-    if after == change.before:
+    if change.action == ch.ACTION_CREATE:
+        # An object the lists did not find but that existed joins the set: changed, not created.
+        word = "created" if getattr(result, "created", True) else "changed"
+    elif after == change.before:
         return "ok", ""
-    return "changed", ch.unified_diff(change.key, change.before, after)
+    else:
+        word = "changed"
+    return word, ch.unified_diff(change.key, change.before, after) if options.show_diff else ""
 
 
 def _groups(changes: list[ch.Change]) -> list[list[ch.Change]]:

@@ -114,6 +114,7 @@ def plan_changes(
     inventory: Inventory,
     predicted: Mapping[ObjectKey, Mapping[str, Any]] | None = None,
     unsure: frozenset[ObjectKey] | set[ObjectKey] = frozenset(),
+    diffs: bool = True,
 ) -> list[Change]:
     """Every change applying ``desired`` would make, in execution order.
 
@@ -129,6 +130,8 @@ def plan_changes(
             estimate cannot tell that nothing changes (it keeps fields
             costplan stopped setting), so they count as updates until the
             real apply's answer says otherwise.
+        diffs: compute each change's unified diff (only worth its time when
+            it is shown).
 
     Returns:
         Creates and updates (and unchanged objects, so the recap can count
@@ -152,7 +155,7 @@ def plan_changes(
             action = ACTION_UNCHANGED
         else:
             action = ACTION_UPDATE
-        diff = "" if action == ACTION_UNCHANGED else unified_diff(key, before, after)
+        diff = "" if action == ACTION_UNCHANGED or not diffs else unified_diff(key, before, after)
         applies.append((order_key(key, body), Change(action, key, dict(body), before, after, diff,
                                                      api_version=str(body.get("apiVersion", "")))))
     prunes: list[tuple[tuple[Any, ...], Change]] = []
@@ -164,7 +167,8 @@ def plan_changes(
             continue
         before = normalise(obj)
         prunes.append((order_key(key, obj), Change(ACTION_PRUNE, key, None, before, None,
-                                                   unified_diff(key, before, None), keep=_kept(obj),
+                                                   unified_diff(key, before, None) if diffs else "",
+                                                   keep=_kept(obj),
                                                    api_version=str(obj.get("apiVersion", "")))))
     ordered = [change for _, change in sorted(applies, key=lambda item: item[0])]
     ordered += [change for _, change in sorted(prunes, key=lambda item: item[0], reverse=True)]
