@@ -891,12 +891,15 @@ def test_a_no_op_apply_sends_no_writes_and_one_list_per_kind(harness: Harness,
     harness.write_plan()
     desired = harness.manifests()
     kinds = {key_of(o).group_kind for o in desired}
+    keys = [key_of(o) for o in desired]
+    # The parent and each namespace the plan needs but does not create (checked up front).
+    reads = 1 + len({k.namespace for k in keys if k.namespace} - {k.name for k in keys if k.kind == "Namespace"})
     sent = record_requests(monkeypatch)
     assert harness.cli("apply").exit_code == 0
     first = collections.Counter(ApiServer.classify(m, p) for m, p in sent)
-    # A first apply: one write per object (and the parent), no dry run, no GET but the parent's.
+    # A first apply: one write per object (and the parent), no dry run, no GET per object.
     assert first["write"] == len(desired) + 1, first
-    assert first["dry-run"] == 0 and first["object"] == 1, first
+    assert first["dry-run"] == 0 and first["object"] == reads, first
     for command in ("apply", "diff"):
         sent.clear()
         result = harness.cli(command)
@@ -905,7 +908,7 @@ def test_a_no_op_apply_sends_no_writes_and_one_list_per_kind(harness: Harness,
         counts = collections.Counter(ApiServer.classify(m, p) for m, p in sent)
         assert counts["write"] == 0 and counts["dry-run"] == 0, (command, counts)
         assert counts["list"] <= len(kinds) + 1, (command, counts)  # + the CRD list
-        assert counts["object"] == 1, (command, counts)  # the ApplySet parent
+        assert counts["object"] == reads, (command, counts)
 
 
 def test_check_and_diff_dry_run_prunes_and_report_a_refused_delete(harness: Harness) -> None:
@@ -1272,3 +1275,21 @@ def test_desired_objects_equal_the_canonical_yaml_round_trip_without_one() -> No
     assert len(round_trip) > 20
     assert apply.desired_objects(artifacts) == round_trip
     assert apply.plain({"price": Decimal("0.000002"), "count": Decimal("15")}) == {"price": 2e-06, "count": 15}
+
+
+def test_a_bare_cluster_names_missing_namespaces_and_their_components(tmp_path: Path, monkeypatch) -> None:
+    bare = FakeCluster()  # no namespaces at all
+    monkeypatch.setattr(cli_cluster, "connect", lambda *args: bare)
+    plan = tmp_path / "costplan.yaml"
+    plan.write_text(scenario_plan("b1"), encoding="utf-8")
+    result = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(plan)], catch_exceptions=False)
+    assert result.exit_code == 4
+    missing = [line for line in result.stderr.splitlines() if line.startswith("failed: namespace ")]
+    assert [line.split()[2] for line in missing] == ["kuadrant-b1", "llm-b1", "monitoring-b1"]
+    assert any("monitoring-b1 does not exist" in line and "Prometheus Operator" in line for line in missing)
+    assert any("kuadrant-b1 does not exist" in line and "Limitador" in line for line in missing)
+    assert "--create-namespaces" in result.stderr and bare.writes == []
+    created = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(plan), "--create-namespaces"],
+                                 catch_exceptions=False)
+    assert created.exit_code == 0, created.stderr
+    assert {"Namespace/monitoring-b1", "Namespace/llm-b1", "Namespace/kuadrant-b1"} <= lines(created.stderr, "created")

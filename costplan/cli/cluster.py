@@ -46,6 +46,9 @@ def _common(function: Any) -> Any:
                      help="Delete objects of this plan and environment's ApplySet that the plan no longer has."),
         click.option("--force-conflicts", is_flag=True,
                      help="Take over fields other field managers own (server-side apply force)."),
+        click.option("--create-namespaces", is_flag=True,
+                     help="Create the namespaces the plan targets but does not define (monitoring, "
+                          "kuadrant-system, ...) instead of failing when they are missing."),
         timeout_option(120.0, "Seconds for the whole run: connecting, discovery and every request "
                               "(a server that stops answering fails within it)."),
     ]
@@ -79,6 +82,20 @@ def apply_command(check: bool, show_diff: bool, **kwargs: Any) -> None:
     _run(mode="check" if check else "apply", check=check, show_diff=show_diff, **kwargs)
 
 
+def _components(plan: Any) -> dict[str, str]:
+    """What runs in each namespace the plan's integrations name, for a missing namespace's message."""
+    i = plan.integrations
+    found = {i.gateway.namespace: "the gateway (a Gateway API implementation)",
+             i.gateway.limitador.namespace: "Kuadrant's Limitador (kuadrant-operator)",
+             i.gateway.api_key.secret_namespace: "Kuadrant's Authorino API-key Secrets (kuadrant-operator)",
+             i.grafana.namespace: "Grafana",
+             i.cost_engine.namespace: f"the cost engine ({i.cost_engine.type})",
+             i.prometheus.namespace: "Prometheus (the Prometheus Operator, e.g. kube-prometheus-stack)"}
+    if i.argocd is not None:
+        found[i.argocd.namespace] = "Argo CD"
+    return found
+
+
 def _environment(plan_path: Path, environment: str | None) -> str | None:
     known = list_environments(plan_path) if plan_path.is_file() else []
     if environment is None and known:
@@ -101,6 +118,7 @@ def _run(
     applyset_namespace: str | None,
     prune: bool,
     force_conflicts: bool,
+    create_namespaces: bool,
     timeout: float,
 ) -> None:
     env = _environment(plan_path, environment)
@@ -117,9 +135,10 @@ def _run(
         if not quiet or line.startswith(("failed", "RECAP", "  ")):
             click.echo(line, err=True)
 
-    options = apply.Options(mode=mode, show_diff=show_diff, prune=prune, force_conflicts=force_conflicts)
+    options = apply.Options(mode=mode, show_diff=show_diff, prune=prune, force_conflicts=force_conflicts,
+                            create_namespaces=create_namespaces)
     outcome = apply.run(cluster, apply.desired_objects(artifacts), applyset, options,
-                        out=lambda text: click.echo(text, nl=False), err=err)
+                        out=lambda text: click.echo(text, nl=False), err=err, components=_components(plan))
     if outcome.failed:
         raise ExternalFailure()
     exit_with(ExitCode.CHANGED if mode != "apply" and outcome.pending else ExitCode.OK)

@@ -90,6 +90,7 @@ class Options:
     prune: bool = True
     force_conflicts: bool = False
     concurrency: int = CONCURRENCY
+    create_namespaces: bool = False
 
 
 @dataclass
@@ -286,6 +287,53 @@ def _dry_run_prunes(cluster: Cluster, changes: list[ch.Change], failures: dict[O
                 change.diff = ch.unified_diff(change.key, change.before, change.after)
 
 
+# What provides each API group costplan generates objects of: named when its CRDs are missing.
+_GROUP_COMPONENTS = {
+    "monitoring.coreos.com": "the Prometheus Operator (for example kube-prometheus-stack)",
+    "kuadrant.io": "Kuadrant (kuadrant-operator)",
+    "extensions.kuadrant.io": "Kuadrant (kuadrant-operator, with its extensions enabled)",
+    "argoproj.io": "Argo CD",
+    "external-secrets.io": "the External Secrets Operator",
+    "grafana.integreatly.org": "the Grafana Operator",
+}
+
+
+def component_of_group(group: str) -> str:
+    """What to install for the CRDs of ``group``."""
+    return _GROUP_COMPONENTS.get(group, f"the operator that defines {group}")
+
+
+def missing_namespaces(cluster: Cluster, bodies: list[dict[str, Any]], applyset: ApplySet,
+                       options: Options) -> dict[str, list[ObjectKey]]:
+    """Namespaces the objects (and the ApplySet parent) live in that neither exist nor are in the plan."""
+    keys = [key_of(b) for b in bodies]
+    created = {k.name for k in keys if _is_namespace(k)}
+    needed: dict[str, list[ObjectKey]] = {}
+    for key in sorted(keys, key=str):
+        if key.namespace and key.namespace not in created:
+            needed.setdefault(key.namespace, []).append(key)
+    if applyset.namespace not in created:
+        needed.setdefault(applyset.namespace, []).append(
+            ObjectKey("", "ConfigMap", applyset.namespace, applyset.name))
+    names = sorted(needed)
+    found = parallel(lambda ns: cluster.get("v1", "Namespace", ns, None), names, options.concurrency)
+    _first_error(found)
+    return {ns: needed[ns] for ns, live in zip(names, found, strict=True) if live is None}
+
+
+def _with_namespaces(bodies: list[dict[str, Any]], applyset: ApplySet) -> list[dict[str, Any]]:
+    """``bodies`` plus a Namespace for every namespace they target and do not create.
+
+    The namespaces join the ApplySet like any other object, so a later run
+    that no longer needs one releases it (its labels go) rather than deleting it.
+    """
+    created = {key_of(b).name for b in bodies if _is_namespace(key_of(b))}
+    targets = {key_of(b).namespace for b in bodies} | {applyset.namespace}
+    extra = [with_applyset_label({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, applyset.id)
+             for ns in sorted(t for t in targets if t and t not in created)]
+    return extra + bodies
+
+
 def _prune_skip_reason(change: ch.Change, options: Options, failed: bool) -> str | None:
     if change.keep:
         return f"kept: {c.ANNOTATION_KEEP}=true"
@@ -303,28 +351,44 @@ def run(
     options: Options,
     out: Callable[[str], None],
     err: Callable[[str], None],
+    components: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Diff, check or apply ``desired`` (plain manifests) as members of ``applyset``.
+
+    ``components`` names what runs in each namespace the plan targets (for
+    the message when one is missing).
 
     ``out`` receives data (unified diffs), ``err`` one line per object and
     the ``RECAP``. Cluster errors are reported as failed lines, never raised.
     """
     printer = _Printer(out, err)
     recap = ch.Recap()
+    components = components or {}
     bodies = [with_applyset_label(obj, applyset.id) for obj in desired]
 
+    if options.create_namespaces:
+        bodies = _with_namespaces(bodies, applyset)
     try:
         missing = cluster.missing_crds({key_of(b).group_kind for b in bodies})
+        absent = missing_namespaces(cluster, bodies, applyset, options)
     except ClusterError as exc:
-        missing, recap.failed = [], 1
-        err(f"failed: cannot check CustomResourceDefinitions: {exc}")
-    if missing or recap.failed:
+        recap.failed, recap.skipped = 1, len(bodies)
+        err(f"failed: cannot check the prerequisites: {exc}")
+        err("nothing was applied")
+        err(recap.line())
+        return Outcome(recap)
+    if missing or absent:
         for name in missing:
-            err(f"failed: CustomResourceDefinition missing: {name}")
-        recap.failed += len(missing)
+            group = name.split(" ", 1)[0].partition(".")[2]
+            err(f"failed: CustomResourceDefinition missing: {name}; install {component_of_group(group)}")
+        for namespace, needed_by in sorted(absent.items()):
+            more = f" and {len(needed_by) - 1} more" if len(needed_by) > 1 else ""
+            what = components.get(namespace, "the component that runs there")
+            err(f"failed: namespace {namespace} does not exist: needed by {needed_by[0]}{more} "
+                f"for {what}; install it or create the namespace (or re-run with --create-namespaces)")
+        recap.failed += len(missing) + len(absent)
         recap.skipped = len(bodies)
-        err("nothing was applied: install the missing CustomResourceDefinitions first" if missing
-            else "nothing was applied")
+        err("nothing was applied: install the missing prerequisites first")
         err(recap.line())
         return Outcome(recap)
 
@@ -462,8 +526,13 @@ def _apply(
     """Record the set first (so an interrupted run can still prune), apply, prune, then shrink the record."""
     recap = outcome.recap
     superset = union(planned.previous, planned.desired)
+    done: dict[int, tuple[str, str]] = {}
     if planned.parent is None or parent_inventory(planned.parent, applyset.id) != superset:
         try:
+            home = next((change_ for change_ in planned.changes if change_.action == ch.ACTION_CREATE
+                         and change_.key == ObjectKey("", "Namespace", None, applyset.namespace)), None)
+            if home is not None:  # the parent's own namespace is new: it must come first
+                done[id(home)] = _execute(cluster, home, options)
             _write_parent(cluster, applyset, superset)
         except ClusterError as exc:
             recap.failed += 1
@@ -479,6 +548,8 @@ def _apply(
     def work(change: ch.Change) -> tuple[str, str] | object:
         if change.action == ch.ACTION_UNCHANGED:
             return "ok", ""  # proven unchanged: no request at all
+        if id(change) in done:
+            return done[id(change)]
         if connection.tripped:
             return _NOT_ATTEMPTED
         try:
