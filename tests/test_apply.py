@@ -61,6 +61,8 @@ PLAN_CRDS = {
     "ServiceMonitor.monitoring.coreos.com",
     "PrometheusRule.monitoring.coreos.com",
 }
+RECAP_WAIT = re.compile(r"^RECAP: .* failed=(?P<failed>\d+) skipped=\d+ ready=(?P<ready>\d+) "
+                        r"not_ready=(?P<not_ready>\d+)$", re.MULTILINE)
 RECAP = re.compile(
     r"^RECAP: ok=(\d+) changed=(\d+) created=(\d+) pruned=(\d+) failed=(\d+) skipped=(\d+)$", re.MULTILINE
 )
@@ -1293,3 +1295,33 @@ def test_a_bare_cluster_names_missing_namespaces_and_their_components(tmp_path: 
                                  catch_exceptions=False)
     assert created.exit_code == 0, created.stderr
     assert {"Namespace/monitoring-b1", "Namespace/llm-b1", "Namespace/kuadrant-b1"} <= lines(created.stderr, "created")
+
+
+def test_apply_wait_reports_readiness_of_policies_and_cronjobs(harness: Harness) -> None:
+    harness.require_fake("readiness is set by the Kuadrant operator, which the fake stands in for")
+    harness.write_plan()
+    cluster: FakeCluster = harness.cluster
+    waited = harness.cli("apply", "--wait", "0.5")  # nothing reports readiness yet
+    assert waited.exit_code == 4
+    counts = RECAP_WAIT.search(waited.stderr)
+    assert counts and int(counts["not_ready"]) > 0 and int(counts["failed"]) == 0, waited.stderr
+    policies = {k for k in cluster.objects if k.group.endswith("kuadrant.io")}
+    assert policies and lines(waited.stderr, "not ready") == {str(k) for k in policies}
+    assert "no Accepted condition yet" in waited.stderr
+    assert all(f"ready: {k} (created)" in waited.stderr for k in cluster.objects if k.kind == "CronJob")
+
+    def accept(enforced: str) -> None:  # what the operator writes into status
+        for key in policies:
+            cluster.objects[key]["status"] = {"conditions": [
+                {"type": "Accepted", "status": "True", "reason": "Accepted"},
+                {"type": "Enforced", "status": enforced, "reason": "Enforced" if enforced == "True" else "Unknown",
+                 "message": "policy is not enforced by the gateway" if enforced != "True" else ""}]}
+
+    accept("False")
+    again = harness.cli("apply", "--wait", "0.2")
+    assert again.exit_code == 4 and "Enforced=False: policy is not enforced by the gateway" in again.stderr
+    accept("True")
+    ready = harness.cli("apply", "--wait", "5")
+    assert ready.exit_code == 0, ready.stderr
+    found = RECAP_WAIT.search(ready.stderr)
+    assert found and int(found["not_ready"]) == 0 and int(found["ready"]) == len(lines(ready.stderr, "ready"))

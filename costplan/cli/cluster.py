@@ -65,7 +65,7 @@ def diff_command(**kwargs: Any) -> None:
 
     Exit 0 when nothing would change, 1 when something would, 4 on cluster errors.
     """
-    _run(mode="diff", check=False, show_diff=True, **kwargs)
+    _run(mode="diff", check=False, show_diff=True, wait=None, **kwargs)
 
 
 @click.command("apply")
@@ -73,6 +73,9 @@ def diff_command(**kwargs: Any) -> None:
 @click.option("--check", is_flag=True,
               help="Server dry run: report what would change, change nothing (exit 1 if anything would).")
 @click.option("--diff", "show_diff", is_flag=True, help="Also print a unified diff of every change on stdout.")
+@click.option("--wait", type=float, default=None, metavar="SECONDS",
+              help="After applying, wait up to SECONDS for Kuadrant policies to be Accepted and Enforced, "
+                   "Deployments Available and CronJobs created; report each (exit 4 if any is not ready).")
 @guarded
 def apply_command(check: bool, show_diff: bool, **kwargs: Any) -> None:
     """Server-side apply the plan as field manager `costplan`, then prune what it no longer has.
@@ -120,6 +123,7 @@ def _run(
     force_conflicts: bool,
     create_namespaces: bool,
     timeout: float,
+    wait: float | None,
 ) -> None:
     env = _environment(plan_path, environment)
     result = build_stage.build(plan_path, [env])
@@ -136,7 +140,7 @@ def _run(
             click.echo(line, err=True)
 
     options = apply.Options(mode=mode, show_diff=show_diff, prune=prune, force_conflicts=force_conflicts,
-                            create_namespaces=create_namespaces)
+                            create_namespaces=create_namespaces, wait=None if check else wait)
     outcome = apply.run(cluster, apply.desired_objects(artifacts), applyset, options,
                         out=lambda text: click.echo(text, nl=False), err=err, components=_components(plan))
     if outcome.failed:

@@ -28,6 +28,7 @@ says how far it got; a re-run converges.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from costplan.install.applyset import (
 from costplan.install.cluster import CONCURRENCY, ApplyConflict, Cluster, ClusterError, Unreachable
 from costplan.install.objects import ObjectKey, key_of, normalise, order_key, split_group_kind
 from costplan.install.ownership import unchanged_by_apply
+from costplan.install.readiness import readiness, reports_readiness
 
 MODE_DIFF = "diff"
 MODE_CHECK = "check"
@@ -91,6 +93,7 @@ class Options:
     force_conflicts: bool = False
     concurrency: int = CONCURRENCY
     create_namespaces: bool = False
+    wait: float | None = None  # seconds to wait for readiness after applying
 
 
 @dataclass
@@ -103,7 +106,7 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        return self.recap.failed > 0
+        return self.recap.failed > 0 or self.recap.not_ready > 0
 
 
 def plain(value: Any) -> Any:
@@ -506,6 +509,32 @@ def _execute(cluster: Cluster, change: ch.Change, options: Options) -> tuple[str
     return word, ch.unified_diff(change.key, change.before, after) if options.show_diff else ""
 
 
+def _wait(cluster: Cluster, changes: list[ch.Change], options: Options, printer: _Printer, recap: ch.Recap) -> None:
+    """Poll the applied objects that report readiness until all are ready or ``options.wait`` is spent."""
+    watched = [c for c in changes if c.action != ch.ACTION_PRUNE and reports_readiness(c.key)]
+    deadline = time.monotonic() + float(options.wait or 0)
+    state: dict[ObjectKey, tuple[bool, str]] = {}
+    pending = list(watched)
+    while pending:
+        answers = parallel(lambda c: cluster.get(c.api_version, c.key.kind, c.key.name, c.key.namespace),
+                           pending, options.concurrency)
+        for change, live in zip(pending, answers, strict=True):
+            state[change.key] = (False, str(live)) if isinstance(live, Exception) else readiness(change.key, live)
+        pending = [c for c in pending if not state[c.key][0]]
+        remaining = deadline - time.monotonic()
+        if not pending or remaining <= 0:
+            break
+        time.sleep(min(1.0, remaining))
+    recap.ready, recap.not_ready = 0, 0
+    for change in watched:
+        ready, why = state[change.key]
+        printer.line("ready" if ready else "not ready", change.key, why)
+        if ready:
+            recap.ready += 1
+        else:
+            recap.not_ready += 1
+
+
 def _groups(changes: list[ch.Change]) -> list[list[ch.Change]]:
     """Consecutive changes of the same stage and sync wave: each group may run concurrently."""
     groups: list[list[ch.Change]] = []
@@ -561,6 +590,7 @@ def _apply(
         return result
 
     not_attempted = 0
+    broken: set[ObjectKey] = set(planned.failures)
     for group in _groups(planned.changes):
         if connection.tripped:
             not_attempted += len(group)
@@ -581,6 +611,8 @@ def _apply(
                 failed = True
                 unreachable.append((change, str(result)))  # one line per cause, once the run is over
                 continue
+            if isinstance(result, ClusterError):
+                broken.add(change.key)
             if isinstance(result, ApplyConflict):
                 failed = True
                 recap.failed += 1
@@ -613,6 +645,8 @@ def _apply(
                     f"({connection.reason}); {len(unreachable)} failed, {not_attempted} not attempted; "
                     "re-run to converge")
         return
+    if options.wait is not None:
+        _wait(cluster, [c for c in planned.changes if c.key not in broken], options, printer, recap)
     if failed:
         return  # keep the superset: the next run still finds everything it may have to prune
     final = union(planned.desired, inventory_of(applyset.id, kept))

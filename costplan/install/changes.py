@@ -186,7 +186,10 @@ class Recap:
     failed: int = 0
     skipped: int = 0
     failures: list[str] = field(default_factory=list)
+    ready: int | None = None  # set by ``apply --wait``
+    not_ready: int = 0
 
     def line(self) -> str:
+        waited = f" ready={self.ready} not_ready={self.not_ready}" if self.ready is not None else ""
         return (f"RECAP: ok={self.ok} changed={self.changed} created={self.created} "
-                f"pruned={self.pruned} failed={self.failed} skipped={self.skipped}")
+                f"pruned={self.pruned} failed={self.failed} skipped={self.skipped}{waited}")
