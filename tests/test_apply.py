@@ -1325,3 +1325,42 @@ def test_apply_wait_reports_readiness_of_policies_and_cronjobs(harness: Harness)
     assert ready.exit_code == 0, ready.stderr
     found = RECAP_WAIT.search(ready.stderr)
     assert found and int(found["not_ready"]) == 0 and int(found["ready"]) == len(lines(ready.stderr, "ready"))
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=costplan-test", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_a_kubeconfig_with_a_ca_and_a_token_needs_no_official_client(tmp_path: Path) -> None:
+    """TLS verified against the kubeconfig's CA, the token sent, and the heavy client never imported."""
+    import subprocess
+    import sys
+
+    cert, key = _certificate(tmp_path)
+    server = ApiServer(FakeCluster(["ns"]), tls=(str(cert), str(key)))
+    try:
+        config = yaml.safe_load(write_kubeconfig(tmp_path / "kc", server.url).read_text())
+        config["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(cert.read_bytes()).decode()
+        # KUBECONFIG lists files; the first that defines a name wins, so the stale entry is ignored.
+        stale = copy.deepcopy(config)
+        stale["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"
+        (tmp_path / "a").write_text(yaml.safe_dump(config))
+        (tmp_path / "b").write_text(yaml.safe_dump(stale))
+        script = ("import sys\nfrom costplan.install.cluster import KubeCluster\n"
+                  "c = KubeCluster(timeout=30)\n"
+                  "print(c.get('v1', 'Namespace', 'ns', None)['metadata']['name'], 'kubernetes' in sys.modules)\n")
+        env = {**__import__("os").environ, "KUBECONFIG": f"{tmp_path / 'a'}:{tmp_path / 'b'}"}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ns", "False"]

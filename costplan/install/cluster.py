@@ -9,8 +9,7 @@ manager makes ownership explicit (inferred names cause spurious conflicts),
 and the server, not costplan, merges with what other managers own.
 
 ``KubeCluster`` speaks the REST API itself over one pooled HTTP connection
-manager, using the official client only to read kubeconfigs (tokens, client
-certificates, exec plugins, in-cluster service accounts). That keeps four
+manager (``kubeconfig`` says where and how to authenticate). That keeps four
 things under costplan's control that the generic dynamic client hides:
 
 * discovery happens once per run, in memory: the dynamic client's cache file
@@ -150,43 +149,36 @@ class KubeCluster:
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, timeout: float = 120.0,
                  concurrency: int = CONCURRENCY) -> None:
-        from kubernetes import client, config
-        from kubernetes.client import rest
-        from kubernetes.config.config_exception import ConfigException
+        import urllib3
+
+        from costplan.install.kubeconfig import KubeconfigError, connection
 
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.concurrency = concurrency
         self.notices: list[str] = []
-        configuration = client.Configuration()
         try:
-            if kubeconfig or context:
-                config.load_kube_config(config_file=kubeconfig, context=context,
-                                        client_configuration=configuration)
-            else:
-                try:
-                    config.load_kube_config(client_configuration=configuration)
-                except ConfigException as no_kubeconfig:
-                    try:
-                        config.load_incluster_config(client_configuration=configuration)
-                    except ConfigException:
-                        raise ConfigException(
-                            f"no usable kubeconfig ({no_kubeconfig}; set KUBECONFIG or pass --kubeconfig) "
-                            "and not running inside a cluster"
-                        ) from None
-        except (ConfigException, OSError, ValueError, TypeError) as exc:
+            self.connection = connection(kubeconfig, context)
+        except KubeconfigError as exc:
             raise Unreachable(f"cannot configure the cluster connection: {exc}") from exc
-        configuration.connection_pool_maxsize = concurrency
-        self.host = str(configuration.host).rstrip("/")
-        self.configuration = configuration
-        if self.host.startswith("https:") and not configuration.verify_ssl:
-            import urllib3
-
+        self.host = self.connection.host
+        pool_args: dict[str, Any] = {
+            "maxsize": concurrency,  # one connection per worker, kept alive for the run
+            "cert_reqs": "CERT_REQUIRED" if self.connection.verify else "CERT_NONE",
+            "ca_certs": self.connection.ca_file,
+            "cert_file": self.connection.cert_file,
+            "key_file": self.connection.key_file,
+        }
+        if self.connection.server_name:
+            pool_args["server_hostname"] = self.connection.server_name
+        if self.host.startswith("https:") and not self.connection.verify:
+            pool_args["assert_hostname"] = False
             # One notice per run instead of urllib3's warning on every request.
             warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
             self.notices.append(f"warning: the TLS certificate of {self.host} is not verified "
                                 "(the kubeconfig sets insecure-skip-tls-verify)")
-        self.pool = rest.RESTClientObject(configuration).pool_manager
+        self.pool = (urllib3.ProxyManager(self.connection.proxy, **pool_args) if self.connection.proxy
+                     else urllib3.PoolManager(**pool_args))
         self._lock = threading.Lock()
         self._group_versions: dict[str, list[str]] | None = None  # group -> served versions, preferred first
         self._resources: dict[str, dict[str, Resource]] = {}  # group/version -> kind -> resource
@@ -196,10 +188,7 @@ class KubeCluster:
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": FIELD_MANAGER}
-        settings: dict[str, Any] = dict(self.configuration.auth_settings())
-        for setting in settings.values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[str(setting["key"])] = str(setting["value"])
+        headers.update(self.connection.auth_headers())
         return headers
 
     def request(self, method: str, path: str, query: dict[str, str] | None = None,
