@@ -1364,3 +1364,18 @@ def test_a_kubeconfig_with_a_ca_and_a_token_needs_no_official_client(tmp_path: P
         server.close()
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ns", "False"]
+
+
+def test_lists_fall_back_to_each_namespace_when_a_cluster_wide_list_is_forbidden(
+        served: tuple[ApiServer, Path, Path]) -> None:
+    server, kubeconfig, plan = served
+    assert _cli("apply", plan, kubeconfig).exit_code == 0
+    server.backend.forbidden.add(("list", "ConfigMap"))
+    server.requests.clear()
+    again = _cli("apply", plan, kubeconfig)
+    assert again.exit_code == 0, again.stderr
+    assert recap(again.stderr)["changed"] + recap(again.stderr)["created"] == 0
+    listed = [p for m, p in server.requests if m == "GET" and p.split("?")[0].endswith("/configmaps")]
+    assert "/api/v1/configmaps" in {p.split("?")[0] for p in listed}  # tried once, refused
+    assert len(listed) == 1 + 3  # then one list per recorded namespace
+    assert server.count("write") == 0
