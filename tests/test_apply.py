@@ -1295,6 +1295,13 @@ def test_a_bare_cluster_names_missing_namespaces_and_their_components(tmp_path: 
                                  catch_exceptions=False)
     assert created.exit_code == 0, created.stderr
     assert {"Namespace/monitoring-b1", "Namespace/llm-b1", "Namespace/kuadrant-b1"} <= lines(created.stderr, "created")
+    # The same from the plan: install.createNamespaces.
+    other = FakeCluster()
+    monkeypatch.setattr(cli_cluster, "connect", lambda *args: other)
+    plan.write_text(scenario_plan("b1") + "install:\n  createNamespaces: true\n", encoding="utf-8")
+    by_plan = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(plan)], catch_exceptions=False)
+    assert by_plan.exit_code == 0, by_plan.stderr
+    assert "Namespace/monitoring-b1" in lines(by_plan.stderr, "created")
 
 
 def test_apply_wait_reports_readiness_of_policies_and_cronjobs(harness: Harness) -> None:

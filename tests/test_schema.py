@@ -175,6 +175,7 @@ def test_a_plan_with_every_key_validates_and_maps():
     assert plan.reports.webhook.key == "endpoint" and plan.reports.create_pvc is False
     assert plan.tier("gold").quotas.weekly == 500
     assert plan.alerts.source_absent_for == "1h"
+    assert plan.install.create_namespaces is True
 
 
 def test_decimal_strings_are_accepted_as_money(tmp_path, monkeypatch):

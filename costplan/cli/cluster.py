@@ -48,7 +48,8 @@ def _common(function: Any) -> Any:
                      help="Take over fields other field managers own (server-side apply force)."),
         click.option("--create-namespaces", is_flag=True,
                      help="Create the namespaces the plan targets but does not define (monitoring, "
-                          "kuadrant-system, ...) instead of failing when they are missing."),
+                          "kuadrant-system, ...) instead of failing when they are missing "
+                          "(also the plan's install.createNamespaces)."),
         timeout_option(120.0, "Seconds for the whole run: connecting, discovery and every request "
                               "(a server that stops answering fails within it)."),
     ]
@@ -140,7 +141,8 @@ def _run(
             click.echo(line, err=True)
 
     options = apply.Options(mode=mode, show_diff=show_diff, prune=prune, force_conflicts=force_conflicts,
-                            create_namespaces=create_namespaces, wait=None if check else wait)
+                            create_namespaces=create_namespaces or plan.install.create_namespaces,
+                            wait=None if check else wait)
     outcome = apply.run(cluster, apply.desired_objects(artifacts), applyset, options,
                         out=lambda text: click.echo(text, nl=False), err=err, components=_components(plan))
     if outcome.failed:

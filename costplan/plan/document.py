@@ -25,6 +25,7 @@ from costplan.plan.model import (
     GpuHourly,
     GpuInstance,
     Grafana,
+    Install,
     Integrations,
     Limitador,
     Model,
@@ -292,6 +293,7 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
         budgets=tuple(_budget(b, None) for b in doc.get("budgets", [])),
         alerts=_alerts(doc.get("alerts")),
         reports=_reports(doc.get("reports")),
+        install=Install(create_namespaces=bool((doc.get("install") or {}).get("createNamespaces", False))),
     )
 
 
@@ -501,4 +503,6 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
     if r != Reports():
         document["reports"] = reports
+    if plan.install != Install():
+        document["install"] = {"createNamespaces": plan.install.create_namespaces}
     return document

@@ -355,6 +355,13 @@ class Team:
 
 
 @dataclass(frozen=True)
+class Install:
+    """How ``costplan apply`` installs the plan: whether it creates the namespaces it targets."""
+
+    create_namespaces: bool = False
+
+
+@dataclass(frozen=True)
 class Alerts:
     """Alert knobs; defaults apply when the plan does not set them."""
 
@@ -412,6 +419,7 @@ class Plan:
     budgets: tuple[Budget, ...]
     alerts: Alerts
     reports: Reports = field(default_factory=Reports)
+    install: Install = field(default_factory=Install)
 
     # -- lookups generators need often ------------------------------------
 
