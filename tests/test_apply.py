@@ -933,6 +933,116 @@ def test_check_and_diff_dry_run_prunes_and_report_a_refused_delete(harness: Harn
     assert harness.cluster.get("v1", "ConfigMap", "rbac-2", harness.monitoring) is not None
 
 
+class Proxy:
+    """A TCP relay in front of an API server that can be cut at once (the server "dies" for the client)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        import socket
+
+        self.upstream = upstream
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.sockets: list[Any] = []
+        self.cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.listener.getsockname()[1])
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self.cut:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut:
+                client.close()
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: Any, target: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, target):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def kill(self) -> None:
+        import socket
+
+        self.cut = True
+        for s in [self.listener, *self.sockets]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_a_server_gone_mid_run_through_a_proxy(harness: Harness, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The apiserver disappears after some writes (the relay is cut): one summary line, then a re-run converges."""
+    from urllib.parse import urlsplit
+
+    from costplan.install.cluster import KubeCluster
+
+    harness.require_http()
+    harness.write_plan()
+    desired = harness.manifests()
+    config = yaml.safe_load(Path(str(harness.kubeconfig)).expanduser().read_text())
+    context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
+    target = urlsplit(cluster["server"])
+    proxy = Proxy((target.hostname or "127.0.0.1", target.port or (443 if target.scheme == "https" else 80)))
+    if target.hostname not in ("127.0.0.1", "localhost") and target.scheme == "https":
+        cluster.setdefault("tls-server-name", target.hostname)
+    cluster["server"] = f"{target.scheme}://127.0.0.1:{proxy.port}"
+    relayed = tmp_path / "relayed-kubeconfig"
+    relayed.write_text(yaml.safe_dump(config))
+
+    writes = 0
+    original = KubeCluster.request
+
+    def request(self: Any, method: str, path: str, query: dict[str, str] | None = None,
+                *args: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        answer = original(self, method, path, query, *args, **kwargs)
+        if method == "PATCH" and not (query or {}).get("dryRun"):
+            writes += 1
+            if writes == 4:  # the parent and three objects, then the server is gone
+                proxy.kill()
+        return answer
+
+    monkeypatch.setattr(KubeCluster, "request", request)
+    runner = CliRunner()
+    gone = runner.invoke(cli_cluster.apply_command, ["-f", str(harness.plan_path), "--kubeconfig", str(relayed)],
+                         catch_exceptions=False)
+    assert gone.exit_code == 4
+    summary = [line for line in gone.stderr.splitlines() if line.startswith("failed:")]
+    assert len(summary) == 1 and "server unreachable since object" in summary[0], gone.stderr
+    assert summary[0].endswith("not attempted; re-run to converge")
+    assert "Traceback" not in gone.stderr
+    monkeypatch.setattr(KubeCluster, "request", original)
+    again = harness.cli("apply")
+    assert again.exit_code == 0, again.stderr
+    counts = recap(again.stderr)
+    assert counts["created"] + counts["ok"] == len(desired) and counts["failed"] == 0
+
+
 # ---------------------------------------------------------------------------
 # Pure parts and the command line (no cluster)
 # ---------------------------------------------------------------------------

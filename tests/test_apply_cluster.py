@@ -28,6 +28,7 @@ from tests.test_apply import (
     test_a_no_op_apply_sends_no_writes_and_one_list_per_kind,
     test_a_parent_written_by_another_tool_is_refused,
     test_a_price_change_changes_exactly_the_objects_it_affects,
+    test_a_server_gone_mid_run_through_a_proxy,
     test_apply_wait_reports_readiness_of_policies_and_cronjobs,
     test_check_and_diff_dry_run_prunes_and_report_a_refused_delete,
     test_check_mode_changes_nothing_and_exits_1_when_changes_are_pending,
@@ -56,6 +57,7 @@ SCENARIOS = (
     test_a_no_op_apply_sends_no_writes_and_one_list_per_kind,
     test_check_and_diff_dry_run_prunes_and_report_a_refused_delete,
     test_apply_wait_reports_readiness_of_policies_and_cronjobs,
+    test_a_server_gone_mid_run_through_a_proxy,
 )
 
 KUBECONFIG = os.environ.get("COSTPLAN_TEST_KUBECONFIG")
