@@ -10,12 +10,16 @@ the installer's behaviour to be tested at the ``cluster.py`` boundary.
 from __future__ import annotations
 
 import base64
+import collections
 import copy
 import itertools
 import json
 import re
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,7 @@ from costplan.install.applyset import (
     parent_problem,
     with_applyset_label,
 )
-from costplan.install.cluster import ApplyConflict, ClusterError
+from costplan.install.cluster import Applied, ApplyConflict, ClusterError
 from costplan.install.objects import (
     ObjectKey,
     api_group,
@@ -57,6 +61,8 @@ PLAN_CRDS = {
     "ServiceMonitor.monitoring.coreos.com",
     "PrometheusRule.monitoring.coreos.com",
 }
+RECAP_WAIT = re.compile(r"^RECAP: .* failed=(?P<failed>\d+) skipped=\d+ ready=(?P<ready>\d+) "
+                        r"not_ready=(?P<not_ready>\d+)$", re.MULTILINE)
 RECAP = re.compile(
     r"^RECAP: ok=(\d+) changed=(\d+) created=(\d+) pruned=(\d+) failed=(\d+) skipped=(\d+)$", re.MULTILINE
 )
@@ -107,13 +113,21 @@ _IDENTITY = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "nam
 
 
 class FakeCluster:
-    """Objects, per-manager field ownership, CRDs and a log of every write."""
+    """Objects, per-manager field ownership, CRDs, RBAC refusals and a log of every write.
+
+    Field ownership is reported the way the API server reports it: a
+    ``managedFields`` entry per manager (operation ``Apply``, ``FieldsV1``,
+    identity fields stripped; lists atomic), so the installer's no-op proof
+    reads the same data here as on a real cluster.
+    """
 
     def __init__(self, namespaces: Iterable[str] = (), crds: Iterable[str] = PLAN_CRDS) -> None:
         self.objects: dict[ObjectKey, dict[str, Any]] = {}
         self.owners: dict[ObjectKey, dict[str, set[tuple[str, ...]]]] = {}
         self.crds = set(crds)
+        self.forbidden: set[tuple[str, str]] = set()  # (verb, kind) the caller may not do
         self.writes: list[tuple[str, ObjectKey]] = []
+        self.lock = threading.RLock()
         self._versions = itertools.count(1)
         for namespace in namespaces:
             self.apply_as("setup", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
@@ -122,11 +136,23 @@ class FakeCluster:
     def _served(self, key: ObjectKey) -> bool:
         return is_builtin_group(key.group) or key.group_kind in self.crds
 
+    def _check(self, verb: str, kind: str, name: str) -> None:
+        if (verb, kind) in self.forbidden:
+            raise Forbidden(f'{kind.lower()}s "{name}" is forbidden: User "test" cannot {verb} resource '
+                            f'"{kind.lower()}s"')
+
     def apply_as(self, manager: str, body: dict[str, Any], *, dry_run: bool = False,
                  force_conflicts: bool = False) -> dict[str, Any]:
+        with self.lock:
+            return self._apply_as(manager, body, dry_run=dry_run, force_conflicts=force_conflicts)
+
+    def _apply_as(self, manager: str, body: dict[str, Any], *, dry_run: bool,
+                  force_conflicts: bool) -> dict[str, Any]:
         key = key_of(body)
         if not self._served(key):
             raise ClusterError(f'no matches for kind "{key.kind}" in group "{key.group}"')
+        if manager == "costplan":
+            self._check("patch", key.kind, key.name)
         if key.kind not in CLUSTER_SCOPED:
             if not key.namespace:
                 raise ClusterError(f"{key.kind} {key.name}: namespace required")
@@ -156,6 +182,11 @@ class FakeCluster:
         for path, value in wanted.items():
             _set_path(result, path, value)
         owners[manager] = set(wanted)
+        result["metadata"]["managedFields"] = [
+            {"manager": m, "operation": "Apply", "apiVersion": body["apiVersion"], "fieldsType": "FieldsV1",
+             "fieldsV1": _fields_v1(paths)}
+            for m, paths in sorted(owners.items()) if paths
+        ]
         if current is None:
             result["metadata"]["uid"] = str(uuid.uuid4())
             result["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
@@ -166,37 +197,60 @@ class FakeCluster:
             self.objects[key] = result
             self.owners[key] = owners
             self.writes.append(("apply", key))
-        return copy.deepcopy(result)
+        return Applied(copy.deepcopy(result), created=current is None)
 
     # -- the Cluster protocol ----------------------------------------------
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
         key = ObjectKey(api_group(api_version), kind, None if kind in CLUSTER_SCOPED else namespace, name)
-        found = self.objects.get(key)
-        return copy.deepcopy(found) if found else None
+        with self.lock:
+            found = self.objects.get(key)
+            return copy.deepcopy(found) if found else None
 
     def apply(self, body: dict[str, Any], *, dry_run: bool = False, force_conflicts: bool = False) -> dict[str, Any]:
         return self.apply_as("costplan", body, dry_run=dry_run, force_conflicts=force_conflicts)
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None) -> None:
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None, *,
+               dry_run: bool = False) -> None:
         key = ObjectKey(api_group(api_version), kind, namespace, name)
-        if self.objects.pop(key, None) is not None:
-            self.owners.pop(key, None)
-            self.writes.append(("delete", key))
+        with self.lock:
+            self._check("delete", kind, name)
+            if dry_run:
+                return
+            if self.objects.pop(key, None) is not None:
+                self.owners.pop(key, None)
+                self.writes.append(("delete", key))
 
-    def list(self, group: str, kind: str, namespaces: Iterable[str], label_selector: str) -> list[dict[str, Any]]:
+    def list(self, group: str, kind: str, namespaces: Iterable[str] | None,
+             label_selector: str) -> list[dict[str, Any]]:
+        """``namespaces=None``: every namespace (a cluster-wide list)."""
         label, _, value = label_selector.partition("=")
-        scopes = set(namespaces)
-        return [
-            copy.deepcopy(obj) for key, obj in sorted(self.objects.items())
-            if key.group == group and key.kind == kind
-            and (kind in CLUSTER_SCOPED or key.namespace in scopes)
-            and (obj["metadata"].get("labels") or {}).get(label) == value
-        ]
+        scopes = None if namespaces is None else set(namespaces)
+        with self.lock:
+            return [
+                copy.deepcopy(obj) for key, obj in sorted(self.objects.items())
+                if key.group == group and key.kind == kind
+                and (kind in CLUSTER_SCOPED or scopes is None or key.namespace in scopes)
+                and (not label or (obj["metadata"].get("labels") or {}).get(label) == value)
+            ]
 
     def missing_crds(self, group_kinds: Iterable[str]) -> list[str]:
         return sorted(gk for gk in group_kinds
                       if not is_builtin_group(split_group_kind(gk)[0]) and gk not in self.crds)
+
+
+class Forbidden(ClusterError):
+    """RBAC refused the request (HTTP 403 behind ``ApiServer``)."""
+
+
+def _fields_v1(paths: Iterable[tuple[str, ...]]) -> dict[str, Any]:
+    """Leaf paths as the API server's ``FieldsV1`` trie: ``{"f:spec": {"f:replicas": {}}}``."""
+    trie: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = trie
+        for name in path:
+            node = node.setdefault(f"f:{name}", {})
+    return trie
 
 
 # ---------------------------------------------------------------------------
@@ -269,6 +323,16 @@ class Harness:
     def hide_crd(self, group_kind: str) -> None:
         raise NotImplementedError
 
+    def forbid(self, verb: str, kind: str) -> None:
+        """Make RBAC refuse ``verb`` on ``kind`` for costplan."""
+        pytest.skip("RBAC can only be narrowed for a test on the fake")
+
+    def require_http(self) -> None:
+        from costplan.install.cluster import KubeCluster
+
+        if not isinstance(self.cluster, KubeCluster):
+            pytest.skip("requests are counted at the HTTP client")
+
 
 class FakeHarness(Harness):
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,6 +345,9 @@ class FakeHarness(Harness):
 
     def hide_crd(self, group_kind: str) -> None:
         self.cluster.crds.discard(group_kind)
+
+    def forbid(self, verb: str, kind: str) -> None:
+        self.cluster.forbidden.add((verb, kind))
 
 
 # -- the same fake behind HTTP, so cluster.py runs with the real client -------
@@ -304,28 +371,50 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 
 
 class ApiServer:
-    """A tiny Kubernetes API (discovery, get, list, server-side apply, delete) over ``FakeCluster``."""
+    """A tiny Kubernetes API (discovery, get, list, server-side apply, delete) over ``FakeCluster``.
 
-    def __init__(self, backend: FakeCluster) -> None:
+    It answers like kube-apiserver where the installer depends on it: a path
+    it does not serve gets a plain-text ``404 page not found`` (a missing
+    object gets a ``Status``), a cluster-wide list spans every namespace,
+    dry runs change nothing, RBAC refusals are 403, a wrong token is 401.
+    Faults for the installer's error handling: ``delay`` seconds before each
+    answer, ``die_after_writes`` (the server stops answering after that many
+    writes), and ``resources`` can change while it runs (a CRD's served
+    versions changing). ``requests`` records every request.
+    """
+
+    def __init__(self, backend: FakeCluster, *, token: str | None = "test", tls: tuple[str, str] | None = None) -> None:
         import http.server
-        import threading
+        import ssl
 
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as kube-apiserver
+            disable_nagle_algorithm = True  # no 40 ms delayed-ACK stall per keep-alive request
+
             def log_message(self, *args: Any) -> None:
                 pass
 
             def _reply(self, code: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
+                text = isinstance(payload, str)
+                data = payload.encode() if text else json.dumps(payload).encode()
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self._headers_buffer.append(b"\r\n" + data)  # headers and body in one write
+                self.flush_headers()
 
             def _handle(self, method: str) -> None:
-                code, payload = server.handle(method, self.path, self.headers, self.rfile)
+                if server.dead:
+                    self.close_connection = True
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                code, payload = server.handle(method, self.path, self.headers, body)
+                if server.dead:  # died while handling: no answer at all
+                    self.close_connection = True
+                    return
                 self._reply(code, payload)
 
             def do_GET(self) -> None:
@@ -338,42 +427,82 @@ class ApiServer:
                 self._handle("DELETE")
 
         self.backend = backend
+        self.token = token
+        self.resources = {gv: list(rs) for gv, rs in _RESOURCES.items()}
         self.requests: list[tuple[str, str]] = []
+        self.delay = 0.0
+        self.die_after_writes: int | None = None
+        self.dead = False
+        self._writes = 0
+        self._lock = threading.Lock()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}"
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def handle(self, method: str, raw_path: str, headers: Any, rfile: Any) -> tuple[int, Any]:
+    @staticmethod
+    def classify(method: str, raw_path: str) -> str:
+        """``discovery``, ``list``, ``object`` (a GET by name), ``dry-run`` or ``write``."""
+        path, _, query = raw_path.partition("?")
+        parts = [p for p in path.split("/") if p]
+        if len(parts) <= (2 if parts[:1] == ["api"] else 3):
+            return "discovery"
+        rest = parts[2:] if parts[0] == "api" else parts[3:]
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            rest = rest[2:]
+        if method == "GET":
+            return "object" if len(rest) > 1 else "list"
+        return "dry-run" if "dryRun=All" in query else "write"
+
+    def count(self, what: str) -> int:
+        return sum(1 for method, raw in list(self.requests) if self.classify(method, raw) == what)
+
+    def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, Any]:
         from urllib.parse import parse_qs, urlsplit
 
+        with self._lock:
+            self.requests.append((method, raw_path))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.token is not None and headers.get("Authorization") != f"Bearer {self.token}":
+            return 401, _status(401, "Unauthorized", "Unauthorized")
         split = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         parts = [p for p in split.path.split("/") if p]
-        self.requests.append((method, raw_path))
         if parts == ["version"]:
             return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0"}
         if parts == ["api"]:
             return 200, {"kind": "APIVersions", "versions": ["v1"]}
         if parts == ["apis"]:
-            groups = [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
-                       "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}}
-                      for g, v in _RESOURCES if g]
+            by_group: dict[str, list[str]] = {}
+            for g, v in self.resources:
+                if g:
+                    by_group.setdefault(g, []).append(v)
+            groups = [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                       "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}}
+                      for g, vs in by_group.items()]
             return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
         if parts[0] == "api":
             group, version, rest = "", parts[1], parts[2:]
         else:
             group, version, rest = parts[1], parts[2], parts[3:]
-        resources = _RESOURCES.get((group, version))
+        resources = self.resources.get((group, version))
         if resources is None:
-            return 404, _status(404, "NotFound", "no such group")
+            return 404, "404 page not found"
         if not rest:
             return 200, {"kind": "APIResourceList", "groupVersion": f"{group}/{version}" if group else version,
                          "resources": [{"name": n, "singularName": k.lower(), "namespaced": ns, "kind": k,
@@ -383,69 +512,98 @@ class ApiServer:
         if rest[0] == "namespaces" and len(rest) >= 3:
             namespace, rest = rest[1], rest[2:]
         plural, name = rest[0], (rest[1] if len(rest) > 1 else None)
-        kind = next(k for n, k, _ in resources if n == plural)
+        kind = next((k for n, k, _ in resources if n == plural), None)
+        if kind is None:
+            return 404, "404 page not found"
         api_version = f"{group}/{version}" if group else version
         if kind == "CustomResourceDefinition":
             return 200, {"kind": "CustomResourceDefinitionList", "apiVersion": api_version, "metadata": {},
                          "items": [self._crd(gk) for gk in sorted(self.backend.crds)]}
-        if method == "GET" and name is None:
-            items = self.backend.list(group, kind, [namespace] if namespace else [], query.get("labelSelector", ""))
-            return 200, {"kind": f"{kind}List", "apiVersion": api_version, "metadata": {}, "items": items}
-        if method == "GET":
-            found = self.backend.get(api_version, kind, name, namespace)
-            return (200, found) if found else (404, _status(404, "NotFound", f'{plural} "{name}" not found'))
-        if method == "DELETE":
-            self.backend.delete(api_version, kind, name, namespace)
-            return 200, _status(200, "", "deleted") | {"status": "Success"}
-        if headers.get("Content-Type") != "application/apply-patch+yaml" or "fieldManager" not in query:
-            return 415, _status(415, "UnsupportedMediaType", "only server-side apply is served")
-        body = yaml.safe_load(rfile.read(int(headers.get("Content-Length", 0))))
         try:
-            result = self.backend.apply_as(query["fieldManager"], body, dry_run=query.get("dryRun") == "All",
+            if method == "GET" and name is None:
+                if ("list", kind) in self.backend.forbidden and namespace is None:
+                    raise Forbidden(f'{plural} is forbidden: User "test" cannot list resource "{plural}" '
+                                    "at the cluster scope")
+                items = self.backend.list(group, kind, [namespace] if namespace else None,
+                                          query.get("labelSelector", ""))
+                for item in items:
+                    item["apiVersion"] = api_version
+                return 200, {"kind": f"{kind}List", "apiVersion": api_version, "metadata": {}, "items": items}
+            if method == "GET":
+                found = self.backend.get(api_version, kind, name, namespace)
+                return (200, found) if found else (404, _status(404, "NotFound", f'{plural} "{name}" not found'))
+            if method == "DELETE":
+                self.backend.delete(api_version, kind, name, namespace, dry_run=query.get("dryRun") == "All")
+                self._wrote(query)
+                return 200, _status(200, "", "deleted") | {"status": "Success"}
+            if headers.get("Content-Type") != "application/apply-patch+yaml" or "fieldManager" not in query:
+                return 415, _status(415, "UnsupportedMediaType", "only server-side apply is served")
+            result = self.backend.apply_as(query["fieldManager"], yaml.load(body, Loader=_LOADER),
+                                           dry_run=query.get("dryRun") == "All",
                                            force_conflicts=query.get("force", "").lower() == "true")
+            self._wrote(query)
+            return (201 if getattr(result, "created", False) else 200), result
         except ApplyConflict as exc:
             return 409, _status(409, "Conflict", str(exc))
+        except Forbidden as exc:
+            return 403, _status(403, "Forbidden", str(exc))
         except ClusterError as exc:
             return 404, _status(404, "NotFound", str(exc))
-        return 200, result
 
-    @staticmethod
-    def _crd(group_kind: str) -> dict[str, Any]:
+    def _wrote(self, query: dict[str, str]) -> None:
+        if query.get("dryRun") == "All":
+            return
+        with self._lock:
+            self._writes += 1
+            if self.die_after_writes is not None and self._writes >= self.die_after_writes:
+                self.dead = True
+
+    def _crd(self, group_kind: str) -> dict[str, Any]:
         group, kind = split_group_kind(group_kind)
-        plural = next(n for (g, _), rs in _RESOURCES.items() if g == group for n, k, _ in rs if k == kind)
+        plural = next(n for (g, _), rs in self.resources.items() if g == group for n, k, _ in rs if k == kind)
         return {"metadata": {"name": f"{plural}.{group}"},
                 "spec": {"group": group, "names": {"kind": kind, "plural": plural}},
                 "status": {"conditions": [{"type": "Established", "status": "True"}]}}
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def write_kubeconfig(path: Path, server: str, token: str = "test", insecure: bool = False) -> Path:
+    cluster: dict[str, Any] = {"server": server}
+    if insecure:
+        cluster["insecure-skip-tls-verify"] = True
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        "users": [{"name": "test", "user": {"token": token}}],
+    }))
+    return path
+
+
 class ApiServerHarness(Harness):
-    """``KubeCluster`` with the official client, talking HTTP to ``ApiServer``."""
+    """``KubeCluster`` talking HTTP to ``ApiServer``."""
 
     real = True  # observed only through the API, like a real cluster
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        import tempfile
-
         from costplan.install.cluster import KubeCluster
 
         super().__init__(tmp_path, "h1")
-        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the client's discovery cache
         self.backend = FakeCluster(self.base_namespaces)
         self.server = ApiServer(self.backend)
-        self.kubeconfig = tmp_path / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": self.server.url}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-            "users": [{"name": "test", "user": {"token": "test"}}],
-        }))
-        self.cluster = KubeCluster(kubeconfig=str(self.kubeconfig), timeout=10.0)
+        self.kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", self.server.url)
+        self.cluster = KubeCluster(kubeconfig=str(self.kubeconfig), timeout=600.0)
 
     def cli_args(self) -> list[str]:
         return ["--kubeconfig", str(self.kubeconfig)]
 
     def apply_as(self, manager: str, body: dict[str, Any], force: bool = False) -> None:
         self.backend.apply_as(manager, body, force_conflicts=force)
+
+    def forbid(self, verb: str, kind: str) -> None:
+        self.backend.forbidden.add((verb, kind))
 
 
 @pytest.fixture(params=["fake", "api-server"])
@@ -569,6 +727,10 @@ def test_removing_a_team_prunes_exactly_its_objects(harness: Harness) -> None:
     diff = harness.cli("diff")
     assert diff.exit_code == 1
     assert f"--- live/Namespace/research-{harness.suffix}" in diff.stdout
+    # A released namespace is shown as what happens to it (its labels go), not as a deletion.
+    assert f"+++ plan/Namespace/research-{harness.suffix}" in diff.stdout
+    assert f"-    {c.LABEL_APPLYSET_PART_OF}: " in diff.stdout
+    assert f"pruned: Namespace/research-{harness.suffix} ({apply.RELEASED_NOTE})" in diff.stderr
     result = harness.cli("apply")
     assert result.exit_code == 0, result.stderr
     assert lines(result.stderr, "pruned") == before - after
@@ -707,6 +869,180 @@ def test_a_parent_written_by_another_tool_is_refused(harness: Harness) -> None:
     assert harness.cluster.get("v1", "ConfigMap", "costplan-plan", harness.monitoring) is None
 
 
+def record_requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every request ``KubeCluster`` sends from now on, as (method, path?query)."""
+    from urllib.parse import urlencode
+
+    from costplan.install.cluster import KubeCluster
+
+    sent: list[tuple[str, str]] = []
+    original = KubeCluster.request
+
+    def request(self: Any, method: str, path: str, query: dict[str, str] | None = None,
+                *args: Any, **kwargs: Any) -> Any:
+        sent.append((method, path + ("?" + urlencode(query) if query else "")))
+        return original(self, method, path, query, *args, **kwargs)
+
+    monkeypatch.setattr(KubeCluster, "request", request)
+    return sent
+
+
+def test_a_no_op_apply_sends_no_writes_and_one_list_per_kind(harness: Harness,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    harness.require_http()
+    harness.write_plan()
+    desired = harness.manifests()
+    kinds = {key_of(o).group_kind for o in desired}
+    keys = [key_of(o) for o in desired]
+    # The parent and each namespace the plan needs but does not create (checked up front).
+    reads = 1 + len({k.namespace for k in keys if k.namespace} - {k.name for k in keys if k.kind == "Namespace"})
+    sent = record_requests(monkeypatch)
+    assert harness.cli("apply").exit_code == 0
+    first = collections.Counter(ApiServer.classify(m, p) for m, p in sent)
+    # A first apply: one write per object (and the parent), no dry run, no GET per object.
+    assert first["write"] == len(desired) + 1, first
+    assert first["dry-run"] == 0 and first["object"] == reads, first
+    for command in ("apply", "diff"):
+        sent.clear()
+        result = harness.cli(command)
+        assert result.exit_code == 0, result.stderr
+        assert recap(result.stderr)["ok"] == len(desired)
+        counts = collections.Counter(ApiServer.classify(m, p) for m, p in sent)
+        assert counts["write"] == 0 and counts["dry-run"] == 0, (command, counts)
+        assert counts["list"] <= len(kinds) + 1, (command, counts)  # + the CRD list
+        assert counts["object"] == reads, (command, counts)
+
+
+def test_check_and_diff_dry_run_prunes_and_report_a_refused_delete(harness: Harness) -> None:
+    set_ = ApplySet(f"costplan-rbac-{harness.suffix}", harness.monitoring)
+    objects = [_obj("v1", "ConfigMap", f"rbac-{n}", harness.monitoring, data={"n": str(n)}) for n in (1, 2)]
+
+    def run(desired: list[dict[str, Any]], mode: str) -> tuple[apply.Outcome, str]:
+        err: list[str] = []
+        outcome = apply.run(harness.cluster, desired, set_, apply.Options(mode=mode), lambda _: None, err.append)
+        return outcome, "\n".join(err)
+
+    assert run(objects, apply.MODE_APPLY)[0].recap.created == 2
+    harness.forbid("delete", "ConfigMap")
+    for mode in (apply.MODE_CHECK, apply.MODE_DIFF):
+        outcome, err = run(objects[:1], mode)
+        assert (outcome.recap.pruned, outcome.recap.failed) == (0, 1), err
+        assert f"failed: ConfigMap/{harness.monitoring}/rbac-2" in err and "forbidden" in err
+    outcome, err = run(objects[:1], apply.MODE_APPLY)
+    assert outcome.recap.failed == 1 and "forbidden" in err
+    assert harness.cluster.get("v1", "ConfigMap", "rbac-2", harness.monitoring) is not None
+
+
+class Proxy:
+    """A TCP relay in front of an API server that can be cut at once (the server "dies" for the client)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        import socket
+
+        self.upstream = upstream
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.sockets: list[Any] = []
+        self.cut = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.listener.getsockname()[1])
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self.cut:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut:
+                client.close()
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: Any, target: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, target):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def kill(self) -> None:
+        import socket
+
+        self.cut = True
+        for s in [self.listener, *self.sockets]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_a_server_gone_mid_run_through_a_proxy(harness: Harness, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The apiserver disappears after some writes (the relay is cut): one summary line, then a re-run converges."""
+    from urllib.parse import urlsplit
+
+    from costplan.install.cluster import KubeCluster
+
+    harness.require_http()
+    harness.write_plan()
+    desired = harness.manifests()
+    config = yaml.safe_load(Path(str(harness.kubeconfig)).expanduser().read_text())
+    context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
+    target = urlsplit(cluster["server"])
+    proxy = Proxy((target.hostname or "127.0.0.1", target.port or (443 if target.scheme == "https" else 80)))
+    if target.hostname not in ("127.0.0.1", "localhost") and target.scheme == "https":
+        cluster.setdefault("tls-server-name", target.hostname)
+    cluster["server"] = f"{target.scheme}://127.0.0.1:{proxy.port}"
+    relayed = tmp_path / "relayed-kubeconfig"
+    relayed.write_text(yaml.safe_dump(config))
+
+    writes = 0
+    original = KubeCluster.request
+
+    def request(self: Any, method: str, path: str, query: dict[str, str] | None = None,
+                *args: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        answer = original(self, method, path, query, *args, **kwargs)
+        if method == "PATCH" and not (query or {}).get("dryRun"):
+            writes += 1
+            if writes == 4:  # the parent and three objects, then the server is gone
+                proxy.kill()
+        return answer
+
+    monkeypatch.setattr(KubeCluster, "request", request)
+    runner = CliRunner()
+    gone = runner.invoke(cli_cluster.apply_command, ["-f", str(harness.plan_path), "--kubeconfig", str(relayed)],
+                         catch_exceptions=False)
+    assert gone.exit_code == 4
+    summary = [line for line in gone.stderr.splitlines() if line.startswith("failed:")]
+    assert len(summary) == 1 and "server unreachable since object" in summary[0], gone.stderr
+    assert summary[0].endswith("not attempted; re-run to converge")
+    assert "Traceback" not in gone.stderr
+    monkeypatch.setattr(KubeCluster, "request", original)
+    again = harness.cli("apply")
+    assert again.exit_code == 0, again.stderr
+    counts = recap(again.stderr)
+    assert counts["created"] + counts["ok"] == len(desired) and counts["failed"] == 0
+
+
 # ---------------------------------------------------------------------------
 # Pure parts and the command line (no cluster)
 # ---------------------------------------------------------------------------
@@ -836,48 +1172,327 @@ def test_commands_register_in_a_click_group(harness: Harness) -> None:
     assert "RECAP: " in result.stderr
 
 
-def test_kube_cluster_sends_server_side_apply_as_costplan_and_maps_conflicts() -> None:
-    """``KubeCluster`` passes field manager, dryRun=All and force through, and turns 409 into ApplyConflict."""
-    import json
-
-    from kubernetes.client.rest import ApiException
-    from kubernetes.dynamic.exceptions import ConflictError
-
+def test_kube_cluster_sends_server_side_apply_as_costplan_and_maps_conflicts(tmp_path: Path) -> None:
+    """``KubeCluster`` sends field manager, dryRun=All and force as query parameters, and turns 409 into ApplyConflict."""
     from costplan.install.cluster import KubeCluster
 
-    class Resource:
-        namespaced = True
-        group_version = "v1"
+    backend = FakeCluster(["ns"])
+    server = ApiServer(backend)
+    try:
+        cluster = KubeCluster(kubeconfig=str(write_kubeconfig(tmp_path / "kc", server.url)), timeout=30.0)
+        body = _obj("v1", "ConfigMap", "cm", "ns", data={"a": "1"})
+        assert cluster.apply(body, dry_run=True)["data"] == {"a": "1"}
+        assert backend.objects.get(key_of(body)) is None
+        assert server.requests[-1] == ("PATCH", "/api/v1/namespaces/ns/configmaps/cm?fieldManager=costplan&dryRun=All")
+        cluster.apply(body, force_conflicts=True)
+        assert server.requests[-1] == ("PATCH", "/api/v1/namespaces/ns/configmaps/cm?fieldManager=costplan&force=true")
+        backend.apply_as("kubectl", _obj("v1", "ConfigMap", "cm", "ns", data={"a": "2"}), force_conflicts=True)
+        with pytest.raises(ApplyConflict, match='conflict with "kubectl"'):
+            cluster.apply(body)
+    finally:
+        server.close()
 
-    class Result:
-        def to_dict(self) -> dict[str, Any]:
-            return {"kind": "ConfigMap"}
 
-    calls: list[dict[str, Any]] = []
+# ---------------------------------------------------------------------------
+# Faults at the client boundary: a server that hangs, dies, rejects or changes
+# ---------------------------------------------------------------------------
 
-    class Dynamic:
-        class resources:
-            @staticmethod
-            def get(**kwargs: Any) -> Resource:
-                return Resource()
+def _cli(command: str, plan: Path, kubeconfig: Path, *args: str):
+    target = cli_cluster.apply_command if command == "apply" else cli_cluster.diff_command
+    return CliRunner().invoke(target, ["-f", str(plan), "--kubeconfig", str(kubeconfig), *args],
+                              catch_exceptions=False)
 
-        @staticmethod
-        def server_side_apply(resource: Any, **kwargs: Any) -> Result:
-            calls.append(kwargs)
-            if kwargs["body"]["metadata"]["name"] == "taken":
-                error = ApiException(status=409, reason="Conflict")
-                error.body = json.dumps({"message": 'Apply failed with 1 conflict: conflict with "kubectl"'})
-                raise ConflictError(error)
-            return Result()
 
-    cluster = KubeCluster.__new__(KubeCluster)
-    cluster.dynamic = Dynamic()
-    cluster.timeout = 5.0
-    body = _obj("v1", "ConfigMap", "cm", "ns")
-    assert cluster.apply(body, dry_run=True) == {"kind": "ConfigMap"}
-    assert calls[-1] == {"body": body, "name": "cm", "namespace": "ns", "field_manager": "costplan",
-                         "force_conflicts": None, "dry_run": "All", "_request_timeout": 5.0}
-    cluster.apply(body, force_conflicts=True)
-    assert (calls[-1]["dry_run"], calls[-1]["force_conflicts"]) == (None, True)
-    with pytest.raises(ApplyConflict, match='conflict with "kubectl"'):
-        cluster.apply(_obj("v1", "ConfigMap", "taken", "ns"))
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[ApiServer, Path, Path]]:
+    """An ``ApiServer`` with the scenario plan's namespaces, its kubeconfig and the plan."""
+    backend = FakeCluster(["llm-f1", "monitoring-f1", "kuadrant-f1"])
+    server = ApiServer(backend)
+    plan = tmp_path / "costplan.yaml"
+    plan.write_text(scenario_plan("f1"), encoding="utf-8")
+    try:
+        yield server, write_kubeconfig(tmp_path / "kubeconfig", server.url), plan
+    finally:
+        server.dead = False
+        server.close()
+
+
+def test_a_server_that_never_answers_fails_within_the_timeout(tmp_path: Path) -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections complete in the backlog; nothing ever reads or answers
+    try:
+        plan = tmp_path / "costplan.yaml"
+        plan.write_text(scenario_plan("f1"), encoding="utf-8")
+        kubeconfig = write_kubeconfig(tmp_path / "kc", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+        result = _cli("diff", plan, kubeconfig, "--timeout", "1.5")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert result.exit_code == 4
+    assert elapsed < 1.5 + 3.0  # the build plus the timeout, not a hang
+    assert "did not answer within" in result.stderr and "--timeout 1.5s" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_timeout_bounds_the_whole_run_not_each_request(served: tuple[ApiServer, Path, Path]) -> None:
+    server, kubeconfig, plan = served
+    server.delay = 0.15  # every answer is quick, but there are many of them
+    started = time.monotonic()
+    result = _cli("apply", plan, kubeconfig, "--timeout", "1")
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 4
+    assert elapsed < 1 + 3.0
+    assert "--timeout" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_wrong_token_is_one_line_without_headers(served: tuple[ApiServer, Path, Path], tmp_path: Path) -> None:
+    server, _, plan = served
+    wrong = write_kubeconfig(tmp_path / "wrong", server.url, token="not-the-token")
+    result = _cli("apply", plan, wrong)
+    assert result.exit_code == 4
+    assert result.stderr.strip().splitlines() == [
+        f"error: the API server at {server.url} rejected the credentials (401 Unauthorized); "
+        "check the kubeconfig's user"]
+    assert "not-the-token" not in result.stderr
+
+
+def test_insecure_tls_warns_once_per_run(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import warnings
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=costplan-test", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = ApiServer(FakeCluster(["llm-f1", "monitoring-f1", "kuadrant-f1"]), tls=(str(cert), str(key)))
+    try:
+        plan = tmp_path / "costplan.yaml"
+        plan.write_text(scenario_plan("f1"), encoding="utf-8")
+        kubeconfig = write_kubeconfig(tmp_path / "kc", server.url, insecure=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _cli("apply", plan, kubeconfig)
+    finally:
+        server.close()
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("is not verified") == 1
+    assert recap(result.stderr)["created"] > 10  # many requests, one warning
+    assert [w for w in caught if "Unverified HTTPS" in str(w.message)] == []
+
+
+def test_a_server_gone_mid_run_stops_and_summarises_then_a_rerun_converges(
+        served: tuple[ApiServer, Path, Path]) -> None:
+    server, kubeconfig, plan = served
+    desired = [key_of(o) for o in apply.desired_objects(build_stage.build(plan, [None]).environments["base"])]
+    server.die_after_writes = 6  # the parent and five objects are written, the fifth never answered
+    result = _cli("apply", plan, kubeconfig)
+    assert result.exit_code == 4
+    summary = [line for line in result.stderr.splitlines() if line.startswith("failed:")]
+    assert len(summary) == 1, result.stderr
+    found = re.fullmatch(r"failed: server unreachable since object (\d+) of (\d+) \(.*\); (\d+) failed, "
+                         r"(\d+) not attempted; re-run to converge", summary[0])
+    assert found, summary
+    since, total, failed, skipped = map(int, found.groups())
+    assert total == len(desired) and 2 <= since <= 6  # writes within a stage run concurrently
+    counts = recap(result.stderr)
+    assert counts["created"] == 4 and counts["failed"] == failed and counts["skipped"] == skipped
+    assert counts["created"] + failed + skipped == len(desired)
+    assert "Traceback" not in result.stderr
+
+    server.die_after_writes, server.dead = None, False
+    again = _cli("apply", plan, kubeconfig)
+    assert again.exit_code == 0, again.stderr
+    assert (recap(again.stderr)["created"], recap(again.stderr)["ok"]) == (len(desired) - 5, 5)
+
+
+def test_a_served_version_change_names_the_cause(served: tuple[ApiServer, Path, Path]) -> None:
+    from costplan.install.cluster import KubeCluster
+
+    server, kubeconfig, plan = served
+    assert _cli("apply", plan, kubeconfig).exit_code == 0
+    # The Kuadrant CRDs now serve v1beta9 only; a cluster that discovered v1 earlier in the run
+    # gets a 404 for the old path and must name the change, not blame the object.
+    cluster = KubeCluster(kubeconfig=str(kubeconfig), timeout=60.0)
+    cluster._kinds("kuadrant.io/v1")
+    server.resources[("kuadrant.io", "v1beta9")] = server.resources.pop(("kuadrant.io", "v1"))
+    desired = apply.desired_objects(build_stage.build(plan, [None]).environments["base"])
+    policy = next(o for o in desired if o["kind"] == "AuthPolicy")
+    with pytest.raises(ClusterError, match=r"serves AuthPolicy in kuadrant.io/v1beta9, not in kuadrant.io/v1"):
+        cluster.apply(policy, dry_run=True)
+    # A new run discovers afresh (nothing cached between runs) and says the same per object.
+    result = _cli("apply", plan, kubeconfig)
+    assert result.exit_code == 4
+    assert "serves AuthPolicy in kuadrant.io/v1beta9, not in kuadrant.io/v1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# The no-op proof and the in-memory objects (pure)
+# ---------------------------------------------------------------------------
+
+def _live_with(body: dict[str, Any], fields: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    live = copy.deepcopy(body)
+    live.update(changes)
+    live["metadata"] = {**live["metadata"], "uid": "u", "resourceVersion": "7", "labels": {"other": "x"},
+                        "managedFields": [{"manager": "costplan", "operation": "Apply", "apiVersion": "apps/v1",
+                                           "fieldsType": "FieldsV1", "fieldsV1": fields},
+                                          {"manager": "kubectl", "operation": "Update", "apiVersion": "apps/v1",
+                                           "fieldsType": "FieldsV1",
+                                           "fieldsV1": {"f:metadata": {"f:labels": {"f:other": {}}}}}]}
+    return live
+
+
+def test_unchanged_by_apply_reads_costplans_managed_fields() -> None:
+    from costplan.install.ownership import unchanged_by_apply
+
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns"},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "i:1"}]}}}}
+    owned = {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+        'k:{"name":"app"}': {".": {}, "f:name": {}, "f:image": {}}}}}}}
+    assert unchanged_by_apply(_live_with(body, owned), body)
+    # A value another manager changed, a field costplan stopped setting, one it never owned,
+    # a list item by position, another version's field set: only the server can tell.
+    assert not unchanged_by_apply(_live_with(body, owned, spec={**body["spec"], "replicas": 3}), body)
+    assert not unchanged_by_apply(_live_with(body, {**owned, "f:metadata": {"f:annotations": {"f:a": {}}}}), body)
+    assert not unchanged_by_apply(_live_with(body, {"f:spec": {"f:replicas": {}}}), body)
+    assert not unchanged_by_apply(_live_with(body, {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {
+        "f:containers": {"i:0": {"f:image": {}}}}}}}), body)
+    other_version = _live_with(body, owned)
+    other_version["metadata"]["managedFields"][0]["apiVersion"] = "apps/v1beta2"
+    assert not unchanged_by_apply(other_version, body)
+    assert not unchanged_by_apply(None, body)
+    # Integers and booleans are not interchangeable, even though Python says 1 == True.
+    flag = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ns"},
+            "spec": {"on": True}}
+    live = _live_with(flag, {"f:spec": {"f:on": {}}}, spec={"on": 1})
+    live["metadata"]["managedFields"][0]["apiVersion"] = "v1"
+    assert not unchanged_by_apply(live, flag)
+    live["spec"] = {"on": True}
+    assert unchanged_by_apply(live, flag)
+
+
+def test_desired_objects_equal_the_canonical_yaml_round_trip_without_one() -> None:
+    from costplan.core.canonical_yaml import dump_yaml
+    from costplan.plan.load import list_environments
+
+    result = build_stage.build(PLAN, [list_environments(PLAN)[0]])
+    artifacts = next(iter(result.environments.values()))
+    round_trip = [yaml.safe_load(dump_yaml(a.data)) for a in artifacts if a.is_manifest]
+    assert len(round_trip) > 20
+    assert apply.desired_objects(artifacts) == round_trip
+    assert apply.plain({"price": Decimal("0.000002"), "count": Decimal("15")}) == {"price": 2e-06, "count": 15}
+
+
+def test_a_bare_cluster_names_missing_namespaces_and_their_components(tmp_path: Path, monkeypatch) -> None:
+    bare = FakeCluster()  # no namespaces at all
+    monkeypatch.setattr(cli_cluster, "connect", lambda *args: bare)
+    plan = tmp_path / "costplan.yaml"
+    plan.write_text(scenario_plan("b1"), encoding="utf-8")
+    result = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(plan)], catch_exceptions=False)
+    assert result.exit_code == 4
+    missing = [line for line in result.stderr.splitlines() if line.startswith("failed: namespace ")]
+    assert [line.split()[2] for line in missing] == ["kuadrant-b1", "llm-b1", "monitoring-b1"]
+    assert any("monitoring-b1 does not exist" in line and "Prometheus Operator" in line for line in missing)
+    assert any("kuadrant-b1 does not exist" in line and "Limitador" in line for line in missing)
+    assert "--create-namespaces" in result.stderr and bare.writes == []
+    created = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(plan), "--create-namespaces"],
+                                 catch_exceptions=False)
+    assert created.exit_code == 0, created.stderr
+    assert {"Namespace/monitoring-b1", "Namespace/llm-b1", "Namespace/kuadrant-b1"} <= lines(created.stderr, "created")
+    # The same from the plan: install.createNamespaces.
+    other = FakeCluster()
+    monkeypatch.setattr(cli_cluster, "connect", lambda *args: other)
+    plan.write_text(scenario_plan("b1") + "install:\n  createNamespaces: true\n", encoding="utf-8")
+    by_plan = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(plan)], catch_exceptions=False)
+    assert by_plan.exit_code == 0, by_plan.stderr
+    assert "Namespace/monitoring-b1" in lines(by_plan.stderr, "created")
+
+
+def test_apply_wait_reports_readiness_of_policies_and_cronjobs(harness: Harness) -> None:
+    harness.require_fake("readiness is set by the Kuadrant operator, which the fake stands in for")
+    harness.write_plan()
+    cluster: FakeCluster = harness.cluster
+    waited = harness.cli("apply", "--wait", "0.5")  # nothing reports readiness yet
+    assert waited.exit_code == 4
+    counts = RECAP_WAIT.search(waited.stderr)
+    assert counts and int(counts["not_ready"]) > 0 and int(counts["failed"]) == 0, waited.stderr
+    policies = {k for k in cluster.objects if k.group.endswith("kuadrant.io")}
+    assert policies and lines(waited.stderr, "not ready") == {str(k) for k in policies}
+    assert "no Accepted condition yet" in waited.stderr
+    assert all(f"ready: {k} (created)" in waited.stderr for k in cluster.objects if k.kind == "CronJob")
+
+    def accept(enforced: str) -> None:  # what the operator writes into status
+        for key in policies:
+            cluster.objects[key]["status"] = {"conditions": [
+                {"type": "Accepted", "status": "True", "reason": "Accepted"},
+                {"type": "Enforced", "status": enforced, "reason": "Enforced" if enforced == "True" else "Unknown",
+                 "message": "policy is not enforced by the gateway" if enforced != "True" else ""}]}
+
+    accept("False")
+    again = harness.cli("apply", "--wait", "0.2")
+    assert again.exit_code == 4 and "Enforced=False: policy is not enforced by the gateway" in again.stderr
+    accept("True")
+    ready = harness.cli("apply", "--wait", "5")
+    assert ready.exit_code == 0, ready.stderr
+    found = RECAP_WAIT.search(ready.stderr)
+    assert found and int(found["not_ready"]) == 0 and int(found["ready"]) == len(lines(ready.stderr, "ready"))
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=costplan-test", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_a_kubeconfig_with_a_ca_and_a_token_needs_no_official_client(tmp_path: Path) -> None:
+    """TLS verified against the kubeconfig's CA, the token sent, and the heavy client never imported."""
+    import subprocess
+    import sys
+
+    cert, key = _certificate(tmp_path)
+    server = ApiServer(FakeCluster(["ns"]), tls=(str(cert), str(key)))
+    try:
+        config = yaml.safe_load(write_kubeconfig(tmp_path / "kc", server.url).read_text())
+        config["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(cert.read_bytes()).decode()
+        # KUBECONFIG lists files; the first that defines a name wins, so the stale entry is ignored.
+        stale = copy.deepcopy(config)
+        stale["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"
+        (tmp_path / "a").write_text(yaml.safe_dump(config))
+        (tmp_path / "b").write_text(yaml.safe_dump(stale))
+        script = ("import sys\nfrom costplan.install.cluster import KubeCluster\n"
+                  "c = KubeCluster(timeout=30)\n"
+                  "print(c.get('v1', 'Namespace', 'ns', None)['metadata']['name'], 'kubernetes' in sys.modules)\n")
+        env = {**__import__("os").environ, "KUBECONFIG": f"{tmp_path / 'a'}:{tmp_path / 'b'}"}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ns", "False"]
+
+
+def test_lists_fall_back_to_each_namespace_when_a_cluster_wide_list_is_forbidden(
+        served: tuple[ApiServer, Path, Path]) -> None:
+    server, kubeconfig, plan = served
+    assert _cli("apply", plan, kubeconfig).exit_code == 0
+    server.backend.forbidden.add(("list", "ConfigMap"))
+    server.requests.clear()
+    again = _cli("apply", plan, kubeconfig)
+    assert again.exit_code == 0, again.stderr
+    assert recap(again.stderr)["changed"] + recap(again.stderr)["created"] == 0
+    listed = [p for m, p in server.requests if m == "GET" and p.split("?")[0].endswith("/configmaps")]
+    assert "/api/v1/configmaps" in {p.split("?")[0] for p in listed}  # tried once, refused
+    assert len(listed) == 1 + 3  # then one list per recorded namespace
+    assert server.count("write") == 0

@@ -25,8 +25,12 @@ from tests.test_apply import (
     Harness,
     test_a_conflict_reports_the_three_remedies_and_force_resolves_it,
     test_a_missing_crd_is_named_before_anything_is_applied,
+    test_a_no_op_apply_sends_no_writes_and_one_list_per_kind,
     test_a_parent_written_by_another_tool_is_refused,
     test_a_price_change_changes_exactly_the_objects_it_affects,
+    test_a_server_gone_mid_run_through_a_proxy,
+    test_apply_wait_reports_readiness_of_policies_and_cronjobs,
+    test_check_and_diff_dry_run_prunes_and_report_a_refused_delete,
     test_check_mode_changes_nothing_and_exits_1_when_changes_are_pending,
     test_commands_register_in_a_click_group,
     test_first_apply_creates_every_manifest_and_records_the_applyset,
@@ -50,6 +54,10 @@ SCENARIOS = (
     test_namespaces_and_config_come_before_workloads_and_custom_resources,
     test_a_parent_written_by_another_tool_is_refused,
     test_commands_register_in_a_click_group,
+    test_a_no_op_apply_sends_no_writes_and_one_list_per_kind,
+    test_check_and_diff_dry_run_prunes_and_report_a_refused_delete,
+    test_apply_wait_reports_readiness_of_policies_and_cronjobs,
+    test_a_server_gone_mid_run_through_a_proxy,
 )
 
 KUBECONFIG = os.environ.get("COSTPLAN_TEST_KUBECONFIG")
@@ -66,7 +74,7 @@ class RealHarness(Harness):
     def __init__(self, tmp_path: Path, kubeconfig: str) -> None:
         super().__init__(tmp_path, uuid.uuid4().hex[:8])
         self.kubeconfig = kubeconfig
-        self.cluster = KubeCluster(kubeconfig=kubeconfig, timeout=30.0)
+        self.cluster = KubeCluster(kubeconfig=kubeconfig, timeout=600.0)
         for namespace in self.base_namespaces:
             self.apply_as("costplan-test", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
 
@@ -80,11 +88,7 @@ class RealHarness(Harness):
         return super().write_plan(*replacements, drop_team=drop_team)
 
     def apply_as(self, manager: str, body: dict[str, Any], force: bool = False) -> None:
-        dynamic = self.cluster.dynamic
-        resource = dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"])
-        dynamic.server_side_apply(resource, body=body, name=body["metadata"]["name"],
-                                  namespace=body["metadata"].get("namespace"),
-                                  field_manager=manager, force_conflicts=True if force else None)
+        self.cluster.apply(body, force_conflicts=force, manager=manager)
 
     def cleanup(self) -> None:
         for namespace in [*self.base_namespaces, f"research-{self.suffix}"]:
@@ -100,3 +104,56 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         yield real
     finally:
         real.cleanup()
+
+
+def _variant(harness: Harness, tmp_path: Path, change: Any) -> Path:
+    """A copy of the test kubeconfig, its current cluster and user passed through ``change``."""
+    import yaml
+
+    config = yaml.safe_load(Path(str(KUBECONFIG)).expanduser().read_text())
+    context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
+    user = next(u["user"] for u in config["users"] if u["name"] == context["user"])
+    change(cluster, user)
+    path = tmp_path / "variant-kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_wrong_token_is_one_line_on_a_real_cluster(harness: Harness, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from costplan.cli import cluster as cli_cluster
+
+    def wrong(cluster: dict[str, Any], user: dict[str, Any]) -> None:
+        user.clear()
+        user["token"] = "not-a-valid-token"
+
+    harness.write_plan()
+    kubeconfig = _variant(harness, tmp_path, wrong)
+    result = CliRunner().invoke(cli_cluster.diff_command, ["-f", str(harness.plan_path), "--kubeconfig",
+                                                           str(kubeconfig)], catch_exceptions=False)
+    assert result.exit_code == 4
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rejected the credentials (401 Unauthorized" in lines[0], result.stderr
+    assert "not-a-valid-token" not in result.stderr
+
+
+def test_insecure_tls_warns_once_on_a_real_cluster(harness: Harness, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from costplan.cli import cluster as cli_cluster
+
+    def insecure(cluster: dict[str, Any], user: dict[str, Any]) -> None:
+        if not str(cluster["server"]).startswith("https:"):
+            pytest.skip("the test cluster is not served over TLS")
+        cluster.pop("certificate-authority-data", None)
+        cluster.pop("certificate-authority", None)
+        cluster["insecure-skip-tls-verify"] = True
+
+    harness.write_plan()
+    kubeconfig = _variant(harness, tmp_path, insecure)
+    result = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(harness.plan_path), "--kubeconfig",
+                                                            str(kubeconfig)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("is not verified") == 1

@@ -46,7 +46,12 @@ def _common(function: Any) -> Any:
                      help="Delete objects of this plan and environment's ApplySet that the plan no longer has."),
         click.option("--force-conflicts", is_flag=True,
                      help="Take over fields other field managers own (server-side apply force)."),
-        timeout_option(30.0, "Seconds per request to the API server."),
+        click.option("--create-namespaces", is_flag=True,
+                     help="Create the namespaces the plan targets but does not define (monitoring, "
+                          "kuadrant-system, ...) instead of failing when they are missing "
+                          "(also the plan's install.createNamespaces)."),
+        timeout_option(120.0, "Seconds for the whole run: connecting, discovery and every request "
+                              "(a server that stops answering fails within it)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -61,7 +66,7 @@ def diff_command(**kwargs: Any) -> None:
 
     Exit 0 when nothing would change, 1 when something would, 4 on cluster errors.
     """
-    _run(mode="diff", check=False, show_diff=True, **kwargs)
+    _run(mode="diff", check=False, show_diff=True, wait=None, **kwargs)
 
 
 @click.command("apply")
@@ -69,6 +74,9 @@ def diff_command(**kwargs: Any) -> None:
 @click.option("--check", is_flag=True,
               help="Server dry run: report what would change, change nothing (exit 1 if anything would).")
 @click.option("--diff", "show_diff", is_flag=True, help="Also print a unified diff of every change on stdout.")
+@click.option("--wait", type=float, default=None, metavar="SECONDS",
+              help="After applying, wait up to SECONDS for Kuadrant policies to be Accepted and Enforced, "
+                   "Deployments Available and CronJobs created; report each (exit 4 if any is not ready).")
 @guarded
 def apply_command(check: bool, show_diff: bool, **kwargs: Any) -> None:
     """Server-side apply the plan as field manager `costplan`, then prune what it no longer has.
@@ -76,6 +84,20 @@ def apply_command(check: bool, show_diff: bool, **kwargs: Any) -> None:
     One line per object (ok, changed, created, pruned, skipped, failed) and a RECAP on stderr.
     """
     _run(mode="check" if check else "apply", check=check, show_diff=show_diff, **kwargs)
+
+
+def _components(plan: Any) -> dict[str, str]:
+    """What runs in each namespace the plan's integrations name, for a missing namespace's message."""
+    i = plan.integrations
+    found = {i.gateway.namespace: "the gateway (a Gateway API implementation)",
+             i.gateway.limitador.namespace: "Kuadrant's Limitador (kuadrant-operator)",
+             i.gateway.api_key.secret_namespace: "Kuadrant's Authorino API-key Secrets (kuadrant-operator)",
+             i.grafana.namespace: "Grafana",
+             i.cost_engine.namespace: f"the cost engine ({i.cost_engine.type})",
+             i.prometheus.namespace: "Prometheus (the Prometheus Operator, e.g. kube-prometheus-stack)"}
+    if i.argocd is not None:
+        found[i.argocd.namespace] = "Argo CD"
+    return found
 
 
 def _environment(plan_path: Path, environment: str | None) -> str | None:
@@ -100,7 +122,9 @@ def _run(
     applyset_namespace: str | None,
     prune: bool,
     force_conflicts: bool,
+    create_namespaces: bool,
     timeout: float,
+    wait: float | None,
 ) -> None:
     env = _environment(plan_path, environment)
     result = build_stage.build(plan_path, [env])
@@ -109,14 +133,18 @@ def _run(
     applyset = applyset_for(plan.name, env_name, applyset_namespace or plan.integrations.prometheus.namespace)
     cluster = connect(kubeconfig, context, timeout)
     quiet = console().quiet
+    for notice in getattr(cluster, "notices", ()):  # e.g. unverified TLS: once per run, not per request
+        click.echo(notice, err=True)
 
     def err(line: str) -> None:
         if not quiet or line.startswith(("failed", "RECAP", "  ")):
             click.echo(line, err=True)
 
-    options = apply.Options(mode=mode, show_diff=show_diff, prune=prune, force_conflicts=force_conflicts)
+    options = apply.Options(mode=mode, show_diff=show_diff, prune=prune, force_conflicts=force_conflicts,
+                            create_namespaces=create_namespaces or plan.install.create_namespaces,
+                            wait=None if check else wait)
     outcome = apply.run(cluster, apply.desired_objects(artifacts), applyset, options,
-                        out=lambda text: click.echo(text, nl=False), err=err)
+                        out=lambda text: click.echo(text, nl=False), err=err, components=_components(plan))
     if outcome.failed:
         raise ExternalFailure()
     exit_with(ExitCode.CHANGED if mode != "apply" and outcome.pending else ExitCode.OK)

@@ -113,6 +113,8 @@ def plan_changes(
     live: Mapping[ObjectKey, Mapping[str, Any] | None],
     inventory: Inventory,
     predicted: Mapping[ObjectKey, Mapping[str, Any]] | None = None,
+    unsure: frozenset[ObjectKey] | set[ObjectKey] = frozenset(),
+    diffs: bool = True,
 ) -> list[Change]:
     """Every change applying ``desired`` would make, in execution order.
 
@@ -124,6 +126,12 @@ def plan_changes(
             of one of its group-kinds are pruned.
         predicted: the object as the server's dry-run apply returned it, per
             key; without an entry, ``merged(live, body)`` stands in.
+        unsure: keys whose apply is sent without a dry run; the offline
+            estimate cannot tell that nothing changes (it keeps fields
+            costplan stopped setting), so they count as updates until the
+            real apply's answer says otherwise.
+        diffs: compute each change's unified diff (only worth its time when
+            it is shown).
 
     Returns:
         Creates and updates (and unchanged objects, so the recap can count
@@ -143,11 +151,11 @@ def plan_changes(
         after = normalise(future)
         if current is None:
             action = ACTION_CREATE
-        elif before == after:
+        elif before == after and key not in unsure:
             action = ACTION_UNCHANGED
         else:
             action = ACTION_UPDATE
-        diff = "" if action == ACTION_UNCHANGED else unified_diff(key, before, after)
+        diff = "" if action == ACTION_UNCHANGED or not diffs else unified_diff(key, before, after)
         applies.append((order_key(key, body), Change(action, key, dict(body), before, after, diff,
                                                      api_version=str(body.get("apiVersion", "")))))
     prunes: list[tuple[tuple[Any, ...], Change]] = []
@@ -159,7 +167,8 @@ def plan_changes(
             continue
         before = normalise(obj)
         prunes.append((order_key(key, obj), Change(ACTION_PRUNE, key, None, before, None,
-                                                   unified_diff(key, before, None), keep=_kept(obj),
+                                                   unified_diff(key, before, None) if diffs else "",
+                                                   keep=_kept(obj),
                                                    api_version=str(obj.get("apiVersion", "")))))
     ordered = [change for _, change in sorted(applies, key=lambda item: item[0])]
     ordered += [change for _, change in sorted(prunes, key=lambda item: item[0], reverse=True)]
@@ -177,7 +186,10 @@ class Recap:
     failed: int = 0
     skipped: int = 0
     failures: list[str] = field(default_factory=list)
+    ready: int | None = None  # set by ``apply --wait``
+    not_ready: int = 0
 
     def line(self) -> str:
+        waited = f" ready={self.ready} not_ready={self.not_ready}" if self.ready is not None else ""
         return (f"RECAP: ok={self.ok} changed={self.changed} created={self.created} "
-                f"pruned={self.pruned} failed={self.failed} skipped={self.skipped}")
+                f"pruned={self.pruned} failed={self.failed} skipped={self.skipped}{waited}")

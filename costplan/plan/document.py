@@ -29,6 +29,7 @@ from costplan.plan.model import (
     GpuInstance,
     Grafana,
     Guard,
+    Install,
     Integrations,
     Limitador,
     Model,
@@ -358,6 +359,7 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
         reports=_reports(doc.get("reports")),
         notifications=_notifications(doc.get("notifications")),
         guard=_guard(doc.get("guard")),
+        install=Install(create_namespaces=bool((doc.get("install") or {}).get("createNamespaces", False))),
     )
 
 
@@ -571,6 +573,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         document["notifications"] = _notifications_doc(plan.notifications)
     if plan.guard != Guard():
         document["guard"] = _guard_doc(plan.guard)
+    if plan.install != Install():
+        document["install"] = {"createNamespaces": plan.install.create_namespaces}
     return document
 
 

@@ -357,6 +357,13 @@ class Team:
 
 
 @dataclass(frozen=True)
+class Install:
+    """How ``costplan apply`` installs the plan: whether it creates the namespaces it targets."""
+
+    create_namespaces: bool = False
+
+
+@dataclass(frozen=True)
 class Alerts:
     """Alert knobs; defaults apply when the plan does not set them."""
 
@@ -501,6 +508,7 @@ class Plan:
     reports: Reports = field(default_factory=Reports)
     notifications: Notifications = field(default_factory=Notifications)
     guard: Guard = field(default_factory=Guard)
+    install: Install = field(default_factory=Install)
 
     # -- lookups generators need often ------------------------------------
 
