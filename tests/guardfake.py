@@ -41,11 +41,11 @@ class GuardApiServer(ApiServer):
         self.events: list[dict[str, Any]] = []
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
 
-    def handle(self, method: str, raw_path: str, headers: Any, rfile: Any) -> tuple[int, Any]:
+    def handle(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, Any]:
         parts = [p for p in raw_path.split("?")[0].split("/") if p]
         if method == "POST" and parts[:2] == ["api", "v1"] and len(parts) == 5 and parts[4] == "events":
             self.requests.append((method, raw_path))
-            event = json.loads(rfile.read(int(headers.get("Content-Length", 0))))
+            event = json.loads(body)
             self.events.append(event)
             return 201, event
         content_type = (headers.get("Content-Type") or "").split(";")[0]
@@ -53,16 +53,16 @@ class GuardApiServer(ApiServer):
                 and len(parts) == 6 and parts[4] == "secrets":
             self.requests.append((method, raw_path))
             namespace, name = parts[3], parts[5]
-            body = json.loads(rfile.read(int(headers.get("Content-Length", 0))))
+            patch = json.loads(body)
             key = ch.ObjectKey("", "Secret", namespace, name)
             current = self.backend.objects.get(key)
             if current is None:
                 return 404, _status(404, "NotFound", f'secrets "{name}" not found')
-            self.backend.objects[key] = merge_patch(current, body)
+            self.backend.objects[key] = merge_patch(current, patch)
             self.backend.writes.append(("patch", key))
-            self.patches.append((namespace, name, body))
+            self.patches.append((namespace, name, patch))
             return 200, self.backend.objects[key]
-        return super().handle(method, raw_path, headers, rfile)
+        return super().handle(method, raw_path, headers, body)
 
     def count(self, method: str, marker: str = "") -> int:
         return sum(1 for m, path in self.requests if m == method and marker in path)
