@@ -276,7 +276,7 @@ class Rate:
 
 @dataclass(frozen=True)
 class Quotas:
-    """Request quotas per calendar period (Kuadrant PlanPolicy)."""
+    """Request quotas per tier, shared by its users; Limitador windows of 24h, 168h and 730h (rolling)."""
 
     daily: int | None = None
     weekly: int | None = None

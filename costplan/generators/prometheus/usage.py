@@ -37,6 +37,7 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.names import promql_string
+from costplan.generators.kuadrant import limits
 from costplan.generators.prometheus.promql import none_of, one_of, record, selector
 from costplan.plan import capabilities as cap
 from costplan.plan.model import Model, Plan, UsageSource
@@ -61,6 +62,9 @@ class Measure:
     counter: Counter
     token_type: str | None = None
     minus: tuple[Counter, ...] = ()
+    # When set, the measure is these parts joined with ``or`` (disjoint
+    # selections, e.g. by tier, each counted its own way).
+    parts: tuple[Measure, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,34 @@ def _by_type(requests: Counter | None, inp: Counter, out: Counter, cached: Count
     return tuple(measures)
 
 
+def _limitador_requests(plan: Plan) -> Measure:
+    """Each request once, from counters Limitador increments more than once per request.
+
+    Every tier has exactly one RateLimitPolicy limit (see
+    ``generators.kuadrant.limits``), merged into one ``ShouldRateLimit``
+    call per request: ``authorized_calls`` +1 and ``authorized_hits`` +1
+    (no ``model`` label: it resolves only in the response phase). A tier
+    with token limits also passes the TokenRateLimitPolicy's request-phase
+    ``CheckRateLimit``, which adds ``authorized_calls`` +1 again (its
+    response-phase ``Report`` adds only ``authorized_hits``, with the
+    model). So a request of such a tier that was served shows up twice in
+    ``authorized_calls`` and once in ``authorized_hits{model=""}``, and one
+    refused by the token limit once in each: served requests are their
+    difference. Other tiers' served requests are ``authorized_calls``.
+    """
+    token_tiers = limits.token_limited_tiers(plan)
+    if not token_tiers:
+        return Measure("requests", Counter("authorized_calls"))
+    with_tokens = {c.LABEL_TIER: one_of(token_tiers)}
+    twice = Measure(
+        "requests",
+        Counter("authorized_calls", regex=with_tokens),
+        minus=(Counter("authorized_hits", regex={**with_tokens, c.LABEL_MODEL: '=""'}),),
+    )
+    once = Measure("requests", Counter("authorized_calls", regex={c.LABEL_TIER: none_of(token_tiers)}))
+    return Measure("requests", twice.counter, parts=(twice, once))
+
+
 def _envoy(token_type: str) -> Counter:
     # <= v0.4 exported ..._token_sum, >= v0.5 ..._sum.
     return Counter("", {"gen_ai_token_type": token_type}, {"__name__": '=~"gen_ai_client_token_usage_(token_)?sum"'})
@@ -102,7 +134,7 @@ def spec(plan: Plan, source: UsageSource) -> Spec:
     if kind == "kuadrant-limitador":
         ident = {cap.MODEL: c.LABEL_MODEL, cap.USER: c.LABEL_USER, cap.TEAM: c.LABEL_TEAM, cap.TIER: c.LABEL_TIER}
         return Spec(ident, (
-            Measure("requests", Counter("authorized_calls")),
+            _limitador_requests(plan),
             # Token hits under a TokenRateLimitPolicy are reported in the
             # response phase, the only place the model label resolves.
             _tokens(c.TOKEN_TYPE_TOTAL, Counter("authorized_hits", regex={c.LABEL_MODEL: '!=""'})),
@@ -209,12 +241,21 @@ def _with_teams(plan: Plan, spec_: Spec, counter: Counter, fn: str, window: str)
     return "(" + " or ".join(parts) + ")" if len(parts) > 1 else parts[0]
 
 
-def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure, fn: str, window: str,
-                  models: list[Model]) -> str:
+def _counted(plan: Plan, spec_: Spec, measure: Measure, fn: str, window: str) -> str:
+    """The measure's counter less its subtrahends, never below zero."""
     expr = _with_teams(plan, spec_, measure.counter, fn, window)
     for minus in measure.minus:
         subtrahend = _with_teams(plan, spec_, minus, fn, window)
         expr = f"clamp_min({expr} - ({subtrahend} or {expr} * 0), 0)"
+    return expr
+
+
+def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure, fn: str, window: str,
+                  models: list[Model]) -> str:
+    if measure.parts:
+        expr = "(" + " or ".join(_counted(plan, spec_, part, fn, window) for part in measure.parts) + ")"
+    else:
+        expr = _counted(plan, spec_, measure, fn, window)
     if measure.kind == "limited":
         return _complete_tier(spec_, expr)
     if len(models) == 1:
