@@ -148,6 +148,9 @@ def _integrations(doc: Mapping[str, Any]) -> Integrations:
             image_tag=_opt_str(engine.get("imageTag")),
             openai_plugin_secret=engine.get("openaiPlugin", {}).get("existingSecret"),
             plugin_version=engine.get("openaiPlugin", {}).get("version", "v0.0.15"),
+            cpu_hourly=_opt_decimal(engine.get("hourlyPrices", {}).get("cpu")),
+            ram_hourly=_opt_decimal(engine.get("hourlyPrices", {}).get("ram")),
+            storage_hourly=_opt_decimal(engine.get("hourlyPrices", {}).get("storage")),
         ),
         grafana=Grafana(
             mode=grafana.get("mode", "sidecar"),
@@ -372,6 +375,15 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         engine["chartVersion"] = i.cost_engine.chart_version
     if i.cost_engine.image_tag:
         engine["imageTag"] = i.cost_engine.image_tag
+    prices = {
+        key: value
+        for key, value in (
+            ("cpu", i.cost_engine.cpu_hourly), ("ram", i.cost_engine.ram_hourly), ("storage", i.cost_engine.storage_hourly),
+        )
+        if value is not None
+    }
+    if prices:
+        engine["hourlyPrices"] = prices
     if i.cost_engine.openai_plugin_secret:
         engine["openaiPlugin"] = {
             "existingSecret": i.cost_engine.openai_plugin_secret,

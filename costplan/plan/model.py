@@ -161,6 +161,11 @@ class CostEngine:
     # ``openai`` custom-cost plugin (never configured from the plan itself).
     openai_plugin_secret: str | None = None
     plugin_version: str = "v0.0.15"
+    # Hourly prices of what the plan does not price per GPU (per vCPU, per
+    # GiB of RAM, per GB of storage); None: OpenCost's own defaults.
+    cpu_hourly: Decimal | None = None
+    ram_hourly: Decimal | None = None
+    storage_hourly: Decimal | None = None
 
 
 @dataclass(frozen=True)
