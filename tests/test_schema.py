@@ -172,6 +172,7 @@ def test_a_plan_with_every_key_validates_and_maps():
     plan = from_document(loaded.document, "base")
     assert plan.integrations.cost_engine.openai_plugin_secret == "opencost-openai"
     assert plan.integrations.cost_engine.image_tag == "2.5"
+    assert str(plan.integrations.cost_engine.ram_hourly) == "0.004237"
     assert plan.reports.webhook.key == "endpoint" and plan.reports.create_pvc is False
     assert plan.tier("gold").quotas.weekly == 500
     assert plan.alerts.source_absent_for == "1h"
