@@ -61,6 +61,9 @@ LABEL_PLAN = "costplan.dev/plan"
 LABEL_ENVIRONMENT = "costplan.dev/environment"
 LABEL_COMPONENT = "costplan.dev/component"
 ANNOTATION_SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+# Argo CD per-object sync options; ``Prune=false`` keeps an object Argo CD
+# would otherwise delete when it leaves the build.
+ANNOTATION_SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
 
 # ApplySet (pruning by `costplan apply`): the current ``applyset.kubernetes.io/``
 # prefix; the KEP's older ``applyset.k8s.io/`` prefix is not what kubectl uses.

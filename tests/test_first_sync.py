@@ -1,0 +1,65 @@
+"""A fresh cluster: every object's namespace exists before the object, in either order.
+
+Argo CD syncs by wave (Namespaces first within a wave) and creates no
+namespace for the environment's Application (``CreateNamespace=true`` only
+creates an Application's own destination namespace, and this one has none);
+``costplan apply`` applies by stage, then wave. Both orders are replayed
+against the API-server fake, which refuses an object whose namespace does
+not exist, starting from a cluster with no namespace at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from costplan.core import conventions as c
+from costplan.install import apply
+from costplan.install.objects import group_kind, key_of, order_key, sync_wave
+from costplan.output import build as build_stage
+from tests.conftest import PLAN
+from tests.test_apply import FakeCluster
+
+ENVIRONMENTS = ("dev", "prod", "staging")
+
+
+def objects(environment: str) -> list[dict[str, Any]]:
+    result = build_stage.build(PLAN, [environment])
+    return apply.desired_objects(result.environments[environment])
+
+
+def fresh_cluster(bodies: list[dict[str, Any]]) -> FakeCluster:
+    """No namespace at all; every CRD the objects need is installed."""
+    kinds = {group_kind(key_of(b).group, key_of(b).kind) for b in bodies}
+    return FakeCluster(namespaces=(), crds=kinds)
+
+
+def argocd_order(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(bodies, key=lambda b: (sync_wave(b), b["kind"] != "Namespace"))
+
+
+def costplan_order(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(bodies, key=lambda b: order_key(key_of(b), b))
+
+
+@pytest.mark.parametrize("order", [argocd_order, costplan_order], ids=["argocd", "costplan-apply"])
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_namespace_exists_before_its_objects(environment, order):
+    bodies = objects(environment)
+    cluster = fresh_cluster(bodies)
+    for body in order(bodies):
+        cluster.apply_as("costplan", body)  # raises on a missing namespace
+
+
+def test_component_namespaces_are_never_deleted_with_the_build():
+    """Kuadrant's, Prometheus's, OpenCost's namespaces are theirs: costplan only makes sure they exist."""
+    bodies = objects("prod")
+    namespaces = {b["metadata"]["name"]: b for b in bodies if b["kind"] == "Namespace"}
+    opencost = namespaces["opencost"]["metadata"]["annotations"]
+    assert opencost[c.ANNOTATION_SYNC_OPTIONS] == "Prune=false"
+    assert opencost[c.ANNOTATION_KEEP] == "true"
+    assert opencost[c.ANNOTATION_SYNC_WAVE] == "-10"
+    # Team namespaces stay costplan's own, labelled for cost attribution.
+    assert c.ANNOTATION_KEEP not in namespaces["ml-research"]["metadata"].get("annotations", {})
+    assert {"kuadrant-system", "monitoring", "opencost", "argocd"} <= set(namespaces)
