@@ -123,8 +123,10 @@ def test_every_object_is_closed_except_string_maps():
         for where, sub in _properties(schema.load_schema())
         if isinstance(sub.get("additionalProperties"), dict)
     }
-    assert set(free_form) == string_maps
-    assert all(value == {"type": "string"} for value in free_form.values())
+    list_maps = {"nonBillable"}  # label -> values
+    assert set(free_form) == string_maps | list_maps
+    assert all(free_form[key] == {"type": "string"} for key in string_maps)
+    assert free_form["nonBillable"]["items"] == {"type": "string", "minLength": 1}
 
 
 def test_usage_source_types_follow_capabilities():

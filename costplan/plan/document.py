@@ -229,6 +229,10 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
                 type=s["type"],
                 metrics=_str_map(s.get("metrics")),
                 labels=_str_map(s.get("labels")),
+                non_billable={
+                    str(label): tuple(str(v) for v in values)
+                    for label, values in sorted((s.get("nonBillable") or {}).items())
+                },
             )
             for s in doc.get("usageSources", [])
         ),
@@ -425,6 +429,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             source["metrics"] = dict(s.metrics)
         if s.labels:
             source["labels"] = dict(s.labels)
+        if s.non_billable:
+            source["nonBillable"] = {label: list(values) for label, values in s.non_billable.items()}
         sources.append(source)
     models = []
     for m in plan.models:

@@ -234,6 +234,8 @@ class UsageSource:
     type: str
     metrics: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Label -> values of responses not billed (429s...): left out of requests.
+    non_billable: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

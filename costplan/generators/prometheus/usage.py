@@ -130,6 +130,28 @@ def effective_type(plan: Plan, source: UsageSource) -> str:
 
 
 def spec(plan: Plan, source: UsageSource) -> Spec:
+    """The source's measures, requests read without the plan's non-billable responses."""
+    found = _spec(plan, source)
+    if not source.non_billable:
+        return found
+    return Spec(found.labels, tuple(_billable(m, source.non_billable) for m in found.measures))
+
+
+def _billable(measure: Measure, non_billable: Mapping[str, tuple[str, ...]]) -> Measure:
+    if measure.kind != "requests":
+        return measure
+    excluded = {label: none_of(list(values)) for label, values in non_billable.items()}
+
+    def narrow(counter: Counter) -> Counter:
+        return Counter(counter.metric, counter.matchers, {**counter.regex, **excluded})
+
+    return Measure(
+        measure.kind, narrow(measure.counter), measure.token_type, tuple(narrow(m) for m in measure.minus),
+        tuple(_billable(p, non_billable) for p in measure.parts),
+    )
+
+
+def _spec(plan: Plan, source: UsageSource) -> Spec:
     kind = effective_type(plan, source)
     if kind == "kuadrant-limitador":
         ident = {cap.MODEL: c.LABEL_MODEL, cap.USER: c.LABEL_USER, cap.TEAM: c.LABEL_TEAM, cap.TIER: c.LABEL_TIER}
@@ -159,9 +181,11 @@ def spec(plan: Plan, source: UsageSource) -> Spec:
             Counter("gen_ai_server_request_duration_seconds_count"), _envoy("input"), _envoy("output"),
             _envoy("cached_input"), _envoy("reasoning")))
     if kind == "kong-ai":
+        # The Prometheus plugin's exporter is initialised with prefix kong_.
         return Spec({cap.MODEL: "ai_model"}, _by_type(
-            Counter("ai_llm_requests_total"), Counter("ai_llm_tokens_total", {"token_type": "prompt_tokens"}),
-            Counter("ai_llm_tokens_total", {"token_type": "completion_tokens"})))
+            Counter("kong_ai_llm_requests_total"),
+            Counter("kong_ai_llm_tokens_total", {"token_type": "prompt_tokens"}),
+            Counter("kong_ai_llm_tokens_total", {"token_type": "completion_tokens"})))
     if kind == "litellm":
         return Spec({cap.MODEL: "model", cap.USER: "user", cap.TEAM: "team_alias"}, _by_type(
             Counter("litellm_requests_metric_total"), Counter("litellm_input_tokens_metric_total"),
