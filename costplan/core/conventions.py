@@ -106,11 +106,13 @@ TELEMETRY_LABEL_EXPRESSIONS = {
 # (every one of IDENTITY_LABELS is available; ``model`` with the caveat above).
 TELEMETRY_UNAVAILABLE_LABELS: tuple[str, ...] = ()
 
-# The legacy path: the chargeback demo's custom Limitador image, which exports
-# ``authorized_calls_with_user_and_group{user, group}`` (group = tier).
+# The legacy path: the chargeback demo's custom Limitador image. It labels
+# ``authorized_calls`` and ``limited_calls`` with ``user`` (and a ``group``
+# read from a descriptor no Kuadrant policy sends, so never relied on). Its
+# ``latest`` tag moves: plans name a pinned image, this is only the fallback.
 LEGACY_LIMITADOR_IMAGE = "ghcr.io/nerdalert/limitador:latest"
-LEGACY_LIMITADOR_METRIC = "authorized_calls_with_user_and_group"
-LEGACY_LIMITADOR_GROUP_LABEL = "group"
+LEGACY_LIMITADOR_METRIC = "authorized_calls"
+LEGACY_LIMITADOR_USER_LABEL = "user"
 # The Limitador CR the Kuadrant operator creates in its namespace.
 LIMITADOR_CR_NAME = "limitador"
 # Free-text explanation on objects whose purpose is not obvious from the kind.

@@ -45,6 +45,7 @@ PLAN_CHECKS: dict[str, str] = {
     "url": "a URL costplan's reports call is not an absolute http(s) URL",
     "tier-no-effect": "a tier sets no limits, quotas or price changes (warning)",
     "gateway-telemetry": "warning: usage metrics cannot carry user, team and tier with this gateway target",
+    "legacy-image": "warning: the custom Limitador image is not pinned by a digest or a tag other than latest",
 }
 
 # Every check id of the output stage (generated objects, before anything is written).

@@ -748,6 +748,37 @@ def check_gateway_telemetry(document: Any) -> Iterator[Diagnostic]:
         )
 
 
+def image_pinned(image: str) -> bool:
+    """``repo@sha256:...`` or ``repo:tag`` with a tag other than ``latest``."""
+    if "@" in image:
+        return True
+    name, _, tag = image.rpartition(":")
+    return bool(name) and "/" not in tag and tag not in ("", "latest")
+
+
+def check_legacy_image(document: Any) -> Iterator[Diagnostic]:
+    """The custom Limitador image's metrics are only known for the build the plan pins.
+
+    A moving tag (``latest``, or none) can change the metric names and labels
+    the spend rules read under a running cluster.
+    """
+    limitador = document["integrations"]["gateway"].get("limitador") or {}
+    if limitador.get("metrics") != "legacyImage":
+        return
+    image = limitador.get("image")
+    if image is None or not image_pinned(str(image)):
+        path = ["integrations", "gateway", "limitador"] + (["image"] if image is not None else ["metrics"])
+        shown = image if image is not None else "ghcr.io/nerdalert/limitador:latest (the default)"
+        yield _at(
+            document,
+            path,
+            f"limitador image {shown} is not pinned: name it by digest (image@sha256:...) or by a tag other "
+            "than latest, the build whose authorized_calls and limited_calls the spend rules read",
+            "legacy-image",
+            severity="warning",
+        )
+
+
 CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_unique_names,
     check_references,
@@ -764,6 +795,7 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_usage_sources,
     check_tier_effect,
     check_gateway_telemetry,
+    check_legacy_image,
 )
 
 

@@ -123,8 +123,8 @@ class Limitador:
     """Limitador placement and which metrics path tags usage with identity.
 
     ``metrics`` is ``telemetryPolicy`` (upstream TelemetryPolicy labels) or
-    ``legacyImage`` (the custom image exporting
-    ``authorized_calls_with_user_and_group``).
+    ``legacyImage`` (the custom image, ``image``, whose counters carry
+    ``user`` only).
     """
 
     namespace: str = "kuadrant-system"

@@ -32,6 +32,7 @@ Identity a source lacks is completed from the plan, in this order:
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +54,11 @@ class Counter:
     regex: Mapping[str, str] = field(default_factory=dict)
 
     def select(self, extra: Mapping[str, str] | None = None) -> str:
-        return selector(self.metric, self.matchers, **{**self.regex, **(extra or {})})
+        """The selector; an ``extra`` matcher on a label already matched is added, never replacing it."""
+        merged = dict(self.regex)
+        for label, matcher in (extra or {}).items():
+            merged[label] = f"{merged[label]}, {label}{matcher}" if label in merged else matcher
+        return selector(self.metric, self.matchers, **merged)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,9 @@ class Measure:
     counter: Counter
     token_type: str | None = None
     minus: tuple[Counter, ...] = ()
+    plus: tuple[Counter, ...] = ()
+    # Counted this many times per request by the source: the sum is divided.
+    per_request: int = 1
     # When set, the measure is these parts joined with ``or`` (disjoint
     # selections, e.g. by tier, each counted its own way).
     parts: tuple[Measure, ...] = ()
@@ -117,6 +125,36 @@ def _limitador_requests(plan: Plan) -> Measure:
     return Measure("requests", twice.counter, parts=(twice, once))
 
 
+def _legacy_requests(plan: Plan) -> Measure:
+    """Served requests from the custom Limitador image, whose counters carry only ``user``.
+
+    The image labels ``authorized_calls`` and ``limited_calls`` with the user
+    (descriptor ``auth.identity.userid``, the limits' counter) and a ``group``
+    it reads from a descriptor no Kuadrant policy sends, so the tier comes
+    from the plan (user -> team -> tier). It adds ``authorized_calls`` +1 on
+    every authorized ``ShouldRateLimit``, ``CheckRateLimit`` and ``Report``:
+    a served request of a tier with token limits is counted three times, one
+    refused by the token limit once (and once in ``limited_calls``, while
+    only a ``ShouldRateLimit`` refusal also adds ``limited_hits``). Served =
+    (calls - limited_calls + limited_hits) / 3 for those users, calls for
+    everyone else.
+    """
+    token_tiers = set(limits.token_limited_tiers(plan))
+    users = sorted(u.id for team in plan.teams if team.tier in token_tiers for u in team.users)
+    if not users:
+        return Measure("requests", Counter("authorized_calls"))
+    mine = {"user": one_of(users)}
+    thrice = Measure(
+        "requests",
+        Counter("authorized_calls", regex=mine),
+        minus=(Counter("limited_calls", regex=mine),),
+        plus=(Counter("limited_hits", regex=mine),),
+        per_request=3,
+    )
+    once = Measure("requests", Counter("authorized_calls", regex={"user": none_of(users)}))
+    return Measure("requests", thrice.counter, parts=(thrice, once))
+
+
 def _envoy(token_type: str) -> Counter:
     # <= v0.4 exported ..._token_sum, >= v0.5 ..._sum.
     return Counter("", {"gen_ai_token_type": token_type}, {"__name__": '=~"gen_ai_client_token_usage_(token_)?sum"'})
@@ -145,9 +183,12 @@ def _billable(measure: Measure, non_billable: Mapping[str, tuple[str, ...]]) -> 
     def narrow(counter: Counter) -> Counter:
         return Counter(counter.metric, counter.matchers, {**counter.regex, **excluded})
 
-    return Measure(
-        measure.kind, narrow(measure.counter), measure.token_type, tuple(narrow(m) for m in measure.minus),
-        tuple(_billable(p, non_billable) for p in measure.parts),
+    return dataclasses.replace(
+        measure,
+        counter=narrow(measure.counter),
+        minus=tuple(narrow(m) for m in measure.minus),
+        plus=tuple(narrow(m) for m in measure.plus),
+        parts=tuple(_billable(p, non_billable) for p in measure.parts),
     )
 
 
@@ -163,9 +204,9 @@ def _spec(plan: Plan, source: UsageSource) -> Spec:
             Measure("limited", Counter("limited_calls")),
         ))
     if kind == "limitador-legacy":
-        return Spec({cap.USER: "user", cap.TIER: "group"}, (
-            Measure("requests", Counter("authorized_calls_with_user_and_group")),
-            Measure("limited", Counter("limited_calls_with_user_and_group")),
+        return Spec({cap.USER: "user"}, (
+            _legacy_requests(plan),
+            Measure("limited", Counter("limited_calls")),
         ))
     if kind == "vllm":
         return Spec({cap.MODEL: "model_name"}, _by_type(
@@ -268,9 +309,14 @@ def _with_teams(plan: Plan, spec_: Spec, counter: Counter, fn: str, window: str)
 def _counted(plan: Plan, spec_: Spec, measure: Measure, fn: str, window: str) -> str:
     """The measure's counter less its subtrahends, never below zero."""
     expr = _with_teams(plan, spec_, measure.counter, fn, window)
+    for plus in measure.plus:
+        addend = _with_teams(plan, spec_, plus, fn, window)
+        expr = f"({expr} + ({addend} or {expr} * 0))"
     for minus in measure.minus:
         subtrahend = _with_teams(plan, spec_, minus, fn, window)
         expr = f"clamp_min({expr} - ({subtrahend} or {expr} * 0), 0)"
+    if measure.per_request != 1:
+        expr = f"{expr} / {measure.per_request}"
     return expr
 
 
