@@ -187,6 +187,32 @@ def test_tokens_priced_by_type_with_cached_and_reasoning(bundled_plan):
     ])
 
 
+@pytest.mark.parametrize(("written_price", "written_money"), [(None, 0.9), (Decimal("3.75"), 1.125)])
+def test_cache_writing_tokens_are_their_own_type(bundled_plan, written_price, written_money):
+    """Envoy AI Gateway counts cache reads and cache writes inside input; writes are priced apart."""
+    plan = with_model(
+        bundled_plan(None), "claude-sonnet",
+        pricing=PerMillionTokens(input=Decimal(3), output=Decimal(15), cached_input=Decimal("0.3"),
+                                 cache_creation_input=written_price),
+    )
+    usage = 'gen_ai_client_token_usage_sum{{gen_ai_request_model="claude-3-sonnet", gen_ai_token_type="{}"}}'
+    series = [
+        (usage.format("input"), "0x5 0+100000x10 1000000x50"),  # 1,000,000, both cache kinds included
+        (usage.format("cached_input"), "0x5 0+20000x10 200000x50"),  # 200,000 read from the cache
+        (usage.format("cache_creation_input"), "0x5 0+30000x10 300000x50"),  # 300,000 written to it
+        (usage.format("output"), "0x5 0+10000x10 100000x50"),
+    ]
+    spend = 'costplan:spend:increase1h{charge="token", model="claude-sonnet", token_type="%s"}'
+    labels = '{charge="token", model="claude-sonnet", token_type="%s"}'
+    check(plan, series, [
+        # (1,000,000 − 200,000 − 300,000) × 3 / 1e6 = 1.5
+        expr(money(spend % "input"), "60m", [sample(labels % "input", 1.5)]),
+        expr(money(spend % "cached_input"), "60m", [sample(labels % "cached_input", 0.06)]),
+        # 300,000 × 3 (as input when unpriced) or × 3.75 / 1e6
+        expr(money(spend % "cache_creation_input"), "60m", [sample(labels % "cache_creation_input", written_money)]),
+    ])
+
+
 def test_included_tokens_pooled_per_user_with_overage(bundled_plan):
     # gpt-4o-mini: 0.001 per request, 2000 tokens included per request, 0.6 per million over.
     plan = with_model(bundled_plan(None), "gpt-4o-mini", usage_source="apps")

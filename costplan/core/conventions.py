@@ -217,7 +217,7 @@ CHARGE_TOKEN = "token"
 CHARGE_OVERAGE = "overage"
 CHARGE_VOLUME = "volume"
 CHARGE_GPU = "gpu"
-TOKEN_TYPES = ("input", "cached_input", "output", "reasoning")  # disjoint
+TOKEN_TYPES = ("input", "cached_input", "cache_creation_input", "output", "reasoning")  # disjoint
 TOKEN_TYPE_TOTAL = "total"  # sources that count only total tokens
 PERIODS = ("day", "week", "month")
 
@@ -259,6 +259,7 @@ OUTPUT_METRICS = (
 )
 TOKEN_TYPE_INPUT = "input"
 TOKEN_TYPE_CACHED = "cached_input"
+TOKEN_TYPE_CACHE_CREATION = "cache_creation_input"  # prompt tokens written to a provider cache
 TOKEN_TYPE_OUTPUT = "output"
 TOKEN_TYPE_REASONING = "reasoning"
 # What the cost engine exports ($ per GPU-hour, per node); not costplan's.

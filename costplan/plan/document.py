@@ -61,6 +61,7 @@ def _pricing(doc: Mapping[str, Any]) -> Pricing:
             output=to_decimal(doc["output"]),
             cached_input=_opt_decimal(doc.get("cachedInput")),
             reasoning=_opt_decimal(doc.get("reasoning")),
+            cache_creation_input=_opt_decimal(doc.get("cacheCreationInput")),
         )
     if kind == "perRequestWithIncludedTokens":
         return PerRequestWithIncludedTokens(
@@ -316,6 +317,8 @@ def _pricing_doc(pricing: Pricing) -> dict[str, Any]:
             doc["cachedInput"] = pricing.cached_input
         if pricing.reasoning is not None:
             doc["reasoning"] = pricing.reasoning
+        if pricing.cache_creation_input is not None:
+            doc["cacheCreationInput"] = pricing.cache_creation_input
         return doc
     if isinstance(pricing, PerRequestWithIncludedTokens):
         return {

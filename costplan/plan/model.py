@@ -34,15 +34,16 @@ class PerRequest:
 class PerMillionTokens:
     """Prices per one million tokens, split by token type.
 
-    ``cached_input`` and ``reasoning`` are ``None`` when the plan does not
-    price them separately; cached tokens are then charged as input and
-    reasoning tokens as output.
+    ``cached_input``, ``cache_creation_input`` and ``reasoning`` are ``None``
+    when the plan does not price them separately; cached and cache-writing
+    tokens are then charged as input and reasoning tokens as output.
     """
 
     input: Decimal
     output: Decimal
     cached_input: Decimal | None = None
     reasoning: Decimal | None = None
+    cache_creation_input: Decimal | None = None
     type: str = "perMillionTokens"
 
 

@@ -86,11 +86,14 @@ def _tokens(token_type: str, counter: Counter, *minus: Counter) -> Measure:
 
 
 def _by_type(requests: Counter | None, inp: Counter, out: Counter, cached: Counter | None = None,
-             reasoning: Counter | None = None) -> tuple[Measure, ...]:
+             reasoning: Counter | None = None, cache_creation: Counter | None = None) -> tuple[Measure, ...]:
     measures = [] if requests is None else [Measure("requests", requests)]
-    measures.append(_tokens("input", inp, *([cached] if cached else [])))
+    inside_input = [m for m in (cached, cache_creation) if m is not None]
+    measures.append(_tokens("input", inp, *inside_input))
     if cached:
         measures.append(_tokens("cached_input", cached))
+    if cache_creation:
+        measures.append(_tokens(c.TOKEN_TYPE_CACHE_CREATION, cache_creation))
     measures.append(_tokens("output", out, *([reasoning] if reasoning else [])))
     if reasoning:
         measures.append(_tokens("reasoning", reasoning))
@@ -220,7 +223,8 @@ def _spec(plan: Plan, source: UsageSource) -> Spec:
     if kind == "envoy-ai-gateway":
         return Spec({cap.MODEL: "gen_ai_request_model"}, _by_type(
             Counter("gen_ai_server_request_duration_seconds_count"), _envoy("input"), _envoy("output"),
-            _envoy("cached_input"), _envoy("reasoning")))
+            # input counts both cache kinds: written-to-cache tokens are their own type.
+            _envoy("cached_input"), _envoy("reasoning"), _envoy(c.TOKEN_TYPE_CACHE_CREATION)))
     if kind == "kong-ai":
         # The Prometheus plugin's exporter is initialised with prefix kong_.
         return Spec({cap.MODEL: "ai_model"}, _by_type(
