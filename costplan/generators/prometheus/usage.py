@@ -376,8 +376,15 @@ def source_rules(plan: Plan, source: UsageSource) -> list[dict[str, Any]]:
 
 
 def primary_selector(plan: Plan, source: UsageSource) -> str:
-    """The first counter of a source: the one whose absence means the source stopped."""
-    return spec(plan, source).measures[0].counter.select()
+    """The first counter of a source: the one whose absence means the source stopped.
+
+    A measure read in parts (per tier or per user) is watched whole: one
+    part without traffic is not a stopped source.
+    """
+    first = spec(plan, source).measures[0]
+    if first.parts:
+        return Counter(first.counter.metric, first.counter.matchers).select()
+    return first.counter.select()
 
 
 def gpu_rules() -> list[dict[str, Any]]:
