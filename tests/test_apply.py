@@ -386,8 +386,12 @@ class ApiServer:
         kind = next(k for n, k, _ in resources if n == plural)
         api_version = f"{group}/{version}" if group else version
         if kind == "CustomResourceDefinition":
+            crds = [self._crd(gk) for gk in sorted(self.backend.crds)]
+            if name is not None:
+                one = next((d for d in crds if d["metadata"]["name"] == name), None)
+                return (200, one) if one else (404, _status(404, "NotFound", f'{plural} "{name}" not found'))
             return 200, {"kind": "CustomResourceDefinitionList", "apiVersion": api_version, "metadata": {},
-                         "items": [self._crd(gk) for gk in sorted(self.backend.crds)]}
+                         "items": crds}
         if method == "GET" and name is None:
             items = self.backend.list(group, kind, [namespace] if namespace else [], query.get("labelSelector", ""))
             return 200, {"kind": f"{kind}List", "apiVersion": api_version, "metadata": {}, "items": items}
@@ -412,9 +416,11 @@ class ApiServer:
     @staticmethod
     def _crd(group_kind: str) -> dict[str, Any]:
         group, kind = split_group_kind(group_kind)
-        plural = next(n for (g, _), rs in _RESOURCES.items() if g == group for n, k, _ in rs if k == kind)
-        return {"metadata": {"name": f"{plural}.{group}"},
-                "spec": {"group": group, "names": {"kind": kind, "plural": plural}},
+        plural, version = next((n, v) for (g, v), rs in _RESOURCES.items() if g == group for n, k, _ in rs if k == kind)
+        return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{plural}.{group}"},
+                "spec": {"group": group, "names": {"kind": kind, "plural": plural},
+                         "versions": [{"name": version, "served": True, "storage": True}]},
                 "status": {"conditions": [{"type": "Established", "status": "True"}]}}
 
 

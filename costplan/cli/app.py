@@ -11,7 +11,7 @@ import click
 
 from costplan import __version__
 from costplan.cli.chargeback import check_gpu_prices_command, report_command
-from costplan.cli.cluster import apply_command, diff_command
+from costplan.cli.cluster import apply_command, diff_command, doctor_command
 from costplan.cli.console import Console
 from costplan.cli.impact import impact_command
 from costplan.cli.plan import build, envs, schema, validate
@@ -36,6 +36,7 @@ COMMANDS: tuple[tuple[str, click.Command], ...] = (
     ("check-gpu-prices", check_gpu_prices_command),
     ("diff", diff_command),
     ("apply", apply_command),
+    ("doctor", doctor_command),
     ("impact", impact_command),
 )
 for _name, _command in COMMANDS:

@@ -64,7 +64,12 @@ def request_rates(tier: Tier) -> tuple[Rate, ...]:
 def quota_rates(tier: Tier) -> tuple[Rate, ...]:
     quotas = tier.quotas
     values = {"daily": quotas.daily, "weekly": quotas.weekly, "monthly": quotas.monthly}
-    return tuple(Rate(limit=values[key], window=window) for key, window in QUOTA_WINDOWS if values[key] is not None)
+    rates = []
+    for key, window in QUOTA_WINDOWS:
+        value = values[key]
+        if value is not None:
+            rates.append(Rate(limit=value, window=window))
+    return tuple(rates)
 
 
 def request_limits(plan: Plan) -> dict[str, Any]:

@@ -31,8 +31,8 @@ Identity a source lacks is completed from the plan, in this order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
