@@ -41,7 +41,7 @@ def test_version_and_help_list_only_real_commands():
     listing = result.output.split("Commands:")[1].splitlines()
     commands = [line.split()[0] for line in listing if line.startswith("  ") and not line.startswith("    ")]
     assert sorted(commands) == sorted(
-        ["apply", "build", "check-gpu-prices", "diff", "envs", "impact", "report", "schema", "validate"]
+        ["apply", "build", "check-gpu-prices", "diff", "doctor", "envs", "impact", "report", "schema", "validate"]
     )
     assert run("--version").output.startswith("costplan, version ")
 
