@@ -63,3 +63,20 @@ def test_component_namespaces_are_never_deleted_with_the_build():
     # Team namespaces stay costplan's own, labelled for cost attribution.
     assert c.ANNOTATION_KEEP not in namespaces["ml-research"]["metadata"].get("annotations", {})
     assert {"kuadrant-system", "monitoring", "opencost", "argocd"} <= set(namespaces)
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_costplan_apply_succeeds_on_a_cluster_without_any_namespace(environment, monkeypatch):
+    """The ApplySet parent lives in the Prometheus namespace: it must exist before the parent is written."""
+    from click.testing import CliRunner
+
+    from costplan.cli import cluster as cli_cluster
+
+    bodies = objects(environment)
+    cluster = fresh_cluster(bodies)
+    monkeypatch.setattr(cli_cluster, "connect", lambda *args: cluster)
+    result = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(PLAN), "-e", environment],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert all(cluster.get(b["apiVersion"], b["kind"], b["metadata"]["name"], b["metadata"].get("namespace"))
+               for b in bodies)

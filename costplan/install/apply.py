@@ -288,8 +288,14 @@ def _apply(
     """Record the set first (so an interrupted run can still prune), apply, prune, then shrink the record."""
     recap = outcome.recap
     superset = union(planned.previous, planned.desired)
-    if planned.parent is None or parent_inventory(planned.parent, applyset.id) != superset:
+    # On a fresh cluster the parent's own namespace may be one this run
+    # creates: create it first, or the parent (and so every object) fails.
+    early = [ch_ for ch_ in planned.changes if ch_.action == ch.ACTION_CREATE and ch_.key.kind == "Namespace"
+             and not ch_.key.group and ch_.key.name == applyset.namespace and ch_.key not in planned.failures]
+    if early or planned.parent is None or parent_inventory(planned.parent, applyset.id) != superset:
         try:
+            for change in early:
+                _execute(cluster, change, options)
             _write_parent(cluster, applyset, superset)
         except ClusterError as exc:
             recap.failed += 1
@@ -304,7 +310,8 @@ def _apply(
                 kept.append(change.key)
             continue
         try:
-            _execute(cluster, change, options)
+            if change not in early:
+                _execute(cluster, change, options)
         except ApplyConflict as exc:
             failed = True
             recap.failed += 1
