@@ -80,3 +80,21 @@ def test_costplan_apply_succeeds_on_a_cluster_without_any_namespace(environment,
     assert result.exit_code == 0, result.stderr
     assert all(cluster.get(b["apiVersion"], b["kind"], b["metadata"]["name"], b["metadata"].get("namespace"))
                for b in bodies)
+
+
+def test_a_price_change_reminds_that_opencost_reads_prices_at_start(monkeypatch):
+    from click.testing import CliRunner
+
+    from costplan.cli import cluster as cli_cluster
+
+    bodies = objects("prod")
+    cluster = fresh_cluster(bodies)
+    monkeypatch.setattr(cli_cluster, "connect", lambda *args: cluster)
+    first = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(PLAN), "-e", "prod"], catch_exceptions=False)
+    assert first.exit_code == 0 and "note:" not in first.stderr
+    # Someone changed the CSV prices on the cluster: the next apply puts them back.
+    csv = next(b for b in bodies if b["kind"] == "ConfigMap" and b["metadata"]["name"] == "costplan-gpu-pricing")
+    cluster.apply_as("costplan", {**csv, "data": {"pricing.csv": "EndTimestamp\n"}})
+    again = CliRunner().invoke(cli_cluster.apply_command, ["-f", str(PLAN), "-e", "prod"], catch_exceptions=False)
+    assert again.exit_code == 0, again.stderr
+    assert "note: the cost engine reads prices at start: kubectl -n opencost rollout restart deployment/opencost" in again.stderr

@@ -75,6 +75,9 @@ ANNOTATION_APPLYSET_NAMESPACES = "applyset.kubernetes.io/additional-namespaces"
 # An object with this annotation set to "true" is left alone when it would
 # otherwise be pruned (reported as skipped), for hand-over to another owner.
 ANNOTATION_KEEP = "costplan.dev/keep"
+# What to do once this object changed on a cluster, when the change alone
+# does not take effect (``costplan apply`` prints it after an update).
+ANNOTATION_AFTER_CHANGE = "costplan.dev/after-change"
 
 # --------------------------------------------------------------------------
 # Metric names (prefix costplan:) - filled in by the spend-rules generator

@@ -48,6 +48,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, file, manifest
 from costplan.core.money import format_decimal
 from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
@@ -319,12 +320,21 @@ def with_openai_plugin(values: dict[str, Any], secret_name: str, version: str) -
     return result
 
 
+def restart_note(plan: Plan, chart: str) -> dict[str, str]:
+    """OpenCost reads its prices when the pod starts: a price change needs a restart."""
+    namespace = plan.integrations.cost_engine.namespace
+    how = (f"kubectl -n {namespace} rollout restart deployment/opencost" if chart == "opencost"
+           else f"restart the {chart} deployment in {namespace}")
+    return {c.ANNOTATION_AFTER_CHANGE: f"the cost engine reads prices at start: {how}"}
+
+
 def csv_configmap(plan: Plan) -> dict[str, Any]:
     engine = plan.integrations.cost_engine
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(plan, COMPONENT, CSV_CONFIGMAP, engine.namespace, wave=WAVE_CONFIG),
+        "metadata": metadata(plan, COMPONENT, CSV_CONFIGMAP, engine.namespace, annotations=restart_note(plan, "opencost"),
+                             wave=WAVE_CONFIG),
         "data": {CSV_KEY: pricing_csv(plan)},
     }
 
@@ -392,7 +402,8 @@ def chart_application(plan: Plan, chart: str, repo_url: str, values: dict[str, A
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
-        "metadata": metadata(plan, component, f"costplan-{plan.environment}-{chart}", argocd.namespace, wave=WAVE_WORKLOADS),
+        "metadata": metadata(plan, component, f"costplan-{plan.environment}-{chart}", argocd.namespace,
+                             annotations=restart_note(plan, chart), wave=WAVE_WORKLOADS),
         "spec": {
             "project": argocd.project,
             "source": {
