@@ -324,7 +324,7 @@ def test_every_check_id_of_the_checks_module_is_registered_and_exercised():
     source = Path(checks.__file__).read_text(encoding="utf-8")
     emitted = {check_id for check_id in CHECKS if f'"{check_id}"' in source}
     fired = {e[2] for c in BROKEN for e in c.expected} | {c.expected[3] for c in BROKEN_OVERLAYS}
-    fired |= {"tier-no-effect", "gateway-telemetry"}  # the warning tests
+    fired |= {"tier-no-effect", "gateway-telemetry", "legacy-image"}  # the warning tests
     assert len(emitted) >= 14
     assert emitted <= fired
     assert fired <= set(CHECKS)
@@ -360,3 +360,21 @@ def test_gpu_instance_types_are_unique(tmp_path, monkeypatch):
                            "    gpuModel: X\n    gpusPerNode: 1\n    hourlyRate: 1\n", 1)
     found = diagnose(tmp_path, monkeypatch, doubled)
     assert any(d.check_id == "unique-name" and "GPU instance type" in d.message for d in found), found
+
+
+@pytest.mark.parametrize(("image", "warned"), [
+    (None, True),
+    ("ghcr.io/nerdalert/limitador:latest", True),
+    ("ghcr.io/nerdalert/limitador", True),
+    ("registry:5000/limitador", True),
+    ("ghcr.io/nerdalert/limitador:chargeback-2025-06", False),
+    ("ghcr.io/nerdalert/limitador@sha256:" + "ab" * 32, False),
+])
+def test_the_custom_limitador_image_must_be_pinned(tmp_path, monkeypatch, image, warned):
+    extra = "" if image is None else f"\n      image: {image}"
+    text = MINIMAL.read_text(encoding="utf-8").replace(
+        "    targetRef:\n      kind: Gateway\n      name: gw\n",
+        f"    targetRef:\n      kind: Gateway\n      name: gw\n    limitador:\n      metrics: legacyImage{extra}\n", 1)
+    found = [d for d in diagnose(tmp_path, monkeypatch, text) if d.check_id == "legacy-image"]
+    assert bool(found) is warned
+    assert all(d.severity == "warning" for d in found)

@@ -41,8 +41,8 @@ def test_version_and_help_list_only_real_commands():
     listing = result.output.split("Commands:")[1].splitlines()
     commands = [line.split()[0] for line in listing if line.startswith("  ") and not line.startswith("    ")]
     assert sorted(commands) == sorted(
-        ["apply", "budget", "build", "check-gpu-prices", "diff", "envs", "guard", "impact", "report", "schema",
-         "validate"]
+        ["apply", "budget", "build", "check-gpu-prices", "diff", "doctor", "envs", "guard", "impact", "report",
+         "schema", "validate"]
     )
     assert run("--version").output.startswith("costplan, version ")
 

@@ -175,29 +175,55 @@ def test_request_limits_per_tier_counted_per_user(bundled_plan):
     plan = bundled_plan(None)
     policy = one(plan, "RateLimitPolicy")
     spec = policy["spec"]
-    # The base plan has quotas, so the limits merge with the PlanPolicy's.
-    assert spec["defaults"]["strategy"] == "merge"
-    limits = spec["defaults"]["limits"]
-    assert set(limits) == {"free-requests", "premium-requests"}  # enterprise is unlimited
+    # One policy of costplan's own: plain limits, nothing merges into it.
+    assert "defaults" not in spec and "overrides" not in spec
+    limits = spec["limits"]
+    assert set(limits) == {"free-requests", "free-quota", "premium-requests", "enterprise-requests"}
     assert limits["free-requests"]["rates"] == [{"limit": 2, "window": "10s"}]
     assert limits["premium-requests"]["rates"] == [{"limit": 10, "window": "10s"}]
-    for limit in limits.values():
-        assert limit["counters"] == [{"expression": "auth.identity.userid"}]
+    for name, limit in limits.items():
+        if name.endswith("-requests"):
+            assert limit["counters"] == [{"expression": "auth.identity.userid"}]
     assert policy["metadata"]["namespace"] == "llm"
     assert spec["targetRef"] == {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "vllm-gateway"}
 
 
+def test_unlimited_tier_gets_a_metering_limit_that_never_refuses(bundled_plan):
+    """Limitador only counts requests it is asked about: every tier needs one request limit."""
+    limits = one(bundled_plan(None), "RateLimitPolicy")["spec"]["limits"]
+    assert limits["enterprise-requests"]["rates"] == [{"limit": 2147483647, "window": "1s"}]
+    assert limits["enterprise-requests"]["when"] == [{"predicate": 'auth.identity.tier == "enterprise"'}]
+
+
 def test_dev_overlay_changes_the_free_limit(bundled_plan):
-    limits = one(bundled_plan("dev"), "RateLimitPolicy")["spec"]["defaults"]["limits"]
+    limits = one(bundled_plan("dev"), "RateLimitPolicy")["spec"]["limits"]
     assert limits["free-requests"]["rates"] == [{"limit": 20, "window": "10s"}]
 
 
-def test_without_quotas_limits_are_plain(bundled_plan):
+def test_quotas_are_limits_of_costplans_own_policy(bundled_plan):
+    """No PlanPolicy: its RateLimitPolicy would merge with ours by creation order."""
+    plan = bundled_plan(None)
+    premium = dataclasses.replace(plan.tier("premium"), quotas=Quotas(daily=5000, weekly=20000, monthly=60000))
+    plan = dataclasses.replace(plan, tiers=tuple(premium if t.name == "premium" else t for t in plan.tiers))
+    assert of_kind(plan, "PlanPolicy") == []
+    assert len(of_kind(plan, "RateLimitPolicy")) == 1
+    limits = one(plan, "RateLimitPolicy")["spec"]["limits"]
+    assert limits["free-quota"] == {
+        "rates": [{"limit": 500, "window": "24h"}],
+        "when": [{"predicate": 'auth.identity.tier == "free"'}],
+    }
+    # Rolling windows; one quota shared by all users of the tier (no counter).
+    assert limits["premium-quota"]["rates"] == [
+        {"limit": 5000, "window": "24h"}, {"limit": 20000, "window": "168h"}, {"limit": 60000, "window": "730h"},
+    ]
+    assert "counters" not in limits["premium-quota"]
+
+
+def test_without_quotas_there_is_no_quota_limit(bundled_plan):
     plan = bundled_plan(None)
     plan = dataclasses.replace(plan, tiers=tuple(dataclasses.replace(t, quotas=Quotas()) for t in plan.tiers))
-    assert of_kind(plan, "PlanPolicy") == []
     spec = one(plan, "RateLimitPolicy")["spec"]
-    assert "defaults" not in spec and set(spec["limits"]) == {"free-requests", "premium-requests"}
+    assert set(spec["limits"]) == {"free-requests", "premium-requests", "enterprise-requests"}
 
 
 def test_token_limits_per_tier_counted_per_user(bundled_plan):
@@ -217,29 +243,15 @@ def test_all_rates_of_a_tier_share_one_limit(bundled_plan):
     assert limits["free-tokens"]["rates"] == [{"limit": 1000, "window": "1m"}, {"limit": 20000, "window": "24h"}]
 
 
-def test_unlimited_tiers_emit_no_policy(bundled_plan):
+def test_unlimited_tiers_emit_only_metering_limits(bundled_plan):
     plan = bundled_plan(None)
     unlimited = tuple(dataclasses.replace(t, request_limits=(), token_limits=(), quotas=Quotas()) for t in plan.tiers)
     plan = dataclasses.replace(plan, tiers=unlimited)
     kinds = {o["kind"] for o in objects(plan)}
-    assert not kinds & {"RateLimitPolicy", "TokenRateLimitPolicy", "PlanPolicy"}
+    assert not kinds & {"TokenRateLimitPolicy", "PlanPolicy"}
+    rates = [lim["rates"] for lim in one(plan, "RateLimitPolicy")["spec"]["limits"].values()]
+    assert rates == [[{"limit": 2147483647, "window": "1s"}]] * len(plan.tiers)
     assert "AuthPolicy" in kinds  # identity is still needed for attribution
-
-
-def test_plan_policy_holds_quotas_in_tier_order(bundled_plan):
-    plan = bundled_plan(None)
-    premium = dataclasses.replace(plan.tier("premium"), quotas=Quotas(daily=5000, weekly=20000, monthly=60000))
-    plan = dataclasses.replace(plan, tiers=tuple(premium if t.name == "premium" else t for t in plan.tiers))
-    policy = one(plan, "PlanPolicy")
-    assert [p["tier"] for p in policy["spec"]["plans"]] == ["free", "premium"]
-    assert policy["spec"]["plans"][0]["limits"] == {"daily": 500}
-    assert policy["spec"]["plans"][1]["limits"] == {"daily": 5000, "weekly": 20000, "monthly": 60000}
-    # The operator names its own RateLimitPolicy after the PlanPolicy.
-    assert policy["metadata"]["name"] != one(plan, "RateLimitPolicy")["metadata"]["name"]
-    wave = c.ANNOTATION_SYNC_WAVE
-    assert int(policy["metadata"]["annotations"][wave]) < int(
-        one(plan, "RateLimitPolicy")["metadata"]["annotations"][wave]
-    )
 
 
 def test_auth_policy_reads_api_keys_and_publishes_identity(bundled_plan):

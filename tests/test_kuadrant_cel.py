@@ -34,15 +34,27 @@ def policy_limits(plan) -> Iterator[tuple[str, str, dict[str, Any]]]:
     for obj in objects(plan):
         spec = obj["spec"]
         if obj["kind"] in ("RateLimitPolicy", "TokenRateLimitPolicy"):
-            for name, limit in (spec.get("limits") or spec["defaults"]["limits"]).items():
+            for name, limit in spec["limits"].items():
                 yield obj["kind"], name, limit
 
 
-def plan_predicates(plan) -> Iterator[tuple[str, str]]:
+def authorino_predicates(plan) -> Iterator[tuple[str, str]]:
+    """(tier, predicate) of every predicate Authorino evaluates (PlanPolicy plans)."""
     for obj in objects(plan):
         if obj["kind"] == "PlanPolicy":
             for entry in obj["spec"]["plans"]:
                 yield entry["tier"], entry["predicate"]
+
+
+def expected_limits(plan, tier_name: str) -> set[tuple[str, str]]:
+    """The limits a key of ``tier_name`` must meet: one request limit, its quota, its token limit."""
+    tier = plan.tier(tier_name)
+    expected = {("RateLimitPolicy", f"{tier.name}-requests")}
+    if not tier.quotas.is_empty():
+        expected.add(("RateLimitPolicy", f"{tier.name}-quota"))
+    if tier.token_limits:
+        expected.add(("TokenRateLimitPolicy", f"{tier.name}-tokens"))
+    return expected
 
 
 def key_secret(team: Team, user: User) -> dict[str, Any]:
@@ -99,13 +111,7 @@ def test_identity_flows_from_key_secret_to_auth_identity(bundled_plan, env):
 def test_each_user_matches_exactly_their_tiers_limits(bundled_plan, env):
     plan = bundled_plan(env)
     for team, user in plan.users():
-        tier = plan.tier(team.tier)
-        expected = set()
-        if tier.request_limits:
-            expected.add(("RateLimitPolicy", f"{tier.name}-requests"))
-        if tier.token_limits:
-            expected.add(("TokenRateLimitPolicy", f"{tier.name}-tokens"))
-        assert matched_limits(plan, request_context(plan, team, user)) == expected, user.id
+        assert matched_limits(plan, request_context(plan, team, user)) == expected_limits(plan, team.tier), user.id
 
 
 def test_free_user_matches_only_free_and_premium_only_premium(bundled_plan):
@@ -113,12 +119,17 @@ def test_free_user_matches_only_free_and_premium_only_premium(bundled_plan):
     free = request_context(plan, plan.team("customer-support"), plan.team("customer-support").users[0])
     premium = request_context(plan, plan.team("ml-research"), plan.team("ml-research").users[0])
     enterprise = request_context(plan, plan.team("platform"), plan.team("platform").users[0])
-    assert matched_limits(plan, free) == {("RateLimitPolicy", "free-requests"), ("TokenRateLimitPolicy", "free-tokens")}
+    assert matched_limits(plan, free) == {
+        ("RateLimitPolicy", "free-requests"),
+        ("RateLimitPolicy", "free-quota"),
+        ("TokenRateLimitPolicy", "free-tokens"),
+    }
     assert matched_limits(plan, premium) == {
         ("RateLimitPolicy", "premium-requests"),
         ("TokenRateLimitPolicy", "premium-tokens"),
     }
-    assert matched_limits(plan, enterprise) == set()
+    # Unlimited, yet counted: its metering limit is the only one it meets.
+    assert matched_limits(plan, enterprise) == {("RateLimitPolicy", "enterprise-requests")}
 
 
 def test_counters_split_limits_per_user(bundled_plan):
@@ -127,22 +138,39 @@ def test_counters_split_limits_per_user(bundled_plan):
     keys = set()
     for user in team.users:
         context = request_context(plan, team, user)
-        for _, _, limit in policy_limits(plan):
+        for _, name, limit in policy_limits(plan):
+            if name.endswith("-quota"):
+                assert "counters" not in limit  # a quota is shared by the tier's users
+                continue
             values = [cel.evaluate(counter["expression"], context) for counter in limit["counters"]]
             assert values == [user.id]
             keys.add(tuple(values))
     assert len(keys) == len(team.users)
 
 
-def test_plan_policy_predicates_pick_the_users_tier(bundled_plan):
-    plan = bundled_plan(None)
-    predicates = list(plan_predicates(plan))
-    assert predicates, "the base plan has quotas"
+@pytest.mark.parametrize("env", ENVS, ids=lambda e: e or "base")
+def test_every_user_with_a_quota_meets_it_exactly_once(bundled_plan, env):
+    """Quotas apply where they are evaluated.
+
+    Rate-limit predicates see the AuthPolicy's published identity; a
+    PlanPolicy's predicate is evaluated by Authorino, where ``auth.identity``
+    is the key Secret itself. Either way each key of a tier with quotas must
+    meet its tier's quota once, and keys of other tiers none.
+    """
+    plan = bundled_plan(env)
     for team, user in plan.users():
-        context = request_context(plan, team, user)
-        # PlanPolicy: ordered, first match wins.
-        first = next((tier for tier, predicate in predicates if matches(predicate, context)), None)
-        assert first == (team.tier if not plan.tier(team.tier).quotas.is_empty() else None)
+        in_gateway = {
+            name for kind, name, limit in policy_limits(plan)
+            if name.endswith("-quota") and all(matches(w["predicate"], request_context(plan, team, user)) for w in limit["when"])
+        }
+        secret_view = {"auth": {"identity": key_secret(team, user)}}
+        in_authorino = {
+            f"{tier}-quota" for tier, predicate in authorino_predicates(plan)
+            if matches(predicate, secret_view)
+        }
+        met = sorted(in_gateway) + sorted(in_authorino)
+        expected = [f"{team.tier}-quota"] if not plan.tier(team.tier).quotas.is_empty() else []
+        assert met == expected, user.id
 
 
 def test_telemetry_labels_resolve_to_the_identity(bundled_plan):
@@ -222,10 +250,10 @@ def test_hostile_tier_name_is_only_a_string(bundled_plan, name):
     other_ctx = {"auth": {"identity": {c.IDENTITY_USER: "u", c.IDENTITY_TIER: "premium"}}}
 
     hostile_limits = {(k, n) for k, n, lim in policy_limits(plan) if n.startswith(name)}
-    assert len(hostile_limits) == 2
+    assert len(hostile_limits) == 2  # requests and tokens (premium has no quota)
     # The hostile tier's limits apply to its own users and to nobody else.
     assert matched_limits(plan, hostile_ctx) == hostile_limits
-    assert matched_limits(plan, free_ctx) == {("RateLimitPolicy", "free-requests"), ("TokenRateLimitPolicy", "free-tokens")}
+    assert matched_limits(plan, free_ctx) == expected_limits(plan, "free")
     assert matched_limits(plan, other_ctx) == set()
 
 

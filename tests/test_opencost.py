@@ -148,13 +148,16 @@ def test_prometheus_is_external_and_scraped_with_release_label(bundled_plan):
 
 def test_pinned_1_120_writes_monthly_prices_times_730(bundled_plan):
     model = values_of(opencost.generate(bundled_plan()), "values-opencost.yaml")["opencost"]["customPricing"]["costModel"]
-    # Hand-computed: chart defaults x 730; GPU = p4d 32.7726 / 8 = 4.096575 per GPU-hour x 730.
-    assert model["CPU"] == "912.5"
-    assert model["RAM"] == "365"
+    # Hand-computed: OpenCost's hourly defaults x 730 (CPU 0.031611, RAM
+    # 0.004237, storage 0.00005479452); GPU = p4d 32.7726 / 8 = 4.096575 per
+    # GPU-hour x 730. spotGPU is never divided by 730 upstream: hourly.
+    assert model["CPU"] == "23.07603"
+    assert model["RAM"] == "3.09301"
     assert model["spotCPU"] == "4.85815"
     assert model["spotRAM"] == "0.65116"
-    assert model["storage"] == "182.5"
+    assert model["storage"] == "0.0399999996"
     assert model["GPU"] == "2990.49975"
+    assert model["spotGPU"] == "4.096575"
     assert model["internetNetworkEgress"] == "0.12"
     assert "x730" in model["description"]
     assert all(isinstance(v, str) for v in model.values())
@@ -164,7 +167,10 @@ def test_pinned_1_121_writes_hourly_prices(bundled_plan):
     plan = one_gpu_plan(with_engine(bundled_plan(), image_tag="1.121.0"))
     model = values_of(opencost.generate(plan), "values-opencost.yaml")["opencost"]["customPricing"]["costModel"]
     assert model["GPU"] == "1.006"
-    assert model["CPU"] == "1.25"
+    assert model["spotGPU"] == "1.006"
+    assert model["CPU"] == "0.031611"
+    assert model["RAM"] == "0.004237"
+    assert model["storage"] == "0.00005479452"
     assert model["gpuLabel"] == "nvidia.com/gpu.present"
     assert model["gpuLabelValue"] == "true"
 
@@ -175,7 +181,8 @@ def test_one_gpu_model_uses_gpu_label_not_csv(bundled_plan):
     model = values["opencost"]["customPricing"]["costModel"]
     assert model["GPU"] == "734.38"  # 1.006 x 730
     assert model["gpuLabel"] == "nvidia.com/gpu.present"
-    assert "extraEnv" not in values["opencost"]["exporter"]
+    # The custom prices apply on EC2 nodes too (providerID aws://...).
+    assert values["opencost"]["exporter"]["extraEnv"] == {"USE_CUSTOM_PROVIDER": "true"}
     assert "extraVolumes" not in values
     assert not any(a.kind == "ConfigMap" for a in artifacts)
 
@@ -185,6 +192,7 @@ def test_several_gpu_models_use_the_csv_provider(bundled_plan):
     values = values_of(artifacts, "values-opencost.yaml")
     exporter = values["opencost"]["exporter"]
     assert exporter["extraEnv"] == {
+        "USE_CUSTOM_PROVIDER": "true",
         "USE_CSV_PROVIDER": "true",
         "CSV_PATH": "/var/configs/costplan-pricing/pricing.csv",
     }
@@ -194,6 +202,10 @@ def test_several_gpu_models_use_the_csv_provider(bundled_plan):
     assert exporter["extraVolumeMounts"][0]["mountPath"] == "/var/configs/costplan-pricing"
     assert configmap.data["data"]["pricing.csv"] == (
         "EndTimestamp,InstanceID,Region,AssetClass,InstanceIDField,InstanceType,MarketPriceHourly,Version\n"
+        # gpu rows count only next to node rows, and only on a matched node:
+        # the node without its GPUs (here the whole rate is the GPUs').
+        ",g5.xlarge,,node,metadata.labels.node.kubernetes.io/instance-type,g5.xlarge,0,\n"
+        ",p4d.24xlarge,,node,metadata.labels.node.kubernetes.io/instance-type,p4d.24xlarge,0,\n"
         ",NVIDIA-A100-SXM4-40GB,,gpu,nvidia.com/gpu.product,,4.096575,\n"
         ",NVIDIA-A10G,,gpu,nvidia.com/gpu.product,,1.006,\n"
     )
@@ -276,3 +288,10 @@ def test_version_parsing():
     assert opencost.parse_version("v1.121.0") == (1, 121, 0)
     assert opencost.parse_version(None) == (1, 120, 1)
     assert opencost.parse_version("latest") > (1, 121, 0)
+
+
+def test_plan_prices_cpu_ram_and_storage(bundled_plan):
+    plan = with_engine(bundled_plan(), image_tag="1.121.0", cpu_hourly=Decimal("0.04"), ram_hourly=Decimal("0.005"))
+    model = values_of(opencost.generate(plan), "values-opencost.yaml")["opencost"]["customPricing"]["costModel"]
+    assert (model["CPU"], model["RAM"], model["storage"]) == ("0.04", "0.005", "0.00005479452")
+

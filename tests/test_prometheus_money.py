@@ -99,13 +99,22 @@ def with_budgets(plan: Plan, team: str, budgets: tuple[Budget, ...]) -> Plan:
 
 
 def test_demo_traffic_custom_limitador_image_maps_users_to_teams(bundled_plan):
+    """The custom image labels only ``user``; it counts a served call of a
+    token-limited tier three times (ShouldRateLimit, CheckRateLimit, Report)
+    and a call refused by the request limit once in ``limited_calls`` and
+    ``limited_hits``. The free and premium tiers both have token limits."""
     plan = bundled_plan("staging")  # limitador.metrics: legacyImage
-    series = [
-        (f'authorized_calls_with_user_and_group{{user="{u}", group="{tier}"}}', v)
-        for (u, _, tier), v in DEMO.items()
-    ]
-    series.append(('authorized_calls_with_user_and_group{user="stranger", group="premium"}', "0x10 1x100"))
-    series.append(('limited_calls_with_user_and_group{user="freeuser1", group="free"}', DEMO_LIMITED))
+    thrice = {  # 3 x DEMO: 8, 2 and 6 served calls
+        "premiumuser1": "0x10 0+3x8 24x100",
+        "freeuser1": "0x10 0+3x2 6x106",
+        "premiumuser2": "0x20 0+3x6 18x92",
+    }
+    series = [(f'authorized_calls{{user="{u}", model="qwen", limitador_namespace="llm/qwen"}}', v)
+              for u, v in thrice.items()]
+    # A user in no team: not token-limited by the plan, counted once.
+    series.append(('authorized_calls{user="stranger", model="qwen", limitador_namespace="llm/qwen"}', "0x10 1x100"))
+    series.append(('limited_calls{user="freeuser1", model="qwen", limitador_namespace="llm/qwen"}', DEMO_LIMITED))
+    series.append(('limited_hits{user="freeuser1", model="qwen", limitador_namespace="llm/qwen"}', DEMO_LIMITED))
     check(plan, series, [
         expr(money("costplan:spend_by_team:increase1h"), "60m", [
             # premiumuser1 + premiumuser2: (8 + 6) × 0.002 = 0.028
@@ -115,8 +124,23 @@ def test_demo_traffic_custom_limitador_image_maps_users_to_teams(bundled_plan):
             # a user in no team is still charged, to no team: 1 × 0.002
             sample("{}", 0.002),
         ]),
-        expr("costplan:rate_limited_ratio:rate5m", "14m", [
-            sample('{__name__="costplan:rate_limited_ratio:rate5m", source="limitador", team="customer-support", tier="free"}', 1.5),
+        expr("round(costplan:rate_limited_ratio:rate5m * 1000) / 1000", "14m", [
+            sample('{source="limitador", team="customer-support", tier="free"}', 1.5),
+        ]),
+    ])
+
+
+def test_custom_limitador_image_call_refused_by_the_token_limit_is_not_billed(bundled_plan):
+    plan = bundled_plan("staging")
+    # 2 served (3 calls each) and 1 refused by the token check (1 call, 1
+    # limited_calls, no limited_hits): (7 - 1 + 0) / 3 = 2 served.
+    series = [
+        ('authorized_calls{user="freeuser1", limitador_namespace="llm/qwen"}', "0x10 7x100"),
+        ('limited_calls{user="freeuser1", limitador_namespace="llm/qwen"}', "0x10 1x100"),
+    ]
+    check(plan, series, [
+        expr(money('costplan:spend_by_user:increase1h{user="freeuser1"}'), "60m", [
+            sample('{user="freeuser1", team="customer-support", tier="free", cost_center="CC-2040"}', 0.004),
         ]),
     ])
 
@@ -160,6 +184,32 @@ def test_tokens_priced_by_type_with_cached_and_reasoning(bundled_plan):
         expr(money('costplan:spend_by_model:increase1h{model="claude-sonnet"}'), "60m", [
             sample('{model="claude-sonnet"}', 4.16),
         ]),
+    ])
+
+
+@pytest.mark.parametrize(("written_price", "written_money"), [(None, 0.9), (Decimal("3.75"), 1.125)])
+def test_cache_writing_tokens_are_their_own_type(bundled_plan, written_price, written_money):
+    """Envoy AI Gateway counts cache reads and cache writes inside input; writes are priced apart."""
+    plan = with_model(
+        bundled_plan(None), "claude-sonnet",
+        pricing=PerMillionTokens(input=Decimal(3), output=Decimal(15), cached_input=Decimal("0.3"),
+                                 cache_creation_input=written_price),
+    )
+    usage = 'gen_ai_client_token_usage_sum{{gen_ai_request_model="claude-3-sonnet", gen_ai_token_type="{}"}}'
+    series = [
+        (usage.format("input"), "0x5 0+100000x10 1000000x50"),  # 1,000,000, both cache kinds included
+        (usage.format("cached_input"), "0x5 0+20000x10 200000x50"),  # 200,000 read from the cache
+        (usage.format("cache_creation_input"), "0x5 0+30000x10 300000x50"),  # 300,000 written to it
+        (usage.format("output"), "0x5 0+10000x10 100000x50"),
+    ]
+    spend = 'costplan:spend:increase1h{charge="token", model="claude-sonnet", token_type="%s"}'
+    labels = '{charge="token", model="claude-sonnet", token_type="%s"}'
+    check(plan, series, [
+        # (1,000,000 − 200,000 − 300,000) × 3 / 1e6 = 1.5
+        expr(money(spend % "input"), "60m", [sample(labels % "input", 1.5)]),
+        expr(money(spend % "cached_input"), "60m", [sample(labels % "cached_input", 0.06)]),
+        # 300,000 × 3 (as input when unpriced) or × 3.75 / 1e6
+        expr(money(spend % "cache_creation_input"), "60m", [sample(labels % "cache_creation_input", written_money)]),
     ])
 
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "check-gpu-prices": "costplan.cli.chargeback:check_gpu_prices_command",
     "diff": "costplan.cli.cluster:diff_command",
     "apply": "costplan.cli.cluster:apply_command",
+    "doctor": "costplan.cli.cluster:doctor_command",
     "impact": "costplan.cli.impact:impact_command",
     "guard": "costplan.cli.guard:guard_command",
     "budget": "costplan.cli.guard:budget_group",

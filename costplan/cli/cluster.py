@@ -1,4 +1,4 @@
-"""``costplan diff`` and ``costplan apply``: the plan, installed on a cluster.
+"""``costplan diff``, ``costplan apply`` and ``costplan doctor``: the plan, installed on a cluster.
 
 Both commands build the plan exactly like ``costplan build`` (an invalid
 plan exits 3 with its diagnostics), connect through ``cluster.py`` and hand
@@ -11,16 +11,20 @@ CRD is missing, or an object failed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from costplan.chargeback.gpu_check import GPU_PRICE_QUERY, check_gpu_prices
+from costplan.chargeback.promapi import PrometheusClient
 from costplan.cli.console import console, exit_with, guarded
-from costplan.cli.options import job_env_option, plan_option, timeout_option
+from costplan.cli.options import job_env_option, plan_option, prometheus_url_option, timeout_option
 from costplan.core.errors import ExitCode, ExternalFailure
-from costplan.install import apply
+from costplan.install import apply, doctor
 from costplan.install.applyset import applyset_for
 from costplan.output import build as build_stage
 from costplan.plan.load import list_environments
@@ -148,3 +152,54 @@ def _run(
     if outcome.failed:
         raise ExternalFailure()
     exit_with(ExitCode.CHANGED if mode != "apply" and outcome.pending else ExitCode.OK)
+
+
+def prometheus_query(url: str, timeout: float) -> Callable[[str], list[Any]]:
+    """An instant query at the current time against ``url``."""
+    client = PrometheusClient(url, timeout=timeout)
+    return lambda expr: client.query(expr, datetime.now(UTC))
+
+
+DOCTOR_EXIT = {doctor.OK: ExitCode.OK, doctor.WARN: ExitCode.CHANGED, doctor.FAIL: ExitCode.EXTERNAL}
+
+
+@click.command("doctor")
+@plan_option
+@job_env_option
+@click.option("--kubeconfig", type=click.Path(dir_okay=False),
+              help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
+@click.option("--context", help="Kubeconfig context (default: the current context).")
+@prometheus_url_option
+@click.option("--no-prometheus", is_flag=True, help="Skip the checks that query Prometheus.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="One line per check, or a JSON list of findings on stdout.")
+@timeout_option(30.0, "Seconds per request to the API server and Prometheus.")
+@guarded
+def doctor_command(
+    plan_path: Path,
+    environment: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    prometheus_url: str | None,
+    no_prometheus: bool,
+    output_format: str,
+    timeout: float,
+) -> None:
+    """Check on a live cluster what the build relies on: CRD versions, policy status, key Secrets, usage series, GPU prices.
+
+    One ok/warn/fail line per check with the fix. Exit 0 all ok, 1 a warning, 4 a failure.
+    """
+    env = _environment(plan_path, environment)
+    result = build_stage.build(plan_path, [env])
+    env_name, artifacts = next(iter(result.environments.items()))
+    plan = result.plans[env_name]
+    cluster = connect(kubeconfig, context, timeout)
+    query = None if no_prometheus else prometheus_query(prometheus_url or plan.integrations.prometheus.url, timeout)
+    findings = doctor.run(plan, apply.desired_objects(artifacts), cluster, query, (check_gpu_prices, GPU_PRICE_QUERY))
+    if output_format == "json":
+        click.echo(json.dumps([f.as_dict() for f in findings], indent=2, sort_keys=True))
+    else:
+        for finding in findings:
+            fix = f" (fix: {finding.fix})" if finding.fix and finding.status != doctor.OK else ""
+            click.echo(f"{finding.status:<4} {finding.check}: {finding.message}{fix}")
+    exit_with(DOCTOR_EXIT[doctor.worst(findings)])

@@ -62,6 +62,9 @@ LABEL_PLAN = "costplan.dev/plan"
 LABEL_ENVIRONMENT = "costplan.dev/environment"
 LABEL_COMPONENT = "costplan.dev/component"
 ANNOTATION_SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+# Argo CD per-object sync options; ``Prune=false`` keeps an object Argo CD
+# would otherwise delete when it leaves the build.
+ANNOTATION_SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
 
 # ApplySet (pruning by `costplan apply`): the current ``applyset.kubernetes.io/``
 # prefix; the KEP's older ``applyset.k8s.io/`` prefix is not what kubectl uses.
@@ -75,6 +78,9 @@ ANNOTATION_APPLYSET_NAMESPACES = "applyset.kubernetes.io/additional-namespaces"
 # An object with this annotation set to "true" is left alone when it would
 # otherwise be pruned (reported as skipped), for hand-over to another owner.
 ANNOTATION_KEEP = "costplan.dev/keep"
+# What to do once this object changed on a cluster, when the change alone
+# does not take effect (``costplan apply`` prints it after an update).
+ANNOTATION_AFTER_CHANGE = "costplan.dev/after-change"
 
 # --------------------------------------------------------------------------
 # Metric names (prefix costplan:) - filled in by the spend-rules generator
@@ -106,11 +112,13 @@ TELEMETRY_LABEL_EXPRESSIONS = {
 # (every one of IDENTITY_LABELS is available; ``model`` with the caveat above).
 TELEMETRY_UNAVAILABLE_LABELS: tuple[str, ...] = ()
 
-# The legacy path: the chargeback demo's custom Limitador image, which exports
-# ``authorized_calls_with_user_and_group{user, group}`` (group = tier).
+# The legacy path: the chargeback demo's custom Limitador image. It labels
+# ``authorized_calls`` and ``limited_calls`` with ``user`` (and a ``group``
+# read from a descriptor no Kuadrant policy sends, so never relied on). Its
+# ``latest`` tag moves: plans name a pinned image, this is only the fallback.
 LEGACY_LIMITADOR_IMAGE = "ghcr.io/nerdalert/limitador:latest"
-LEGACY_LIMITADOR_METRIC = "authorized_calls_with_user_and_group"
-LEGACY_LIMITADOR_GROUP_LABEL = "group"
+LEGACY_LIMITADOR_METRIC = "authorized_calls"
+LEGACY_LIMITADOR_USER_LABEL = "user"
 # The Limitador CR the Kuadrant operator creates in its namespace.
 LIMITADOR_CR_NAME = "limitador"
 # Free-text explanation on objects whose purpose is not obvious from the kind.
@@ -215,7 +223,7 @@ CHARGE_TOKEN = "token"
 CHARGE_OVERAGE = "overage"
 CHARGE_VOLUME = "volume"
 CHARGE_GPU = "gpu"
-TOKEN_TYPES = ("input", "cached_input", "output", "reasoning")  # disjoint
+TOKEN_TYPES = ("input", "cached_input", "cache_creation_input", "output", "reasoning")  # disjoint
 TOKEN_TYPE_TOTAL = "total"  # sources that count only total tokens
 PERIODS = ("day", "week", "month")
 
@@ -257,6 +265,7 @@ OUTPUT_METRICS = (
 )
 TOKEN_TYPE_INPUT = "input"
 TOKEN_TYPE_CACHED = "cached_input"
+TOKEN_TYPE_CACHE_CREATION = "cache_creation_input"  # prompt tokens written to a provider cache
 TOKEN_TYPE_OUTPUT = "output"
 TOKEN_TYPE_REASONING = "reasoning"
 # What the cost engine exports ($ per GPU-hour, per node); not costplan's.

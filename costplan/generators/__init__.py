@@ -41,4 +41,4 @@ def generate_all(plan: Plan) -> list[Artifact]:
     artifacts: list[Artifact] = []
     for _, generate in GENERATORS:
         artifacts.extend(generate(plan))
-    return artifacts
+    return artifacts + common.component_namespaces(plan, artifacts)

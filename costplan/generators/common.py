@@ -79,3 +79,31 @@ def generate(plan: Plan) -> list[Artifact]:
             )
         )
     return artifacts
+
+
+def component_namespaces(plan: Plan, artifacts: list[Artifact]) -> list[Artifact]:
+    """A Namespace for every namespace an object lands in that no team owns.
+
+    Argo CD's ``CreateNamespace=true`` creates only an Application's own
+    destination namespace, and the environment's Application has none: on a
+    fresh cluster an object in, say, ``opencost`` would fail the first sync.
+    These Namespaces come first (wave ``WAVE_NAMESPACES``, and ``costplan
+    apply``'s first stage). They belong to the components that live there
+    (Kuadrant, Prometheus, OpenCost, Argo CD), so neither Argo CD
+    (``Prune=false``) nor ``costplan apply`` (``costplan.dev/keep``) ever
+    deletes one when it leaves the build.
+    """
+    owned = {a.name for a in artifacts if a.kind == "Namespace"}
+    used = sorted({a.namespace for a in artifacts if a.is_manifest and a.namespace} - owned)
+    annotations = {c.ANNOTATION_SYNC_OPTIONS: "Prune=false", c.ANNOTATION_KEEP: "true"}
+    return [
+        manifest(
+            "namespaces",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": metadata(plan, "namespaces", namespace, annotations=annotations, wave=WAVE_NAMESPACES),
+            },
+        )
+        for namespace in used
+    ]

@@ -14,7 +14,14 @@ What makes the GPU rates *really* apply, and why each key is set:
   label, and without the scrape ``node_gpu_hourly_cost`` never exists.
 * ``customPricing.costModel`` is always written in full: with
   ``createConfigmap: true`` the chart's placeholder would otherwise replace
-  the prices.
+  the prices. CPU, RAM and storage come from ``costEngine.hourlyPrices``,
+  else OpenCost's documented hourly defaults; never the chart's values
+  (CPU 1.25, RAM 0.50, storage 0.25), which are placeholders and, read as
+  hourly prices, make CPU about 40x, RAM 120x and storage 4,500x too dear.
+* ``USE_CUSTOM_PROVIDER=true``: OpenCost picks its provider from the first
+  node's ``providerID`` (``aws://`` → AWS list prices) and ignores the custom
+  prices unless this is set; the chart's ``customPricing.provider`` does not
+  set it.
 * Units come from the pinned image: OpenCost before 1.121.0 divides the
   ConfigMap prices by 730 (monthly semantics, opencost#3781, fixed by
   #3830), so for those versions every price is written multiplied by 730.
@@ -22,7 +29,12 @@ What makes the GPU rates *really* apply, and why each key is set:
   node the GPU price through that label). Several GPU models: the custom
   provider has a single GPU price per cluster, so the CSV provider is
   switched on with one ``gpu`` row per model, matched on the GPU Feature
-  Discovery product label. CSV prices are hourly in every version.
+  Discovery product label, and one ``node`` row per instance type, matched
+  on ``node.kubernetes.io/instance-type``: the provider drops ``gpu`` rows
+  when there are no ``node`` rows and adds GPU cost only on top of a matched
+  node. CSV prices are hourly in every version.
+* ``spotGPU`` is the one GPU price OpenCost never divides by 730: it is
+  written hourly in every version.
 
 All prices are exact decimal strings, so ``0.1`` never becomes
 ``0.1000000000000000055``.
@@ -36,6 +48,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, file, manifest
 from costplan.core.money import format_decimal
 from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
@@ -75,16 +88,17 @@ CSV_COLUMNS = (
 OPENCOST_CHART_REPO = "https://opencost.github.io/opencost-helm-chart"
 KUBECOST_CHART_REPO = "https://kubecost.github.io/cost-analyzer/"
 
-# Hourly list prices for everything the plan does not price: the chart's own
-# defaults (opencost values.yaml ``customPricing.costModel``), so turning the
-# custom pricing on changes nothing but the GPU.
+# Hourly prices for what the plan does not price: OpenCost's documented
+# defaults (per vCPU, per GiB of RAM, per GB of storage), not the chart's
+# ``customPricing.costModel`` placeholders.
 DEFAULT_HOURLY = {
-    "CPU": Decimal("1.25"),
+    "CPU": Decimal("0.031611"),
     "spotCPU": Decimal("0.006655"),
-    "RAM": Decimal("0.50"),
+    "RAM": Decimal("0.004237"),
     "spotRAM": Decimal("0.000892"),
-    "storage": Decimal("0.25"),
+    "storage": Decimal("0.00005479452"),
 }
+NODE_INSTANCE_TYPE_FIELD = "metadata.labels.node.kubernetes.io/instance-type"
 # Egress is priced per GiB, never divided by 730.
 DEFAULT_EGRESS = {
     "zoneNetworkEgress": Decimal("0.01"),
@@ -146,12 +160,44 @@ def uses_csv_provider(plan: Plan) -> bool:
     return len(gpu_rates(plan)) > 1
 
 
+def hourly_prices(plan: Plan) -> dict[str, Decimal]:
+    """CPU, RAM and storage per hour: the plan's, else OpenCost's defaults."""
+    engine = plan.integrations.cost_engine
+    prices = dict(DEFAULT_HOURLY)
+    for key, value in (("CPU", engine.cpu_hourly), ("RAM", engine.ram_hourly), ("storage", engine.storage_hourly)):
+        if value is not None:
+            prices[key] = value
+    return prices
+
+
+def node_hourly_without_gpus(instance: GpuInstance, gpu_rate: Decimal) -> Decimal:
+    """What a node costs besides its GPUs, which the CSV prices per GPU on top of it.
+
+    The plan's ``hourlyRate`` is the whole node, all of it GPU cost; with the
+    highest per-GPU rate of a GPU model this is never above zero, and zero
+    keeps the node from being priced twice.
+    """
+    return max(instance.hourly_rate - gpu_rate * instance.gpus_per_node, Decimal(0))
+
+
 def pricing_csv(plan: Plan) -> str:
-    """The CSV provider's file: one ``gpu`` row per GPU model, hourly per GPU."""
+    """The CSV provider's file, hourly prices.
+
+    One ``node`` row per instance type (the node without its GPUs) and one
+    ``gpu`` row per GPU model (per GPU): the provider keeps ``gpu`` rows only
+    next to ``node`` rows and adds a GPU's price only to a node a row matched.
+    """
+    rates = gpu_rates(plan)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for gpu_model, rate in sorted(gpu_rates(plan).items()):
+    nodes: dict[str, Decimal] = {}
+    for instance in plan.gpu_instances:
+        price = node_hourly_without_gpus(instance, rates[instance.gpu_model])
+        nodes[instance.instance_type] = max(price, nodes.get(instance.instance_type, Decimal(0)))
+    for instance_type, price in sorted(nodes.items()):
+        writer.writerow(["", instance_type, "", "node", NODE_INSTANCE_TYPE_FIELD, instance_type, format_decimal(price), ""])
+    for gpu_model, rate in sorted(rates.items()):
         writer.writerow(["", gpu_model, "", "gpu", GPU_PRODUCT_LABEL, "", format_decimal(rate), ""])
     return buffer.getvalue()
 
@@ -176,14 +222,15 @@ def cost_model(plan: Plan) -> dict[str, str]:
     # With the CSV provider the costModel GPU price only applies to GPU nodes
     # no CSV row matches; the highest plan rate keeps them from looking cheap.
     gpu_hourly = max(rates.values()) if rates else Decimal("0.95")
-    unit = "monthly (x730: OpenCost before 1.121.0 divides ConfigMap prices by 730)" if monthly else "hourly"
+    unit = "monthly (x730 but spotGPU: OpenCost before 1.121.0 divides ConfigMap prices by 730)" if monthly else "hourly"
     model: dict[str, str] = {
         "description": f"costplan {plan.name}/{plan.environment}: prices {unit}",
     }
-    for key, hourly in DEFAULT_HOURLY.items():
+    for key, hourly in hourly_prices(plan).items():
         model[key] = format_decimal(hourly * factor)
     model["GPU"] = format_decimal(gpu_hourly * factor)
-    model["spotGPU"] = format_decimal(gpu_hourly * factor)
+    # Never divided by 730 upstream, so never multiplied here.
+    model["spotGPU"] = format_decimal(gpu_hourly)
     for key, price in DEFAULT_EGRESS.items():
         model[key] = format_decimal(price)
     model["currencyCode"] = plan.currency
@@ -203,7 +250,9 @@ def inference_models(plan: Plan) -> list[str]:
 
 def exporter_env(plan: Plan) -> dict[str, str]:
     """``opencost.exporter.extraEnv`` (a map in this chart; values are quoted by it)."""
-    env: dict[str, str] = {}
+    # Without it the node's providerID picks the provider (AWS list prices
+    # on EC2 nodes) and the custom prices are ignored.
+    env: dict[str, str] = {"USE_CUSTOM_PROVIDER": "true"}
     if uses_csv_provider(plan):
         env["USE_CSV_PROVIDER"] = "true"
         env["CSV_PATH"] = f"{CSV_MOUNT}/{CSV_KEY}"
@@ -271,12 +320,21 @@ def with_openai_plugin(values: dict[str, Any], secret_name: str, version: str) -
     return result
 
 
+def restart_note(plan: Plan, chart: str) -> dict[str, str]:
+    """OpenCost reads its prices when the pod starts: a price change needs a restart."""
+    namespace = plan.integrations.cost_engine.namespace
+    how = (f"kubectl -n {namespace} rollout restart deployment/opencost" if chart == "opencost"
+           else f"restart the {chart} deployment in {namespace}")
+    return {c.ANNOTATION_AFTER_CHANGE: f"the cost engine reads prices at start: {how}"}
+
+
 def csv_configmap(plan: Plan) -> dict[str, Any]:
     engine = plan.integrations.cost_engine
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(plan, COMPONENT, CSV_CONFIGMAP, engine.namespace, wave=WAVE_CONFIG),
+        "metadata": metadata(plan, COMPONENT, CSV_CONFIGMAP, engine.namespace, annotations=restart_note(plan, "opencost"),
+                             wave=WAVE_CONFIG),
         "data": {CSV_KEY: pricing_csv(plan)},
     }
 
@@ -344,7 +402,8 @@ def chart_application(plan: Plan, chart: str, repo_url: str, values: dict[str, A
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
-        "metadata": metadata(plan, component, f"costplan-{plan.environment}-{chart}", argocd.namespace, wave=WAVE_WORKLOADS),
+        "metadata": metadata(plan, component, f"costplan-{plan.environment}-{chart}", argocd.namespace,
+                             annotations=restart_note(plan, chart), wave=WAVE_WORKLOADS),
         "spec": {
             "project": argocd.project,
             "source": {

@@ -457,6 +457,13 @@ def _report(planned: _Planned, options: Options, printer: _Printer, outcome: Out
                 printer.out(change.diff)
 
 
+def _after_change(change: ch.Change) -> str:
+    """The object's own note on what an update needs to take effect (e.g. a restart)."""
+    if change.action != ch.ACTION_UPDATE or change.body is None:
+        return ""
+    return str(((change.body.get("metadata") or {}).get("annotations") or {}).get(c.ANNOTATION_AFTER_CHANGE, ""))
+
+
 def _write_parent(cluster: Cluster, applyset: ApplySet, inventory: Inventory) -> None:
     cluster.apply(parent_body(applyset, inventory, __version__))
 
@@ -635,6 +642,10 @@ def _apply(
                 outcome.pending = True
                 if options.show_diff:
                     printer.out(diff)
+            if word != "ok":
+                note = _after_change(change)
+                if note:
+                    printer.err(f"  note: {note}")
     recap.failed += len(unreachable)
     if not connection.tripped:
         for change, reason in unreachable:

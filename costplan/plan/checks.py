@@ -800,6 +800,35 @@ def check_contacts(document: Any) -> Iterator[Diagnostic]:
             if isinstance(name, str) and not names.is_dns_subdomain(name):
                 yield _at(document, path + ["secret", "secretName"], f"{name!r} is not a valid Secret name "
                           "(a DNS subdomain: lowercase letters, digits, '-' and '.')", "k8s-name")
+def image_pinned(image: str) -> bool:
+    """``repo@sha256:...`` or ``repo:tag`` with a tag other than ``latest``."""
+    if "@" in image:
+        return True
+    name, _, tag = image.rpartition(":")
+    return bool(name) and "/" not in tag and tag not in ("", "latest")
+
+
+def check_legacy_image(document: Any) -> Iterator[Diagnostic]:
+    """The custom Limitador image's metrics are only known for the build the plan pins.
+
+    A moving tag (``latest``, or none) can change the metric names and labels
+    the spend rules read under a running cluster.
+    """
+    limitador = document["integrations"]["gateway"].get("limitador") or {}
+    if limitador.get("metrics") != "legacyImage":
+        return
+    image = limitador.get("image")
+    if image is None or not image_pinned(str(image)):
+        path = ["integrations", "gateway", "limitador"] + (["image"] if image is not None else ["metrics"])
+        shown = image if image is not None else "ghcr.io/nerdalert/limitador:latest (the default)"
+        yield _at(
+            document,
+            path,
+            f"limitador image {shown} is not pinned: name it by digest (image@sha256:...) or by a tag other "
+            "than latest, the build whose authorized_calls and limited_calls the spend rules read",
+            "legacy-image",
+            severity="warning",
+        )
 
 
 CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
@@ -820,6 +849,7 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_gateway_telemetry,
     check_budget_actions,
     check_contacts,
+    check_legacy_image,
 )
 
 

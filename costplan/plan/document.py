@@ -67,6 +67,7 @@ def _pricing(doc: Mapping[str, Any]) -> Pricing:
             output=to_decimal(doc["output"]),
             cached_input=_opt_decimal(doc.get("cachedInput")),
             reasoning=_opt_decimal(doc.get("reasoning")),
+            cache_creation_input=_opt_decimal(doc.get("cacheCreationInput")),
         )
     if kind == "perRequestWithIncludedTokens":
         return PerRequestWithIncludedTokens(
@@ -159,6 +160,9 @@ def _integrations(doc: Mapping[str, Any]) -> Integrations:
             image_tag=_opt_str(engine.get("imageTag")),
             openai_plugin_secret=engine.get("openaiPlugin", {}).get("existingSecret"),
             plugin_version=engine.get("openaiPlugin", {}).get("version", "v0.0.15"),
+            cpu_hourly=_opt_decimal(engine.get("hourlyPrices", {}).get("cpu")),
+            ram_hourly=_opt_decimal(engine.get("hourlyPrices", {}).get("ram")),
+            storage_hourly=_opt_decimal(engine.get("hourlyPrices", {}).get("storage")),
         ),
         grafana=Grafana(
             mode=grafana.get("mode", "sidecar"),
@@ -290,6 +294,10 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
                 type=s["type"],
                 metrics=_str_map(s.get("metrics")),
                 labels=_str_map(s.get("labels")),
+                non_billable={
+                    str(label): tuple(str(v) for v in values)
+                    for label, values in sorted((s.get("nonBillable") or {}).items())
+                },
             )
             for s in doc.get("usageSources", [])
         ),
@@ -377,6 +385,8 @@ def _pricing_doc(pricing: Pricing) -> dict[str, Any]:
             doc["cachedInput"] = pricing.cached_input
         if pricing.reasoning is not None:
             doc["reasoning"] = pricing.reasoning
+        if pricing.cache_creation_input is not None:
+            doc["cacheCreationInput"] = pricing.cache_creation_input
         return doc
     if isinstance(pricing, PerRequestWithIncludedTokens):
         return {
@@ -440,6 +450,15 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         engine["chartVersion"] = i.cost_engine.chart_version
     if i.cost_engine.image_tag:
         engine["imageTag"] = i.cost_engine.image_tag
+    prices = {
+        key: value
+        for key, value in (
+            ("cpu", i.cost_engine.cpu_hourly), ("ram", i.cost_engine.ram_hourly), ("storage", i.cost_engine.storage_hourly),
+        )
+        if value is not None
+    }
+    if prices:
+        engine["hourlyPrices"] = prices
     if i.cost_engine.openai_plugin_secret:
         engine["openaiPlugin"] = {
             "existingSecret": i.cost_engine.openai_plugin_secret,
@@ -481,6 +500,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
             source["metrics"] = dict(s.metrics)
         if s.labels:
             source["labels"] = dict(s.labels)
+        if s.non_billable:
+            source["nonBillable"] = {label: list(values) for label, values in s.non_billable.items()}
         sources.append(source)
     models = []
     for m in plan.models:

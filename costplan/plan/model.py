@@ -34,15 +34,16 @@ class PerRequest:
 class PerMillionTokens:
     """Prices per one million tokens, split by token type.
 
-    ``cached_input`` and ``reasoning`` are ``None`` when the plan does not
-    price them separately; cached tokens are then charged as input and
-    reasoning tokens as output.
+    ``cached_input``, ``cache_creation_input`` and ``reasoning`` are ``None``
+    when the plan does not price them separately; cached and cache-writing
+    tokens are then charged as input and reasoning tokens as output.
     """
 
     input: Decimal
     output: Decimal
     cached_input: Decimal | None = None
     reasoning: Decimal | None = None
+    cache_creation_input: Decimal | None = None
     type: str = "perMillionTokens"
 
 
@@ -123,8 +124,8 @@ class Limitador:
     """Limitador placement and which metrics path tags usage with identity.
 
     ``metrics`` is ``telemetryPolicy`` (upstream TelemetryPolicy labels) or
-    ``legacyImage`` (the custom image exporting
-    ``authorized_calls_with_user_and_group``).
+    ``legacyImage`` (the custom image, ``image``, whose counters carry
+    ``user`` only).
     """
 
     namespace: str = "kuadrant-system"
@@ -161,6 +162,11 @@ class CostEngine:
     # ``openai`` custom-cost plugin (never configured from the plan itself).
     openai_plugin_secret: str | None = None
     plugin_version: str = "v0.0.15"
+    # Hourly prices of what the plan does not price per GPU (per vCPU, per
+    # GiB of RAM, per GB of storage); None: OpenCost's own defaults.
+    cpu_hourly: Decimal | None = None
+    ram_hourly: Decimal | None = None
+    storage_hourly: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,8 @@ class UsageSource:
     type: str
     metrics: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Label -> values of responses not billed (429s...): left out of requests.
+    non_billable: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,7 +284,7 @@ class Rate:
 
 @dataclass(frozen=True)
 class Quotas:
-    """Request quotas per calendar period (Kuadrant PlanPolicy)."""
+    """Request quotas per tier, shared by its users; Limitador windows of 24h, 168h and 730h (rolling)."""
 
     daily: int | None = None
     weekly: int | None = None

@@ -66,10 +66,12 @@ def tier_pricing(plan: Plan, model: Model, tier: str) -> tuple[Pricing, Decimal]
 
 
 def token_prices_per_million(pricing: PerMillionTokens) -> dict[str, Decimal]:
-    """Per-million price of each token type: unpriced cached tokens cost input, unpriced reasoning output."""
+    """Per-million price of each token type: unpriced cached (read or written) tokens cost input, unpriced reasoning output."""
+    written = pricing.cache_creation_input
     return {
         c.TOKEN_TYPE_INPUT: pricing.input,
         c.TOKEN_TYPE_CACHED: pricing.input if pricing.cached_input is None else pricing.cached_input,
+        c.TOKEN_TYPE_CACHE_CREATION: pricing.input if written is None else written,
         c.TOKEN_TYPE_OUTPUT: pricing.output,
         c.TOKEN_TYPE_REASONING: pricing.output if pricing.reasoning is None else pricing.reasoning,
     }

@@ -2,8 +2,8 @@
 
 Tiers only mean something if the gateway enforces them and tags usage with
 who used it. This compiles teams, users and tiers into today's Kuadrant API:
-an AuthPolicy (API keys → identity), per-tier RateLimitPolicy,
-TokenRateLimitPolicy and PlanPolicy, and the TelemetryPolicy (or, on the
+an AuthPolicy (API keys → identity), per-tier RateLimitPolicy (request
+limits and quotas) and TokenRateLimitPolicy, and the TelemetryPolicy (or, on the
 legacy path, the Limitador CR) that puts user, team, tier, cost center and
 model on Limitador's metrics. The key Secrets' ExternalSecrets and the scrape
 monitors belong to the same feature and are emitted from here too.

@@ -3,7 +3,7 @@
 Authorino finds the caller's key among Secrets that carry the costplan key
 labels, then publishes the identity read from that Secret's annotations as
 ``auth.identity.<field>``. Everything downstream keys on those fields: the
-rate-limit predicates and counters, the PlanPolicy, and the TelemetryPolicy
+rate-limit predicates and counters and the TelemetryPolicy
 labels that let the spend rules charge a user, team, tier and cost center.
 """
 

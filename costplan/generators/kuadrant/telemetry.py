@@ -11,9 +11,10 @@ no TelemetryPolicy is emitted and ``telemetry_gap`` explains why; validation
 reports that as a warning.
 
 The legacy path (``limitador.metrics: legacyImage``) instead configures the
-Limitador CR to run the chargeback demo's custom image, which exports
-``authorized_calls_with_user_and_group`` with ``user`` and ``group`` (the
-tier, from ``kuadrant.io/groups``) and nothing else.
+Limitador CR to run the chargeback demo's custom image (the one the plan
+pins), which labels ``authorized_calls`` and ``limited_calls`` with ``user``
+only: its ``group`` label is read from a descriptor no Kuadrant policy
+sends, so team and tier come from the plan.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ LEGACY_IMAGE = "legacyImage"
 LEGACY_VERBOSITY = 3  # INFO: the custom image logs user and group per decision
 
 LEGACY_NOTE = (
-    "Legacy path: runs the chargeback demo's custom Limitador image, which exports "
-    f"{c.LEGACY_LIMITADOR_METRIC}{{user, {c.LEGACY_LIMITADOR_GROUP_LABEL}}}. "
+    "Legacy path: runs the chargeback demo's custom Limitador image, which labels "
+    f"{c.LEGACY_LIMITADOR_METRIC} and limited_calls with {c.LEGACY_LIMITADOR_USER_LABEL} only "
+    "(team and tier come from the plan). "
     "Upstream Kuadrant labels usage with a TelemetryPolicy instead "
     "(integrations.gateway.limitador.metrics: telemetryPolicy)."
 )

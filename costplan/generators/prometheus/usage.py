@@ -31,12 +31,14 @@ Identity a source lacks is completed from the plan, in this order:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.names import promql_string
+from costplan.generators.kuadrant import limits
 from costplan.generators.prometheus.promql import none_of, one_of, record, selector
 from costplan.plan import capabilities as cap
 from costplan.plan.model import Model, Plan, UsageSource
@@ -52,7 +54,11 @@ class Counter:
     regex: Mapping[str, str] = field(default_factory=dict)
 
     def select(self, extra: Mapping[str, str] | None = None) -> str:
-        return selector(self.metric, self.matchers, **{**self.regex, **(extra or {})})
+        """The selector; an ``extra`` matcher on a label already matched is added, never replacing it."""
+        merged = dict(self.regex)
+        for label, matcher in (extra or {}).items():
+            merged[label] = f"{merged[label]}, {label}{matcher}" if label in merged else matcher
+        return selector(self.metric, self.matchers, **merged)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,12 @@ class Measure:
     counter: Counter
     token_type: str | None = None
     minus: tuple[Counter, ...] = ()
+    plus: tuple[Counter, ...] = ()
+    # Counted this many times per request by the source: the sum is divided.
+    per_request: int = 1
+    # When set, the measure is these parts joined with ``or`` (disjoint
+    # selections, e.g. by tier, each counted its own way).
+    parts: tuple[Measure, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,15 +86,76 @@ def _tokens(token_type: str, counter: Counter, *minus: Counter) -> Measure:
 
 
 def _by_type(requests: Counter | None, inp: Counter, out: Counter, cached: Counter | None = None,
-             reasoning: Counter | None = None) -> tuple[Measure, ...]:
+             reasoning: Counter | None = None, cache_creation: Counter | None = None) -> tuple[Measure, ...]:
     measures = [] if requests is None else [Measure("requests", requests)]
-    measures.append(_tokens("input", inp, *([cached] if cached else [])))
+    inside_input = [m for m in (cached, cache_creation) if m is not None]
+    measures.append(_tokens("input", inp, *inside_input))
     if cached:
         measures.append(_tokens("cached_input", cached))
+    if cache_creation:
+        measures.append(_tokens(c.TOKEN_TYPE_CACHE_CREATION, cache_creation))
     measures.append(_tokens("output", out, *([reasoning] if reasoning else [])))
     if reasoning:
         measures.append(_tokens("reasoning", reasoning))
     return tuple(measures)
+
+
+def _limitador_requests(plan: Plan) -> Measure:
+    """Each request once, from counters Limitador increments more than once per request.
+
+    Every tier has exactly one RateLimitPolicy limit (see
+    ``generators.kuadrant.limits``), merged into one ``ShouldRateLimit``
+    call per request: ``authorized_calls`` +1 and ``authorized_hits`` +1
+    (no ``model`` label: it resolves only in the response phase). A tier
+    with token limits also passes the TokenRateLimitPolicy's request-phase
+    ``CheckRateLimit``, which adds ``authorized_calls`` +1 again (its
+    response-phase ``Report`` adds only ``authorized_hits``, with the
+    model). So a request of such a tier that was served shows up twice in
+    ``authorized_calls`` and once in ``authorized_hits{model=""}``, and one
+    refused by the token limit once in each: served requests are their
+    difference. Other tiers' served requests are ``authorized_calls``.
+    """
+    token_tiers = limits.token_limited_tiers(plan)
+    if not token_tiers:
+        return Measure("requests", Counter("authorized_calls"))
+    with_tokens = {c.LABEL_TIER: one_of(token_tiers)}
+    twice = Measure(
+        "requests",
+        Counter("authorized_calls", regex=with_tokens),
+        minus=(Counter("authorized_hits", regex={**with_tokens, c.LABEL_MODEL: '=""'}),),
+    )
+    once = Measure("requests", Counter("authorized_calls", regex={c.LABEL_TIER: none_of(token_tiers)}))
+    return Measure("requests", twice.counter, parts=(twice, once))
+
+
+def _legacy_requests(plan: Plan) -> Measure:
+    """Served requests from the custom Limitador image, whose counters carry only ``user``.
+
+    The image labels ``authorized_calls`` and ``limited_calls`` with the user
+    (descriptor ``auth.identity.userid``, the limits' counter) and a ``group``
+    it reads from a descriptor no Kuadrant policy sends, so the tier comes
+    from the plan (user -> team -> tier). It adds ``authorized_calls`` +1 on
+    every authorized ``ShouldRateLimit``, ``CheckRateLimit`` and ``Report``:
+    a served request of a tier with token limits is counted three times, one
+    refused by the token limit once (and once in ``limited_calls``, while
+    only a ``ShouldRateLimit`` refusal also adds ``limited_hits``). Served =
+    (calls - limited_calls + limited_hits) / 3 for those users, calls for
+    everyone else.
+    """
+    token_tiers = set(limits.token_limited_tiers(plan))
+    users = sorted(u.id for team in plan.teams if team.tier in token_tiers for u in team.users)
+    if not users:
+        return Measure("requests", Counter("authorized_calls"))
+    mine = {"user": one_of(users)}
+    thrice = Measure(
+        "requests",
+        Counter("authorized_calls", regex=mine),
+        minus=(Counter("limited_calls", regex=mine),),
+        plus=(Counter("limited_hits", regex=mine),),
+        per_request=3,
+    )
+    once = Measure("requests", Counter("authorized_calls", regex={"user": none_of(users)}))
+    return Measure("requests", thrice.counter, parts=(thrice, once))
 
 
 def _envoy(token_type: str) -> Counter:
@@ -98,20 +171,45 @@ def effective_type(plan: Plan, source: UsageSource) -> str:
 
 
 def spec(plan: Plan, source: UsageSource) -> Spec:
+    """The source's measures, requests read without the plan's non-billable responses."""
+    found = _spec(plan, source)
+    if not source.non_billable:
+        return found
+    return Spec(found.labels, tuple(_billable(m, source.non_billable) for m in found.measures))
+
+
+def _billable(measure: Measure, non_billable: Mapping[str, tuple[str, ...]]) -> Measure:
+    if measure.kind != "requests":
+        return measure
+    excluded = {label: none_of(list(values)) for label, values in non_billable.items()}
+
+    def narrow(counter: Counter) -> Counter:
+        return Counter(counter.metric, counter.matchers, {**counter.regex, **excluded})
+
+    return dataclasses.replace(
+        measure,
+        counter=narrow(measure.counter),
+        minus=tuple(narrow(m) for m in measure.minus),
+        plus=tuple(narrow(m) for m in measure.plus),
+        parts=tuple(_billable(p, non_billable) for p in measure.parts),
+    )
+
+
+def _spec(plan: Plan, source: UsageSource) -> Spec:
     kind = effective_type(plan, source)
     if kind == "kuadrant-limitador":
         ident = {cap.MODEL: c.LABEL_MODEL, cap.USER: c.LABEL_USER, cap.TEAM: c.LABEL_TEAM, cap.TIER: c.LABEL_TIER}
         return Spec(ident, (
-            Measure("requests", Counter("authorized_calls")),
+            _limitador_requests(plan),
             # Token hits under a TokenRateLimitPolicy are reported in the
             # response phase, the only place the model label resolves.
             _tokens(c.TOKEN_TYPE_TOTAL, Counter("authorized_hits", regex={c.LABEL_MODEL: '!=""'})),
             Measure("limited", Counter("limited_calls")),
         ))
     if kind == "limitador-legacy":
-        return Spec({cap.USER: "user", cap.TIER: "group"}, (
-            Measure("requests", Counter("authorized_calls_with_user_and_group")),
-            Measure("limited", Counter("limited_calls_with_user_and_group")),
+        return Spec({cap.USER: "user"}, (
+            _legacy_requests(plan),
+            Measure("limited", Counter("limited_calls")),
         ))
     if kind == "vllm":
         return Spec({cap.MODEL: "model_name"}, _by_type(
@@ -125,11 +223,14 @@ def spec(plan: Plan, source: UsageSource) -> Spec:
     if kind == "envoy-ai-gateway":
         return Spec({cap.MODEL: "gen_ai_request_model"}, _by_type(
             Counter("gen_ai_server_request_duration_seconds_count"), _envoy("input"), _envoy("output"),
-            _envoy("cached_input"), _envoy("reasoning")))
+            # input counts both cache kinds: written-to-cache tokens are their own type.
+            _envoy("cached_input"), _envoy("reasoning"), _envoy(c.TOKEN_TYPE_CACHE_CREATION)))
     if kind == "kong-ai":
+        # The Prometheus plugin's exporter is initialised with prefix kong_.
         return Spec({cap.MODEL: "ai_model"}, _by_type(
-            Counter("ai_llm_requests_total"), Counter("ai_llm_tokens_total", {"token_type": "prompt_tokens"}),
-            Counter("ai_llm_tokens_total", {"token_type": "completion_tokens"})))
+            Counter("kong_ai_llm_requests_total"),
+            Counter("kong_ai_llm_tokens_total", {"token_type": "prompt_tokens"}),
+            Counter("kong_ai_llm_tokens_total", {"token_type": "completion_tokens"})))
     if kind == "litellm":
         return Spec({cap.MODEL: "model", cap.USER: "user", cap.TEAM: "team_alias"}, _by_type(
             Counter("litellm_requests_metric_total"), Counter("litellm_input_tokens_metric_total"),
@@ -209,12 +310,26 @@ def _with_teams(plan: Plan, spec_: Spec, counter: Counter, fn: str, window: str)
     return "(" + " or ".join(parts) + ")" if len(parts) > 1 else parts[0]
 
 
-def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure, fn: str, window: str,
-                  models: list[Model]) -> str:
+def _counted(plan: Plan, spec_: Spec, measure: Measure, fn: str, window: str) -> str:
+    """The measure's counter less its subtrahends, never below zero."""
     expr = _with_teams(plan, spec_, measure.counter, fn, window)
+    for plus in measure.plus:
+        addend = _with_teams(plan, spec_, plus, fn, window)
+        expr = f"({expr} + ({addend} or {expr} * 0))"
     for minus in measure.minus:
         subtrahend = _with_teams(plan, spec_, minus, fn, window)
         expr = f"clamp_min({expr} - ({subtrahend} or {expr} * 0), 0)"
+    if measure.per_request != 1:
+        expr = f"{expr} / {measure.per_request}"
+    return expr
+
+
+def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure, fn: str, window: str,
+                  models: list[Model]) -> str:
+    if measure.parts:
+        expr = "(" + " or ".join(_counted(plan, spec_, part, fn, window) for part in measure.parts) + ")"
+    else:
+        expr = _counted(plan, spec_, measure, fn, window)
     if measure.kind == "limited":
         return _complete_tier(spec_, expr)
     if len(models) == 1:
@@ -261,8 +376,15 @@ def source_rules(plan: Plan, source: UsageSource) -> list[dict[str, Any]]:
 
 
 def primary_selector(plan: Plan, source: UsageSource) -> str:
-    """The first counter of a source: the one whose absence means the source stopped."""
-    return spec(plan, source).measures[0].counter.select()
+    """The first counter of a source: the one whose absence means the source stopped.
+
+    A measure read in parts (per tier or per user) is watched whole: one
+    part without traffic is not a stopped source.
+    """
+    first = spec(plan, source).measures[0]
+    if first.parts:
+        return Counter(first.counter.metric, first.counter.matchers).select()
+    return first.counter.select()
 
 
 def gpu_rules() -> list[dict[str, Any]]:
