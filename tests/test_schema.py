@@ -190,7 +190,7 @@ def test_a_plan_with_every_key_validates_and_maps():
     assert plan.team("search").contacts[3].secret.key == "url"
     assert plan.notifications.email.auth_password.key == "password"
     assert (plan.guard.fail_mode, plan.guard.fail_after, plan.guard.namespace) == ("closed", "10m", "guard")
-    assert plan.install.create_namespaces is True
+    assert plan.install.create_namespaces is False
 
 
 def test_decimal_strings_are_accepted_as_money(tmp_path, monkeypatch):

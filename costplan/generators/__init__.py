@@ -41,4 +41,6 @@ def generate_all(plan: Plan) -> list[Artifact]:
     artifacts: list[Artifact] = []
     for _, generate in GENERATORS:
         artifacts.extend(generate(plan))
+    if not plan.install.create_namespaces:
+        return artifacts  # the components' namespaces must exist: `costplan apply` names any that do not
     return artifacts + common.component_namespaces(plan, artifacts)

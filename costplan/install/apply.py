@@ -459,7 +459,7 @@ def _report(planned: _Planned, options: Options, printer: _Printer, outcome: Out
 
 def _after_change(change: ch.Change) -> str:
     """The object's own note on what an update needs to take effect (e.g. a restart)."""
-    if change.action != ch.ACTION_UPDATE or change.body is None:
+    if change.body is None:
         return ""
     return str(((change.body.get("metadata") or {}).get("annotations") or {}).get(c.ANNOTATION_AFTER_CHANGE, ""))
 
@@ -642,7 +642,7 @@ def _apply(
                 outcome.pending = True
                 if options.show_diff:
                     printer.out(diff)
-            if word != "ok":
+            if word == "changed":  # an update, also of an object that existed outside the set's record
                 note = _after_change(change)
                 if note:
                     printer.err(f"  note: {note}")

@@ -367,7 +367,7 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
         reports=_reports(doc.get("reports")),
         notifications=_notifications(doc.get("notifications")),
         guard=_guard(doc.get("guard")),
-        install=Install(create_namespaces=bool((doc.get("install") or {}).get("createNamespaces", False))),
+        install=Install(create_namespaces=bool((doc.get("install") or {}).get("createNamespaces", True))),
     )
 
 

@@ -368,7 +368,7 @@ class Team:
 class Install:
     """How ``costplan apply`` installs the plan: whether it creates the namespaces it targets."""
 
-    create_namespaces: bool = False
+    create_namespaces: bool = True
 
 
 @dataclass(frozen=True)
