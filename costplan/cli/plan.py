@@ -17,7 +17,7 @@ from costplan.output import build as build_stage
 from costplan.output import serialise as output
 from costplan.output import verify
 from costplan.output.build import BuildResult
-from costplan.plan.load import list_environments, load_document, validate_document
+from costplan.plan.load import environments_dir, list_environments, load_document, validate_document
 
 
 @click.command()
@@ -126,12 +126,13 @@ def _build(
     if output_dir is None:
         click.echo(output.render_stream(result.environments, result.plan_name), nl=False)
         return
+    protected = (plan_path, environments_dir(plan_path))
     if all_envs:
-        output.write_tree(files, output_dir)
+        output.write_tree(files, output_dir, protected=protected, marked=list(result.environments))
     else:
         env = next(iter(result.environments))
         prefix = f"{env}/"
-        output.write_tree({k[len(prefix):]: v for k, v in files.items()}, output_dir / env)
+        output.write_tree({k[len(prefix):]: v for k, v in files.items()}, output_dir / env, protected=protected)
     count = sum(len(a) for a in result.environments.values())
     out.info(f"wrote {count} artifacts for {', '.join(result.environments)} to {output_dir}")
     if use_kubeconform:
