@@ -31,16 +31,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
-from costplan.chargeback.promapi import PrometheusClient, Sample
+from costplan.chargeback.promapi import Endpoint, PrometheusClient, Sample, post
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure, UsageProblem
 from costplan.plan.model import (
@@ -558,20 +556,32 @@ def output_files(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict[s
     return files
 
 
-def post_webhook(url: str, body: str, timeout: float = 30.0) -> None:
-    """POST the JSON report; the URL comes from the environment, never from git."""
-    request = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
+def webhook_endpoint(url: str) -> Endpoint:
+    """The webhook as an endpoint, checked before any query runs (an unusable URL is a usage error)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError as exc:
-        raise WebhookError(f"the webhook answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        # The URL may embed a token: name only its host.
-        host = urllib.parse.urlsplit(url).hostname
-        raise WebhookError(f"cannot post the report to the webhook{f' at {host}' if host else ''}: {exc}") from None
+        return Endpoint.parse(url, "the webhook", WebhookError)
+    except WebhookError as exc:
+        raise UsageProblem(exc.message) from None
+
+
+def post_webhook(url: str, body: str, timeout: float = 30.0) -> None:
+    """POST the JSON report; the URL comes from the environment, never from git.
+
+    Only a 2xx answer counts as delivered. A redirect is refused, not
+    followed: a POST that is redirected arrives, if at all, as a GET
+    without the report. The URL carries the webhook's token (in its path or
+    query), so messages name only its scheme and host.
+    """
+    endpoint = webhook_endpoint(url)
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path[len(endpoint.path):] if parts.path.startswith(endpoint.path) else ""
+    query = f"?{parts.query}" if parts.query else ""
+    answer = post(
+        endpoint, f"{path}{query}", body.encode(), {"Content-Type": "application/json"}, timeout,
+        max_bytes=1024 * 1024, follow_redirects=False, what="the webhook", error=WebhookError,
+    )
+    if not 200 <= answer.status < 300:
+        raise WebhookError(f"the webhook at {endpoint.display} answered HTTP {answer.status}; the report was not delivered")
 
 
 # --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from costplan.cli.console import console, exit_with, guarded
+from costplan.cli.console import console, exit_with, guarded, say
 from costplan.cli.options import job_env_option, plan_option, timeout_option
 from costplan.core.errors import ExitCode, ExternalFailure
 from costplan.install import apply
@@ -112,7 +112,7 @@ def _run(
 
     def err(line: str) -> None:
         if not quiet or line.startswith(("failed", "RECAP", "  ")):
-            click.echo(line, err=True)
+            say(line)
 
     options = apply.Options(mode=mode, show_diff=show_diff, prune=prune, force_conflicts=force_conflicts)
     outcome = apply.run(cluster, apply.desired_objects(artifacts), applyset, options,

@@ -18,6 +18,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from costplan.core.redact import safe
+
 SEVERITIES = ("error", "warning")
 
 # Every check id of the plan stage, with what it means. The README lists
@@ -89,7 +91,9 @@ class Diagnostic:
         pointer = self.pointer or "/"
         level = "warning: " if self.severity == "warning" else ""
         place = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{place}: {pointer}: {level}{self.message} [{self.check_id}]"
+        # One finding is one line: a key or value with a line break or an
+        # escape code must not forge another finding (or a CI annotation).
+        return safe(f"{place}: {pointer}: {level}{self.message} [{self.check_id}]")
 
 
 def object_finding(location: str, pointer: str, message: str, severity: str = "error",
@@ -108,5 +112,5 @@ def render_text(diagnostics: Iterable[Diagnostic]) -> str:
 
 
 def render_json(diagnostics: Iterable[Diagnostic]) -> str:
-    items = [asdict(d) for d in diagnostics]
+    items = [{k: safe(v) if isinstance(v, str) else v for k, v in asdict(d).items()} for d in diagnostics]
     return json.dumps({"valid": not any(i["severity"] == "error" for i in items), "diagnostics": items}, indent=2)
