@@ -180,6 +180,8 @@ def _post_once(
             if size > max_bytes:
                 raise error(_too_large(what, endpoint, max_bytes))
             chunks.append(chunk)
+        if declared and declared.isdigit() and size < int(declared):
+            raise http.client.IncompleteRead(b"".join(chunks), int(declared) - size)
         return Answer(response.status, b"".join(chunks)), None
     except TimeoutError:
         raise error(f"{what} at {endpoint.display} did not answer within {timeout:g}s") from None

@@ -38,7 +38,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
-from costplan.chargeback.promapi import Endpoint, PrometheusClient, Sample, post
+from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusError, Sample, post
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure, UsageProblem
 from costplan.plan.model import (
@@ -278,17 +278,28 @@ def collect(
     for index, (start, end) in enumerate(parts, 1):
         if len(parts) > 1:
             progress(f"querying {start.astimezone(tz):%Y-%m-%d} ({index}/{len(parts)})")
-        rows.extend(
-            rows_from_samples(
-                plan,
-                start,
-                end,
-                client.query(spend_query(start, end), end),
-                client.query(requests_query(start, end), end),
-                client.query(tokens_query(start, end), end),
-            )
+        window = rows_from_samples(
+            plan,
+            start,
+            end,
+            client.query(spend_query(start, end), end),
+            client.query(requests_query(start, end), end),
+            client.query(tokens_query(start, end), end),
         )
+        _refuse_negative(window, client.base_url)
+        rows.extend(window)
     return rows
+
+
+def _refuse_negative(rows: Iterable[UsageRow], source: str) -> None:
+    """Spend and usage only grow: a negative value means broken series, never a refund to report."""
+    for row in rows:
+        if row.cost < 0 or row.requests < 0 or any(count < 0 for count in row.tokens.values()):
+            who = "/".join(part or "-" for part in (row.team, row.user, row.model))
+            raise PrometheusError(
+                f"Prometheus at {source} reports negative spend or usage for {who} on {utc(row.start)} "
+                f"(cost {money(row.cost)}); the spend series are broken, no report was written"
+            )
 
 
 # --------------------------------------------------------------------------
