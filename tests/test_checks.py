@@ -115,7 +115,8 @@ BROKEN = [
            one("100:13", "/budgets/0/amount", "money"), "has 11 decimal places"),
     Broken("infinite amount",
            (("    hourlyRate: 1.006", "    hourlyRate: .inf"),),
-           one("36:17", "/gpuInstances/0/hourlyRate", "money"), "must be a finite number"),
+           (("36:17", "/gpuInstances/0/hourlyRate", "number"), ("36:17", "/gpuInstances/0/hourlyRate", "money")),
+           "is not a finite number"),
     # -- names and injection -----------------------------------------------
     Broken("team name that is not a DNS label",
            (("  - name: research", "  - name: Research_Team"),),

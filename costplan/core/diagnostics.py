@@ -36,6 +36,9 @@ PLAN_CHECKS: dict[str, str] = {
     "unknown-reference": "a name refers to a tier, model, GPU instance or usage source that does not exist",
     "thresholds-order": "thresholds or volume tiers are not strictly ascending",
     "money": "an amount is negative, not finite or has more than 10 decimal places",
+    "number": "a number is not finite, is out of range (below 10^15, at most 28 significant digits), "
+    "or is a YAML 1.1 form that changes its value (010 is 8, 1:30 is 90)",
+    "control-character": "a key holds a control character, or a value one other than tab and newline",
     "k8s-name": "a value that becomes a Kubernetes object name is not a valid DNS name",
     "label-value": "a value that becomes a Kubernetes or Prometheus label is not a valid label",
     "unsafe-value": "a value would change the structure of generated PromQL, CEL or YAML",
