@@ -31,11 +31,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusError, Sample, post
@@ -351,10 +353,42 @@ def total(rows: Iterable[UsageRow]) -> Decimal:
     return sum((row.cost for row in rows), Decimal(0))
 
 
+_NUMBER = re.compile(r"[-+]?[0-9]+(\.[0-9]+)?")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(value: object) -> object:
+    """A cell no spreadsheet evaluates (OWASP, CSV injection): a ``'`` before a formula start.
+
+    Label values come from Prometheus, so ``=HYPERLINK(...)`` or ``@SUM(...)``
+    as a user name would run in whoever opens the report. Numbers (money,
+    counts, a negative ``-1.5``) are written as they are.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+class _NeutralisedWriter:
+    """A csv writer (plain or dict) whose every cell goes through ``csv_cell``."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writeheader(self) -> None:
+        self._writer.writeheader()
+
+    def writerow(self, row: Any) -> None:
+        if isinstance(row, dict):
+            self._writer.writerow({key: csv_cell(value) for key, value in row.items()})
+        else:
+            self._writer.writerow([csv_cell(value) for value in row])
+
+
 def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: str = "team") -> str:
     labels = GROUPS[group]
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _NeutralisedWriter(csv.writer(buffer, lineterminator="\n"))
     writer.writerow(
         ["period_start", "period_end", *labels, "requests", *(f"{k}_tokens" for k in TOKEN_COLUMNS), "cost", "currency"]
     )
@@ -490,7 +524,7 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
     """FOCUS 1.2-shaped rows: one per day x team x user x tier x model."""
     tz = ZoneInfo(plan.timezone)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FOCUS_COLUMNS, lineterminator="\n")
+    writer = _NeutralisedWriter(csv.DictWriter(buffer, fieldnames=FOCUS_COLUMNS, lineterminator="\n"))
     writer.writeheader()
     models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
     for row in sorted(rows, key=lambda r: (r.start, r.key(IDENTITY))):
