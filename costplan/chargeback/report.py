@@ -362,9 +362,14 @@ def csv_cell(value: object) -> object:
 
     Label values come from Prometheus, so ``=HYPERLINK(...)`` or ``@SUM(...)``
     as a user name would run in whoever opens the report. Numbers (money,
-    counts, a negative ``-1.5``) are written as they are.
+    counts, a negative ``-1.5``) are written as they are. A carriage return
+    becomes a newline, which the csv module quotes (a bare one would split
+    the row).
     """
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
         return "'" + value
     return value
 
