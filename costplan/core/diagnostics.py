@@ -47,7 +47,8 @@ PLAN_CHECKS: dict[str, str] = {
     "pricing": "a pricing block is inconsistent (e.g. the first volume tier does not start at 0)",
     "secrets": "the secrets backend and the users' key references do not fit together",
     "usage-source": "a model's usage source cannot measure what its pricing needs",
-    "url": "a URL costplan's reports call is not an absolute http(s) URL",
+    "url": "a URL costplan's reports and the cost engine call is not a plain http(s) URL "
+    "(scheme, host, port, path; no credentials, query or template syntax)",
     "tier-no-effect": "a tier sets no limits, quotas or price changes (warning)",
     "gateway-telemetry": "warning: usage metrics cannot carry user, team and tier with this gateway target",
 }
@@ -64,6 +65,7 @@ OUTPUT_CHECKS: dict[str, str] = {
     "label": "a label or annotation is not valid for the API server",
     "cron": "a CronJob schedule is not a valid cron expression",
     "size": "an object or its data is larger than the API server accepts",
+    "helm-template": "a Helm chart value holds template syntax ({{ }}) the chart could render with tpl",
     "kubeconform": "kubeconform rejected a written manifest",
 }
 

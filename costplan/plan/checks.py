@@ -15,6 +15,8 @@ PromQL selector or a CEL expression cannot change that output's structure.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 import unicodedata
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator
@@ -588,18 +590,60 @@ def check_timezone(document: Any) -> Iterator[Diagnostic]:
         )
 
 
+_URL_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_URL_PATH = re.compile(r"(/[A-Za-z0-9._~%!$&'()*+,;=:@-]*)*")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a plain http(s) URL (scheme, host, port, path), or None.
+
+    The URL is copied into the report CronJob and into the cost engine's
+    chart values, and the OpenCost chart renders that value with Helm's
+    ``tpl``: template syntax, credentials, a query or anything outside the
+    URL grammar is refused rather than passed on.
+    """
+    if "{{" in url or "}}" in url:
+        return "holds template syntax ({{ }}); charts render this value with Helm's tpl"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "holds whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "is not an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return "holds credentials; put them in a Secret, never in the plan"
+    host = parts.hostname or ""
+    if not host:
+        return "has no host"
+    if not (_URL_HOST.fullmatch(host) or _is_ip(host)):
+        return f"has an invalid host {host!r}"
+    if port is not None and not 0 < port < 65536:
+        return f"has an invalid port {port}"
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "has a query or fragment; give the base URL only"
+    if not _URL_PATH.fullmatch(parts.path):
+        return "has characters outside the URL path grammar"
+    return None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def check_urls(document: Any) -> Iterator[Diagnostic]:
-    """Reports query Prometheus over HTTP; anything else cannot work."""
+    """Reports query Prometheus over HTTP, and the cost engine's chart renders the URL with tpl."""
     url = _get(document, ["integrations", "prometheus", "url"])
     if isinstance(url, str):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            yield _at(
-                document,
-                ["integrations", "prometheus", "url"],
-                f"{url!r} is not an http:// or https:// URL with a host",
-                "url",
-            )
+        problem = url_problem(url)
+        if problem:
+            yield _at(document, ["integrations", "prometheus", "url"], f"{url!r} {problem}", "url")
 
 
 # --------------------------------------------------------------------------
