@@ -792,8 +792,35 @@ def check_gateway_telemetry(document: Any) -> Iterator[Diagnostic]:
         )
 
 
+_BUDGET_WINDOW = re.compile(r"([0-9]+[wdhms])+")
+_WINDOW_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+MIN_BUDGET_WINDOW_SECONDS = 3600  # the spend series is hourly (conventions.OUTPUT_STEP)
+
+
+def check_budget_windows(document: Any) -> Iterator[Diagnostic]:
+    """A rolling budget window is what the budget rules can sum: weeks to seconds, at least one hour.
+
+    The schema admits every Prometheus duration; the rules sum the hourly
+    spend series over the window, so ``y`` and ``ms`` (no fixed length in
+    those rules) and windows shorter than one step would fail the build.
+    """
+    for path, budget in _budgets(document):
+        window = budget.get("window")
+        if budget.get("period") != "rolling" or not isinstance(window, str):
+            continue
+        if not _BUDGET_WINDOW.fullmatch(window):
+            problem = f"{window!r}: a budget window is written in w, d, h, m and s (e.g. 30d, 7d, 36h)"
+        elif sum(int(n) * _WINDOW_SECONDS[u] for n, u in re.findall(r"([0-9]+)([wdhms])", window)) \
+                < MIN_BUDGET_WINDOW_SECONDS:
+            problem = f"{window!r}: a budget window is at least 1h (spend is summed per hour)"
+        else:
+            continue
+        yield _at(document, path + ["window"], problem, "budget-window")
+
+
 CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_unique_names,
+    check_budget_windows,
     check_references,
     check_thresholds_order,
     check_pricing,
