@@ -79,7 +79,9 @@ def report_command(
             f"Prometheus at {client.base_url} has no {c.METRIC_SPEND_HOURLY} samples between {chargeback.utc(period.start)} and "
             f"{chargeback.utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
         )
-    say(f"total {chargeback.money(chargeback.total(rows))} {plan.currency} in {len(rows)} row(s)")
+    lines = len(chargeback.aggregate(rows, chargeback.GROUPS[group_by]))
+    say(f"total {chargeback.money(chargeback.total(rows))} {plan.currency}: {lines} {group_by} line(s) "
+        f"from {len(rows)} daily row(s)")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         for name, text in chargeback.output_files(plan, period, rows).items():

@@ -19,7 +19,7 @@ import click
 
 from costplan.cli.console import console, exit_with, guarded, say
 from costplan.cli.options import job_env_option, plan_option, timeout_option
-from costplan.core.errors import ExitCode, ExternalFailure
+from costplan.core.errors import ExitCode, ExternalFailure, UsageProblem
 from costplan.install import apply
 from costplan.install.applyset import applyset_for
 from costplan.output import build as build_stage
@@ -30,6 +30,8 @@ def connect(kubeconfig: str | None, context: str | None, timeout: float) -> Any:
     """A ``Cluster`` for the kubeconfig and context given (or the usual defaults)."""
     from costplan.install.cluster import KubeCluster
 
+    if kubeconfig is not None and not Path(kubeconfig).is_file():
+        raise UsageProblem(f"--kubeconfig {kubeconfig}: file not found")
     return KubeCluster(kubeconfig=kubeconfig, context=context, timeout=timeout)
 
 

@@ -56,14 +56,17 @@ class DuplicateOutput(InternalError):
     """Two artifacts would be written to one path: a generator bug, never silently merged."""
 
 
-def render_environment(artifacts: list[Artifact], plan_name: str, environment: str) -> dict[str, str]:
-    """Relative path → file text for one environment, kustomization included."""
+def render_environment(
+    artifacts: list[Artifact], plan_name: str, environment: str, *, kustomize: bool = True
+) -> dict[str, str]:
+    """Relative path → file text for one environment, with a kustomization when there are manifests to list."""
     files: dict[str, str] = {}
     for artifact in artifacts:
         if artifact.path in files:
             raise DuplicateOutput(f"two artifacts for {environment}/{artifact.path}")
         files[artifact.path] = serialize(artifact, plan_name, environment)
-    files["kustomization.yaml"] = header(plan_name, environment) + dump_yaml(kustomization(artifacts))
+    if kustomize:
+        files["kustomization.yaml"] = header(plan_name, environment) + dump_yaml(kustomization(artifacts))
     return dict(sorted(files.items()))
 
 
