@@ -838,6 +838,39 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
 )
 
 
+def run_readable(document: Any, broken: set[str]) -> list[Diagnostic]:
+    """The semantic problems of a document with schema errors, as far as it can be read.
+
+    Each check assumes the schema's shape; one that meets a part of the
+    plan that is not in shape (a string where a list belongs) stops, and
+    the others still run. Findings on a value the schema already reported
+    are left out, and so are findings on values that are absent (a
+    misspelt key is one mistake, not also a missing reference): one
+    mistake, one line.
+    """
+    found: list[Diagnostic] = []
+    for check in CHECKS_RUN:
+        try:
+            found.extend(list(check(document)))
+        except Exception:  # that part of the plan is out of shape; the schema said so
+            continue
+    return sort_diagnostics(d for d in found if d.pointer not in broken and _present(document, d.pointer))
+
+
+def _present(document: Any, pointer: str) -> bool:
+    """Whether the JSON pointer names a value that is in the document."""
+    node = document
+    for token in pointer.split("/")[1:] if pointer else []:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return False
+    return True
+
+
 def run_all(document: Any) -> list[Diagnostic]:
     """Every semantic problem in a schema-valid document, sorted."""
     found: list[Diagnostic] = []
