@@ -111,3 +111,14 @@ def test_the_custom_resource_warning_says_where_to_get_schemas(tmp_path, monkeyp
     [warning] = _warnings(run("build", "-f", str(plan), "--schema-location", wrong))
     assert "pass --schema-location" not in warning and "hold no schema" in warning and "nowhere" in warning
     assert _warnings(run("build", "-f", str(plan), "--format", "rules")) == [], "no kinds that are not written"
+
+
+def test_an_overlay_team_name_typo_says_did_you_mean(tmp_path):
+    plan = tmp_path / "costplan.yaml"
+    plan.write_text(patched_minimal())
+    (tmp_path / "environments").mkdir()
+    (tmp_path / "environments" / "dev.yaml").write_text("teams:\n  - name: reserch\n    tier: premium\n")
+    result = run("validate", "-f", str(plan), "--env", "dev")
+    assert result.exit_code == 3
+    assert "dev.yaml:2:5: /teams/2/name: warning: overlay adds a new item 'reserch' (did you mean 'research'?" \
+        in result.stderr, result.stderr
