@@ -1,7 +1,16 @@
-"""Shared test fixtures: the bundled plan and the reference data beside the project."""
+"""Shared test fixtures: the bundled plan and the reference data beside the project.
+
+The reference data (upstream CRD schemas in the kubeconform catalog layout,
+the CRDs themselves, upstream Helm chart values) lives outside the
+repository, in ``../shared`` beside the checkout or wherever
+``COSTPLAN_REFERENCE_DATA`` points. Tests that compare output with it skip,
+all with one reason, when it is absent; with ``COSTPLAN_REQUIRE_REFERENCE=1``
+(CI) its absence fails the run instead.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,12 +19,23 @@ from costplan.plan.load import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "costplan.yaml"
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("COSTPLAN_REFERENCE_DATA") or ROOT.parent / "shared")
 CRD_SCHEMAS = SHARED / "crd-schemas"
 CRD_SCHEMA_LOCATION = str(CRD_SCHEMAS) + "/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
 HELM_VALUES = SHARED / "helm-values"
 ENVIRONMENTS = ("dev", "prod", "staging")
 MINIMAL = ROOT / "tests" / "plans" / "minimal.yaml"
+HAVE_REFERENCE = CRD_SCHEMAS.is_dir()
+NO_REFERENCE = (
+    f"needs the reference data (CRD schemas, Helm values) at {SHARED}; "
+    "set COSTPLAN_REFERENCE_DATA to its location"
+)
+needs_reference = pytest.mark.skipif(not HAVE_REFERENCE, reason=NO_REFERENCE)
+
+
+def schema_args() -> list[str]:
+    """``build`` options that check custom resources against the reference schemas, when present."""
+    return ["--schema-location", CRD_SCHEMA_LOCATION, "--strict-schemas"] if HAVE_REFERENCE else []
 
 
 def patched_minimal(*replacements: tuple[str, str]) -> str:
@@ -29,8 +49,8 @@ def patched_minimal(*replacements: tuple[str, str]) -> str:
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"reference data missing: {SHARED} (tests need ../shared beside the project)")
+    if not HAVE_REFERENCE:
+        pytest.skip(NO_REFERENCE)
     return SHARED
 
 
@@ -61,6 +81,11 @@ PROMETHEUS_SUITES = {
     "test_report_chain",
     "test_report_e2e",
 }
+
+
+def pytest_configure(config):
+    if os.environ.get("COSTPLAN_REQUIRE_REFERENCE") == "1" and not HAVE_REFERENCE:
+        raise pytest.UsageError(f"COSTPLAN_REQUIRE_REFERENCE=1, but the reference data is missing: {NO_REFERENCE}")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,7 +11,7 @@ import pytest
 
 from costplan.core import conventions as c
 from costplan.generators import grafana
-from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS
+from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, needs_reference
 
 
 def metric_names(expr: str) -> set[str]:
@@ -121,6 +121,7 @@ def test_user_text_is_escaped_in_queries(bundled_plan):
     promql_parser.parse(gauge_expr)
 
 
+@needs_reference
 def test_operator_mode_emits_a_valid_grafana_dashboard(bundled_plan):
     (artifact,) = grafana.generate(bundled_plan("prod"))
     assert artifact.kind == "GrafanaDashboard"

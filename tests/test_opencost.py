@@ -13,7 +13,7 @@ import yaml
 
 from costplan.generators import opencost
 from costplan.plan.model import GpuInstance
-from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, HELM_VALUES
+from tests.conftest import CRD_SCHEMAS, ENVIRONMENTS, HELM_VALUES, needs_reference
 
 # Keys under which the chart takes any map or list: their children are not
 # chart keys. Each is documented as free-form in the chart's values.yaml.
@@ -58,12 +58,12 @@ def unknown_keys(values, chart_paths, free_form):
 
 
 @pytest.fixture(scope="module")
-def opencost_chart_paths():
+def opencost_chart_paths(shared_dir):
     return key_paths(yaml.safe_load((HELM_VALUES / "opencost" / "values.yaml").read_text()))
 
 
 @pytest.fixture(scope="module")
-def kubecost_chart_paths():
+def kubecost_chart_paths(shared_dir):
     """The cost-analyzer key tree, including its documented ``kubecostProductConfigs`` block.
 
     That block is shipped commented out in the chart's values.yaml (it is
@@ -113,6 +113,7 @@ def test_opencost_values_use_only_chart_keys(bundled_plan, opencost_chart_paths,
         assert unknown_keys(values, allowed, OPENCOST_FREE_FORM) == []
 
 
+@needs_reference
 def test_commented_opencost_keys_are_really_documented():
     text = (HELM_VALUES / "opencost" / "values.yaml").read_text()
     for line in OPENCOST_COMMENTED.values():
@@ -262,6 +263,7 @@ def test_no_cost_engine_no_values(bundled_plan):
     assert opencost.generate(with_engine(bundled_plan(), type="none")) == []
 
 
+@needs_reference
 @pytest.mark.parametrize("engine", ["opencost", "kubecost"])
 def test_argocd_application_validates_and_carries_the_values(bundled_plan, engine):
     plan = with_engine(bundled_plan("staging"), type=engine)

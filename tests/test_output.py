@@ -69,7 +69,7 @@ def test_a_failure_while_writing_leaves_the_previous_output_untouched(tmp_path, 
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", failing_open)
-    with pytest.raises(OSError):
+    with pytest.raises(output.OutputUnwritable, match="disk full"):
         output.write_tree({"a.yaml": "new\n", "b.yaml": "new\n"}, target)
     monkeypatch.undo()
     assert (target / "a.yaml").read_text() == "old\n"

@@ -24,7 +24,7 @@ from costplan.generators import reports
 from costplan.output.verify import ManifestValidator
 from costplan.plan.load import load_plan
 from costplan.plan.model import Reports, SecretKey
-from tests.conftest import CRD_SCHEMA_LOCATION, ENVIRONMENTS
+from tests.conftest import CRD_SCHEMA_LOCATION, ENVIRONMENTS, needs_reference
 
 UTC = UTC
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -224,6 +224,7 @@ def test_bad_month_is_a_usage_error():
 # -- generated objects ---------------------------------------------------------
 
 
+@needs_reference
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_report_objects_validate(bundled_plan, env):
     artifacts = reports.generate(bundled_plan(env))

@@ -3,28 +3,44 @@
 Only what ``costplan report`` needs, on the standard library so the report
 image stays small. Prometheus answers sample values as strings; they are
 parsed with ``Decimal(str)`` and never pass through ``float``.
+
+The server is not trusted to be well behaved: a proxy in front of it, a
+misconfigured URL or a hostile endpoint can answer anything. Every answer is
+checked against the shape of the query API before a value is used, the body
+is bounded in size, the whole query (connect, redirects, every read) is
+bounded in time, a redirect to another host is refused (credentials and
+queries stay with the server they were meant for), and credentials in the
+URL are sent as an ``Authorization`` header and never printed.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from costplan.core.errors import ExternalFailure
+from costplan.core.redact import printable, redact_url
 
-Opener = Callable[..., Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+"""An answer larger than this is refused: a day of one plan's series is megabytes, not gigabytes."""
+MAX_REDIRECTS = 3
+MAX_SAMPLE_VALUE = Decimal("1e15")
+"""No spend, request or token count of one day reaches a quadrillion; larger values are a broken source."""
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 64 * 1024
 
 
 class PrometheusError(ExternalFailure):
-    """Prometheus could not be reached, or refused or failed the query."""
+    """Prometheus could not be reached, or refused, failed or garbled the query."""
 
 
 @dataclass(frozen=True)
@@ -35,13 +51,165 @@ class Sample:
     value: Decimal
 
 
-class PrometheusClient:
-    """``query(expr, at)`` against ``<base_url>/api/v1/query``."""
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to send requests: the URL without credentials, and the credentials as a header."""
 
-    def __init__(self, base_url: str, timeout: float = 60.0, opener: Opener | None = None):
-        self.base_url = base_url.rstrip("/")
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    authorization: str | None
+    display: str
+
+    @classmethod
+    def parse(cls, url: str, what: str = "Prometheus", error: type[ExternalFailure] = PrometheusError) -> Endpoint:
+        """Refuse anything but an absolute http(s) URL; never echo its credentials."""
+        display = redact_url(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise error(f"{what} URL {display} is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise error(f"{what} URL {display} is not an absolute http:// or https:// URL")
+        authorization = None
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            authorization = f"Basic {token}"
+        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"), authorization, display)
+
+    def same_origin(self, other: Endpoint) -> bool:
+        return (self.scheme, self.host, self.port) == (other.scheme, other.host, other.port)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+def post(
+    endpoint: Endpoint,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    max_bytes: int = MAX_RESPONSE_BYTES,
+    follow_redirects: bool = True,
+    what: str = "Prometheus",
+    error: type[ExternalFailure] = PrometheusError,
+) -> Answer:
+    """POST within ``timeout`` seconds in total; same-origin redirects only, body at most ``max_bytes``."""
+    deadline = time.monotonic() + timeout
+    target = endpoint
+    request_path = endpoint.path + path
+    for _ in range(MAX_REDIRECTS + 1):
+        answer, location = _post_once(target, request_path, body, headers, deadline, timeout, max_bytes, what, error)
+        if location is None:
+            return answer
+        if not follow_redirects:
+            raise error(
+                f"{what} at {endpoint.display} answered HTTP {answer.status} (a redirect); "
+                "nothing was delivered: give the final URL"
+            )
+        port = f":{target.port}" if target.port else ""
+        moved = urllib.parse.urljoin(f"{target.scheme}://{target.host}{port}{request_path}", location)
+        try:
+            next_target: Endpoint | None = Endpoint.parse(moved, what, error)
+        except ExternalFailure:
+            next_target = None
+        if next_target is None or not endpoint.same_origin(next_target):
+            where = redact_url(moved)
+            raise error(
+                f"{what} at {endpoint.display} redirected to {where}, another host; refused "
+                "(give the final URL)"
+            )
+        parts = urllib.parse.urlsplit(moved)
+        request_path = parts.path + (f"?{parts.query}" if parts.query else "")
+        target = next_target
+    raise error(f"{what} at {endpoint.display} redirected more than {MAX_REDIRECTS} times")
+
+
+def _post_once(
+    endpoint: Endpoint,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    deadline: float,
+    timeout: float,
+    max_bytes: int,
+    what: str,
+    error: type[ExternalFailure],
+) -> tuple[Answer, str | None]:
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError()
+        return left
+
+    connection: http.client.HTTPConnection
+    if endpoint.scheme == "https":
+        connection = http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=remaining())
+    else:
+        connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=remaining())
+    all_headers = dict(headers)
+    if endpoint.authorization:
+        all_headers["Authorization"] = endpoint.authorization
+    try:
+        connection.request("POST", path or "/", body=body, headers=all_headers)
+        if connection.sock is not None:
+            connection.sock.settimeout(remaining())
+        response = connection.getresponse()
+        if response.status in _REDIRECTS:
+            return Answer(response.status, b""), response.getheader("Location") or ""
+        declared = response.getheader("Content-Length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise error(_too_large(what, endpoint, max_bytes))
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if connection.sock is not None:
+                connection.sock.settimeout(remaining())
+            chunk = response.read1(_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                raise error(_too_large(what, endpoint, max_bytes))
+            chunks.append(chunk)
+        if declared and declared.isdigit() and size < int(declared):
+            raise http.client.IncompleteRead(b"".join(chunks), int(declared) - size)
+        return Answer(response.status, b"".join(chunks)), None
+    except TimeoutError:
+        raise error(f"{what} at {endpoint.display} did not answer within {timeout:g}s") from None
+    except http.client.IncompleteRead:
+        raise error(f"{what} at {endpoint.display} sent a truncated answer") from None
+    except http.client.HTTPException as exc:
+        raise error(
+            f"{what} at {endpoint.display} sent a broken HTTP answer ({type(exc).__name__})"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise error(f"cannot reach {what} at {endpoint.display}: {reason}") from None
+    finally:
+        connection.close()
+
+
+def _too_large(what: str, endpoint: Endpoint, max_bytes: int) -> str:
+    return f"{what} at {endpoint.display} answered more than {max_bytes // (1024 * 1024)} MiB; refused"
+
+
+class PrometheusClient:
+    """``query(expr, at)`` against ``<base_url>/api/v1/query``; ``timeout`` bounds each query as a whole."""
+
+    def __init__(self, base_url: str, timeout: float = 60.0, max_bytes: int = MAX_RESPONSE_BYTES):
+        self.endpoint = Endpoint.parse(base_url)
+        self.base_url = self.endpoint.display
         self.timeout = timeout
-        self._open = opener or urllib.request.urlopen
+        self.max_bytes = max_bytes
 
     def query(self, expr: str, at: datetime) -> list[Sample]:
         """Evaluate ``expr`` at ``at`` (timezone-aware); an instant vector is expected.
@@ -49,42 +217,63 @@ class PrometheusClient:
         Non-finite values (NaN from 0/0, ±Inf) are dropped: they are never money.
         """
         body = urllib.parse.urlencode({"query": expr, "time": _timestamp(at)}).encode()
-        request = urllib.request.Request(
-            f"{self.base_url}/api/v1/query",
-            data=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            method="POST",
+        answer = post(
+            self.endpoint,
+            "/api/v1/query",
+            body,
+            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            self.timeout,
+            self.max_bytes,
         )
-        payload = self._request(request)
-        data = payload.get("data") or {}
-        if data.get("resultType") != "vector":
-            raise PrometheusError(f"expected an instant vector, got {data.get('resultType')!r} for: {expr}")
-        samples = []
-        for item in data.get("result", []):
-            value = _decimal(item["value"][1])
-            if value is not None:
-                samples.append(Sample(labels=dict(item.get("metric", {})), value=value))
-        return samples
+        payload = self._payload(answer)
+        return _samples(payload, self.base_url)
 
-    def _request(self, request: urllib.request.Request) -> dict[str, Any]:
+    def _payload(self, answer: Answer) -> dict[str, Any]:
         try:
-            with self._open(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
+            payload = json.loads(answer.body)
+        except (ValueError, RecursionError):
+            payload = None
+        if answer.status >= 400:
             # Prometheus puts the reason in a JSON body (400 bad query, 422 execution, 503 timeout).
-            detail = _error_detail(exc.read())
-            raise PrometheusError(f"Prometheus at {self.base_url} answered HTTP {exc.code}: {detail}") from None
-        except urllib.error.URLError as exc:
-            raise PrometheusError(f"cannot reach Prometheus at {self.base_url}: {exc.reason}") from None
-        except (TimeoutError, OSError) as exc:
-            raise PrometheusError(f"cannot reach Prometheus at {self.base_url}: {exc}") from None
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            raise PrometheusError(f"{self.base_url} did not answer with Prometheus API JSON") from None
+            raise PrometheusError(
+                f"Prometheus at {self.base_url} answered HTTP {answer.status}: {_error_detail(payload, answer.body)}"
+            )
+        if not isinstance(payload, dict):
+            raise PrometheusError(f"{self.base_url} did not answer with Prometheus API JSON")
         if payload.get("status") != "success":
-            raise PrometheusError(f"Prometheus query failed: {payload.get('errorType')}: {payload.get('error')}")
+            raise PrometheusError(f"Prometheus query failed: {_error_detail(payload, answer.body)}")
         return payload
+
+
+def _samples(payload: dict[str, Any], where: str) -> list[Sample]:
+    """The instant vector of a query answer, every part of it checked (a broken answer is an error)."""
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise PrometheusError(f"Prometheus at {where} answered without a data object")
+    if data.get("resultType") != "vector":
+        kind = data.get("resultType")
+        shown = printable(str(kind))[:40] if isinstance(kind, str) else type(kind).__name__
+        raise PrometheusError(f"Prometheus at {where} answered a {shown!r}, not an instant vector")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise PrometheusError(f"Prometheus at {where} answered a vector that is not a list")
+    samples = []
+    for index, item in enumerate(result):
+        problem = f"Prometheus at {where} answered a malformed sample (result[{index}])"
+        if not isinstance(item, dict):
+            raise PrometheusError(problem)
+        metric, value = item.get("metric", {}), item.get("value")
+        if not isinstance(metric, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metric.items()):
+            raise PrometheusError(f"{problem}: labels are not strings")
+        if not isinstance(value, list) or len(value) != 2 or not isinstance(value[1], str):
+            raise PrometheusError(f"{problem}: the value is not [time, \"number\"]")
+        number = _decimal(value[1])
+        if number is None:
+            continue
+        if abs(number) >= MAX_SAMPLE_VALUE:
+            raise PrometheusError(f"{problem}: the value {printable(value[1])[:40]} is implausibly large")
+        samples.append(Sample(labels=dict(metric), value=number))
+    return samples
 
 
 def _timestamp(at: datetime) -> str:
@@ -96,17 +285,19 @@ def _timestamp(at: datetime) -> str:
     return f"{seconds}.{rest:03d}"
 
 
-def _decimal(text: Any) -> Decimal | None:
+def _decimal(text: str) -> Decimal | None:
+    """A finite sample value, ``None`` for NaN and ±Inf; anything that is not a number is an error."""
     try:
-        value = Decimal(str(text))
+        value = Decimal(text)
     except InvalidOperation:
-        return None
+        shown = printable(text)[:40]
+        raise PrometheusError(f"Prometheus answered a sample value that is not a number: {shown!r}") from None
     return value if value.is_finite() else None
 
 
-def _error_detail(body: bytes) -> str:
-    try:
-        payload = json.loads(body)
-        return f"{payload.get('errorType')}: {payload.get('error')}"
-    except ValueError:
-        return body.decode("utf-8", "replace")[:200] or "no details"
+def _error_detail(payload: Any, body: bytes) -> str:
+    if isinstance(payload, dict) and ("errorType" in payload or "error" in payload):
+        text = f"{payload.get('errorType')}: {payload.get('error')}"
+    else:
+        text = body.decode("utf-8", "replace") or "no details"
+    return printable(text)[:200]

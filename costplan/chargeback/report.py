@@ -31,16 +31,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import urllib.error
+import re
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from costplan.chargeback.promapi import PrometheusClient, Sample
+from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusError, Sample, post
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure, UsageProblem
 from costplan.plan.model import (
@@ -280,17 +280,28 @@ def collect(
     for index, (start, end) in enumerate(parts, 1):
         if len(parts) > 1:
             progress(f"querying {start.astimezone(tz):%Y-%m-%d} ({index}/{len(parts)})")
-        rows.extend(
-            rows_from_samples(
-                plan,
-                start,
-                end,
-                client.query(spend_query(start, end), end),
-                client.query(requests_query(start, end), end),
-                client.query(tokens_query(start, end), end),
-            )
+        window = rows_from_samples(
+            plan,
+            start,
+            end,
+            client.query(spend_query(start, end), end),
+            client.query(requests_query(start, end), end),
+            client.query(tokens_query(start, end), end),
         )
+        _refuse_negative(window, client.base_url)
+        rows.extend(window)
     return rows
+
+
+def _refuse_negative(rows: Iterable[UsageRow], source: str) -> None:
+    """Spend and usage only grow: a negative value means broken series, never a refund to report."""
+    for row in rows:
+        if row.cost < 0 or row.requests < 0 or any(count < 0 for count in row.tokens.values()):
+            who = "/".join(part or "-" for part in (row.team, row.user, row.model))
+            raise PrometheusError(
+                f"Prometheus at {source} reports negative spend or usage for {who} on {utc(row.start)} "
+                f"(cost {money(row.cost)}); the spend series are broken, no report was written"
+            )
 
 
 # --------------------------------------------------------------------------
@@ -342,10 +353,47 @@ def total(rows: Iterable[UsageRow]) -> Decimal:
     return sum((row.cost for row in rows), Decimal(0))
 
 
+_NUMBER = re.compile(r"[-+]?[0-9]+(\.[0-9]+)?")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(value: object) -> object:
+    """A cell no spreadsheet evaluates (OWASP, CSV injection): a ``'`` before a formula start.
+
+    Label values come from Prometheus, so ``=HYPERLINK(...)`` or ``@SUM(...)``
+    as a user name would run in whoever opens the report. Numbers (money,
+    counts, a negative ``-1.5``) are written as they are. A carriage return
+    becomes a newline, which the csv module quotes (a bare one would split
+    the row).
+    """
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    if value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+class _NeutralisedWriter:
+    """A csv writer (plain or dict) whose every cell goes through ``csv_cell``."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writeheader(self) -> None:
+        self._writer.writeheader()
+
+    def writerow(self, row: Any) -> None:
+        if isinstance(row, dict):
+            self._writer.writerow({key: csv_cell(value) for key, value in row.items()})
+        else:
+            self._writer.writerow([csv_cell(value) for value in row])
+
+
 def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: str = "team") -> str:
     labels = GROUPS[group]
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _NeutralisedWriter(csv.writer(buffer, lineterminator="\n"))
     writer.writerow(
         ["period_start", "period_end", *labels, "requests", *(f"{k}_tokens" for k in TOKEN_COLUMNS), "cost", "currency"]
     )
@@ -481,7 +529,7 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
     """FOCUS 1.2-shaped rows: one per day x team x user x tier x model."""
     tz = ZoneInfo(plan.timezone)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FOCUS_COLUMNS, lineterminator="\n")
+    writer = _NeutralisedWriter(csv.DictWriter(buffer, fieldnames=FOCUS_COLUMNS, lineterminator="\n"))
     writer.writeheader()
     models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
     for row in sorted(rows, key=lambda r: (r.start, r.key(IDENTITY))):
@@ -558,20 +606,32 @@ def output_files(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict[s
     return files
 
 
-def post_webhook(url: str, body: str, timeout: float = 30.0) -> None:
-    """POST the JSON report; the URL comes from the environment, never from git."""
-    request = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
+def webhook_endpoint(url: str) -> Endpoint:
+    """The webhook as an endpoint, checked before any query runs (an unusable URL is a usage error)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError as exc:
-        raise WebhookError(f"the webhook answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        # The URL may embed a token: name only its host.
-        host = urllib.parse.urlsplit(url).hostname
-        raise WebhookError(f"cannot post the report to the webhook{f' at {host}' if host else ''}: {exc}") from None
+        return Endpoint.parse(url, "the webhook", WebhookError)
+    except WebhookError as exc:
+        raise UsageProblem(exc.message) from None
+
+
+def post_webhook(url: str, body: str, timeout: float = 30.0) -> None:
+    """POST the JSON report; the URL comes from the environment, never from git.
+
+    Only a 2xx answer counts as delivered. A redirect is refused, not
+    followed: a POST that is redirected arrives, if at all, as a GET
+    without the report. The URL carries the webhook's token (in its path or
+    query), so messages name only its scheme and host.
+    """
+    endpoint = webhook_endpoint(url)
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path[len(endpoint.path):] if parts.path.startswith(endpoint.path) else ""
+    query = f"?{parts.query}" if parts.query else ""
+    answer = post(
+        endpoint, f"{path}{query}", body.encode(), {"Content-Type": "application/json"}, timeout,
+        max_bytes=1024 * 1024, follow_redirects=False, what="the webhook", error=WebhookError,
+    )
+    if not 200 <= answer.status < 300:
+        raise WebhookError(f"the webhook at {endpoint.display} answered HTTP {answer.status}; the report was not delivered")
 
 
 # --------------------------------------------------------------------------

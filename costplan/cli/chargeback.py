@@ -67,16 +67,21 @@ def report_command(
     except OSError as exc:
         raise click.UsageError(f"cannot read the plan: {exc}") from exc
     url = prometheus_url or plan.integrations.prometheus.url
+    client = PrometheusClient(url, timeout=timeout)
+    if webhook_url:
+        chargeback.webhook_endpoint(webhook_url)
     period = chargeback.choose_period(plan, month, start, end, datetime.now(UTC))
     say(f"chargeback {plan.name}/{plan.environment} {chargeback.utc(period.start)} .. "
-        f"{chargeback.utc(period.end)} from {url}")
-    rows = chargeback.collect(PrometheusClient(url, timeout=timeout), plan, period, progress=say)
+        f"{chargeback.utc(period.end)} from {client.base_url}")
+    rows = chargeback.collect(client, plan, period, progress=say)
     if not rows and not allow_empty:
         raise ExternalFailure(
-            f"Prometheus at {url} has no {c.METRIC_SPEND_HOURLY} samples between {chargeback.utc(period.start)} and "
+            f"Prometheus at {client.base_url} has no {c.METRIC_SPEND_HOURLY} samples between {chargeback.utc(period.start)} and "
             f"{chargeback.utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
         )
-    say(f"total {chargeback.money(chargeback.total(rows))} {plan.currency} in {len(rows)} row(s)")
+    lines = len(chargeback.aggregate(rows, chargeback.GROUPS[group_by]))
+    say(f"total {chargeback.money(chargeback.total(rows))} {plan.currency}: {lines} {group_by} line(s) "
+        f"from {len(rows)} daily row(s)")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         for name, text in chargeback.output_files(plan, period, rows).items():

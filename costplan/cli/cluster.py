@@ -21,9 +21,9 @@ import click
 
 from costplan.chargeback.gpu_check import GPU_PRICE_QUERY, check_gpu_prices
 from costplan.chargeback.promapi import PrometheusClient
-from costplan.cli.console import console, exit_with, guarded
+from costplan.cli.console import console, exit_with, guarded, say
 from costplan.cli.options import job_env_option, plan_option, prometheus_url_option, timeout_option
-from costplan.core.errors import ExitCode, ExternalFailure
+from costplan.core.errors import ExitCode, ExternalFailure, UsageProblem
 from costplan.install import apply, doctor
 from costplan.install.applyset import applyset_for
 from costplan.output import build as build_stage
@@ -34,6 +34,8 @@ def connect(kubeconfig: str | None, context: str | None, timeout: float) -> Any:
     """A ``Cluster`` for the kubeconfig and context given (or the usual defaults)."""
     from costplan.install.cluster import KubeCluster
 
+    if kubeconfig is not None and not Path(kubeconfig).is_file():
+        raise UsageProblem(f"--kubeconfig {kubeconfig}: file not found")
     return KubeCluster(kubeconfig=kubeconfig, context=context, timeout=timeout)
 
 
@@ -142,7 +144,7 @@ def _run(
 
     def err(line: str) -> None:
         if not quiet or line.startswith(("failed", "RECAP", "  ")):
-            click.echo(line, err=True)
+            say(line)
 
     options = apply.Options(mode=mode, show_diff=show_diff, prune=prune, force_conflicts=force_conflicts,
                             create_namespaces=create_namespaces or plan.install.create_namespaces,

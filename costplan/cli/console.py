@@ -18,6 +18,7 @@ import click
 
 from costplan.core.diagnostics import Diagnostic, render_json, render_text
 from costplan.core.errors import CostplanError, ExitCode, PlanInvalid
+from costplan.core.redact import safe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,14 +35,19 @@ class Console:
 
     def info(self, message: str) -> None:
         if self.verbosity >= 0:
-            click.echo(message, err=True)
+            say(message)
 
     def detail(self, message: str) -> None:
         if self.verbosity > 0:
-            click.echo(message, err=True)
+            say(message)
 
     def error(self, message: str) -> None:
-        click.echo(message, err=True)
+        say(message)
+
+
+def say(message: str) -> None:
+    """One message on stderr, credentials redacted and control characters escaped, line by line."""
+    click.echo("\n".join(safe(line) for line in message.split("\n")), err=True)
 
 
 def console() -> Console:
@@ -61,7 +67,7 @@ def report_findings(diagnostics: Sequence[Diagnostic], output_format: str = "tex
         click.echo(render_json(diagnostics))
         return
     if diagnostics:
-        click.echo(render_text(diagnostics), err=True)
+        say(render_text(diagnostics))
     errors = sum(1 for d in diagnostics if d.is_error)
     console().info(f"{errors} error(s), {len(diagnostics) - errors} warning(s) in {what}")
 
@@ -72,9 +78,9 @@ def fail(error: CostplanError, output_format: str = "text") -> NoReturn:
         report_findings(error.diagnostics, output_format)
     else:
         if error.diagnostics:
-            click.echo(render_text(error.diagnostics), err=True)
+            say(render_text(error.diagnostics))
         if error.message:
-            click.echo(f"error: {error.message}", err=True)
+            say(f"error: {error.message}")
     exit_with(error.exit_code)
 
 

@@ -17,7 +17,7 @@ from costplan.output import build as build_stage
 from costplan.output import serialise as output
 from costplan.output import verify
 from costplan.output.build import BuildResult
-from costplan.plan.load import list_environments, load_document, validate_document
+from costplan.plan.load import environments_dir, list_environments, load_document, validate_document
 
 
 @click.command()
@@ -33,7 +33,8 @@ def validate(plan_path: Path, environment: str | None, all_envs: bool, output_fo
     Exit 0 when valid, 3 when not.
     """
     diagnostics: list[Diagnostic] = []
-    for env in environments(plan_path, environment, all_envs):
+    checked = environments(plan_path, environment, all_envs)
+    for env in checked:
         diagnostics.extend(validate_document(load_document(plan_path, env)))
     diagnostics = sort_diagnostics(diagnostics)
     if any(d.is_error for d in diagnostics):
@@ -42,7 +43,8 @@ def validate(plan_path: Path, environment: str | None, all_envs: bool, output_fo
         report_findings(diagnostics, output_format)
     elif output_format == "json":
         click.echo('{\n  "valid": true,\n  "diagnostics": []\n}')
-    console().info(f"{plan_path}: valid")
+    names = [env for env in checked if env is not None]
+    console().info(f"{plan_path}: valid" + (f" (environments: {', '.join(names)})" if names else ""))
 
 
 @click.command()
@@ -110,7 +112,7 @@ def _build(
     problems = [
         (env, p) for env, artifacts in result.environments.items() for p in validator.validate_all(artifacts, several)
     ]
-    _report_output_problems(out, problems)
+    _report_output_problems(out, problems, locations, written=output_format == "manifests")
     if any(p.is_error for _, p in problems):
         raise OutputInvalid("generated output failed validation; nothing was written")
     if check_rules:
@@ -127,26 +129,32 @@ def _build(
     files = {
         f"{env}/{path}": text
         for env, artifacts in result.environments.items()
-        for path, text in output.render_environment(artifacts, result.plan_name, env, dumped).items()
+        for path, text in output.render_environment(
+            artifacts, result.plan_name, env, dumped, kustomize=output_format == "manifests"
+        ).items()
     }
     if output_dir is None:
         click.echo(output.render_stream(result.environments, result.plan_name), nl=False)
         return
+    protected = (plan_path, environments_dir(plan_path))
     if all_envs:
-        output.write_tree(files, output_dir)
+        output.write_tree(files, output_dir, protected=protected, marked=list(result.environments))
     else:
         env = next(iter(result.environments))
         prefix = f"{env}/"
-        output.write_tree({k[len(prefix):]: v for k, v in files.items()}, output_dir / env)
+        output.write_tree({k[len(prefix):]: v for k, v in files.items()}, output_dir / env, protected=protected)
     count = sum(len(a) for a in result.environments.values())
     out.info(f"wrote {count} artifacts for {', '.join(result.environments)} to {output_dir}")
     if use_kubeconform:
         _kubeconform(out, output_dir, locations, kubernetes_version)
 
 
-def _report_output_problems(out: Console, problems: list[tuple[str, Diagnostic]]) -> None:
-    """Errors one per line; unvalidated custom kinds as one summary unless -v."""
-    unchecked = [(env, p) for env, p in problems if p.check_id == "missing-schema"]
+def _report_output_problems(
+    out: Console, problems: list[tuple[str, Diagnostic]], locations: Sequence[str] = (), written: bool = True
+) -> None:
+    """Errors one per line; unvalidated custom kinds as one summary unless -v (none when they are not written)."""
+    unchecked = [(env, p) for env, p in problems if p.check_id == "missing-schema"] if written else []
+    problems = problems if written else [(env, p) for env, p in problems if p.check_id != "missing-schema"]
     for env, problem in problems:
         line = f"{env}/{problem.render()}"
         if problem.is_error:
@@ -157,10 +165,17 @@ def _report_output_problems(out: Console, problems: list[tuple[str, Diagnostic]]
             out.detail(f"warning: {line}")
     if unchecked and not any(p.is_error for _, p in unchecked):
         kinds = sorted({p.message.split(" (")[0].removeprefix("no schema for ") for _, p in unchecked})
-        out.info(
-            f"warning: {len(unchecked)} custom resources not validated, no schema for: {', '.join(kinds)}; "
-            "pass --schema-location (or set COSTPLAN_SCHEMA_LOCATION) to check them"
-        )
+        if locations:
+            hint = (
+                f"the schema location(s) {', '.join(locations)} hold no schema for them; check the path and that it "
+                "uses the CRDs-catalog layout {{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json"
+            )
+        else:
+            hint = (
+                "to check them, pass --schema-location (or set COSTPLAN_SCHEMA_LOCATION) to CRD schemas: "
+                "the CRDs-catalog (github.com/datreeio/CRDs-catalog) or your own cluster's (see the README)"
+            )
+        out.info(f"warning: {len(unchecked)} custom resources not validated, no schema for: {', '.join(kinds)}; {hint}")
 
 
 def _promtool_check(out: Console, result: BuildResult) -> None:
@@ -205,5 +220,7 @@ def schema() -> None:
 @guarded
 def envs(plan_path: Path) -> None:
     """List the environments found in environments/ beside the plan."""
+    if not plan_path.is_file():
+        raise UsageProblem(f"{plan_path}: file not found")
     for name in list_environments(plan_path):
         click.echo(name)

@@ -18,6 +18,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from costplan.core.redact import safe
+
 SEVERITIES = ("error", "warning")
 
 # Every check id of the plan stage, with what it means. The README lists
@@ -32,8 +34,12 @@ PLAN_CHECKS: dict[str, str] = {
     "overlay": "an environment overlay cannot be merged (e.g. a list item without a name)",
     "unique-name": "two items of one list share a name (or two users share an id)",
     "unknown-reference": "a name refers to a tier, model, GPU instance or usage source that does not exist",
+    "budget-window": "a rolling budget window is not in w/d/h/m/s or is shorter than one hour",
     "thresholds-order": "thresholds or volume tiers are not strictly ascending",
     "money": "an amount is negative, not finite or has more than 10 decimal places",
+    "number": "a number is not finite, is out of range (below 10^15, at most 28 significant digits), "
+    "or is a YAML 1.1 form that changes its value (010 is 8, 1:30 is 90)",
+    "control-character": "a key holds a control character, or a value one other than tab and newline",
     "k8s-name": "a value that becomes a Kubernetes object name is not a valid DNS name",
     "label-value": "a value that becomes a Kubernetes or Prometheus label is not a valid label",
     "unsafe-value": "a value would change the structure of generated PromQL, CEL or YAML",
@@ -42,7 +48,8 @@ PLAN_CHECKS: dict[str, str] = {
     "pricing": "a pricing block is inconsistent (e.g. the first volume tier does not start at 0)",
     "secrets": "the secrets backend and the users' key references do not fit together",
     "usage-source": "a model's usage source cannot measure what its pricing needs",
-    "url": "a URL costplan's reports call is not an absolute http(s) URL",
+    "url": "a URL costplan's reports and the cost engine call is not a plain http(s) URL "
+    "(scheme, host, port, path; no credentials, query or template syntax)",
     "tier-no-effect": "a tier sets no limits, quotas or price changes (warning)",
     "gateway-telemetry": "warning: usage metrics cannot carry user, team and tier with this gateway target",
     "budget-action": "a budget action cannot take effect (global budget, the team's own tier, after a block)",
@@ -62,6 +69,7 @@ OUTPUT_CHECKS: dict[str, str] = {
     "label": "a label or annotation is not valid for the API server",
     "cron": "a CronJob schedule is not a valid cron expression",
     "size": "an object or its data is larger than the API server accepts",
+    "helm-template": "a Helm chart value holds template syntax ({{ }}) the chart could render with tpl",
     "kubeconform": "kubeconform rejected a written manifest",
 }
 
@@ -94,7 +102,9 @@ class Diagnostic:
         pointer = self.pointer or "/"
         level = "warning: " if self.severity == "warning" else ""
         place = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{place}: {pointer}: {level}{self.message} [{self.check_id}]"
+        # One finding is one line: a key or value with a line break or an
+        # escape code must not forge another finding (or a CI annotation).
+        return safe(f"{place}: {pointer}: {level}{self.message} [{self.check_id}]")
 
 
 def object_finding(location: str, pointer: str, message: str, severity: str = "error",
@@ -113,5 +123,5 @@ def render_text(diagnostics: Iterable[Diagnostic]) -> str:
 
 
 def render_json(diagnostics: Iterable[Diagnostic]) -> str:
-    items = [asdict(d) for d in diagnostics]
+    items = [{k: safe(v) if isinstance(v, str) else v for k, v in asdict(d).items()} for d in diagnostics]
     return json.dumps({"valid": not any(i["severity"] == "error" for i in items), "diagnostics": items}, indent=2)

@@ -11,6 +11,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 MAX_DECIMAL_PLACES = 10
+MAX_MAGNITUDE = Decimal("1e15")
+"""Every number in a plan is below this in magnitude: Prometheus computes in
+float64, exact for integers only up to 2**53 (about 9.007e15), and no real
+price, budget, limit or factor comes near a quadrillion."""
+MAX_SIGNIFICANT_DIGITS = 28
+"""The precision of Python's default decimal context: a number with more
+significant digits would be rounded, silently, by the first arithmetic."""
 
 
 def to_decimal(value: Any) -> Decimal:

@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 from costplan.core.money import decimal_places, format_decimal
+from costplan.core.redact import printable
 from costplan.impact.compare import (
     DETAILS_OVER_ROWS,
     LIST_TIER,
@@ -80,6 +81,30 @@ def _cell(value: Decimal | None, is_money: bool) -> str:
     return money(value) if is_money else _quantity(value)
 
 
+# Anything Markdown or GitHub could read as markup, a link, a mention or an HTML tag.
+_MARKUP = re.compile(r"(?i)[\\`*_{}\[\]<>#!|@~&$]|://|www\.|^[-+=>\s]|\s$|^\d+\.|\b(javascript|data|vbscript):")
+
+
+def md(value: object, table: bool = False, code: bool = False) -> str:
+    """A name from a plan, a file name or a usage export, safe in the comment.
+
+    Plain names stay as they are; anything else (or everything, with
+    ``code``) becomes a code span, where GitHub renders no HTML, links,
+    mentions or headings. Line breaks and control characters are escaped, so
+    a value cannot end a table row, start a heading or close a ``<details>``;
+    in a table a ``|`` is escaped so it cannot split a cell.
+    """
+    text = printable(str(value))
+    if not code and text and not _MARKUP.search(text):
+        return text
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    if table:
+        text = text.replace("|", "\\|")
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
@@ -122,7 +147,7 @@ def headline(reports: Sequence[EnvironmentReport]) -> str:
     changed = [r.impact for r in reports if r.impact.changed]
     named = len(reports) > 1
     exposures = [
-        f"**{_fraction_money(i.exposure.delta, signed=True)} {i.currency}**" + (f" in {i.environment}" if named else "")
+        f"**{_fraction_money(i.exposure.delta, signed=True)} {i.currency}**" + (f" in {md(i.environment)}" if named else "")
         for i in changed
         if i.exposure.delta != 0
     ]
@@ -131,7 +156,7 @@ def headline(reports: Sequence[EnvironmentReport]) -> str:
     for impact in changed:
         parts = _counts(impact)
         if parts:
-            counts.append(_join(parts) + (f" in {impact.environment}" if named else ""))
+            counts.append(_join(parts) + (f" in {md(impact.environment)}" if named else ""))
     if counts:
         sentence += "; changed: " + "; ".join(counts)
     return sentence + "."
@@ -157,7 +182,8 @@ def _budget_lines(impact: PlanImpact) -> list[str]:
         if b.period_before and b.period_after and b.period_before != b.period_after:
             period = f"{b.period_before} → {b.period_after}"
         rows.append(
-            [b.team or "(global)", b.name, period, b.status, _cell(b.before, True), _cell(b.after, True),
+            [md(b.team, True) if b.team else "(global)", md(b.name, True), md(period, True), b.status,
+             _cell(b.before, True), _cell(b.after, True),
              signed_money(b.delta), _fraction_money(b.monthly_delta, signed=True)]
         )
     lines += _table(
@@ -182,7 +208,7 @@ def _price_lines(impact: PlanImpact) -> list[str]:
         per = p.per if p.money else ""
         tier = "(list)" if p.tier == LIST_TIER and p.kind == "model" else p.tier
         rows.append(
-            [p.subject, tier, charge, per, _cell(p.before, p.money), _cell(p.after, p.money),
+            [md(p.subject, True), md(tier, True), md(charge, True), md(per, True), _cell(p.before, p.money), _cell(p.after, p.money),
              (signed_money(p.delta) if p.money else ("+" if p.delta > 0 else "") + _quantity(p.delta)),
              _percent(p.percent)]
         )
@@ -194,7 +220,8 @@ def _price_lines(impact: PlanImpact) -> list[str]:
 
 
 def _limit_lines(impact: PlanImpact) -> list[str]:
-    rows = [[lc.tier, lc.setting, lc.status, lc.before or "—", lc.after or "—"] for lc in impact.limits]
+    rows = [[md(lc.tier, True), md(lc.setting, True), lc.status, md(lc.before, True) if lc.before else "—",
+             md(lc.after, True) if lc.after else "—"] for lc in impact.limits]
     return _table(["tier", "setting", "", "before", "after"], "lllrr", rows)
 
 
@@ -204,9 +231,9 @@ def _member_lines(impact: PlanImpact) -> list[str]:
     for kind in MEMBER_KINDS:
         added, removed = members.added[kind], members.removed[kind]
         if added:
-            lines.append(f"- {kind} added ({len(added)}): {', '.join(added)}")
+            lines.append(f"- {kind} added ({len(added)}): {', '.join(md(name) for name in added)}")
         if removed:
-            lines.append(f"- {kind} removed ({len(removed)}): {', '.join(removed)}")
+            lines.append(f"- {kind} removed ({len(removed)}): {', '.join(md(name) for name in removed)}")
     for team, old, new in members.team_tiers:
         lines.append(f"- team {team} moves from tier {old} to {new}")
     return lines
@@ -215,12 +242,13 @@ def _member_lines(impact: PlanImpact) -> list[str]:
 def _estimate_lines(estimate_: Estimate, currency: str, source: str) -> list[str]:
     lines = []
     for title, table in (("team", estimate_.by_team), ("model", estimate_.by_model)):
-        rows = [[line.name, money(line.before), money(line.after), signed_money(line.delta)] for line in table]
+        rows = [[md(line.name, True), money(line.before), money(line.after), signed_money(line.delta)] for line in table]
         t = estimate_.total
         rows.append(["**total**", money(t.before), money(t.after), f"**{signed_money(t.delta)}**"])
         lines += _table([title, f"before ({currency})", f"after ({currency})", "delta"], "lrrr", rows) + [""]
-    lines.append(f"Usage from `{source}`, priced by each plan's rules.²")
-    lines += [f"- {note}" for note in estimate_.notes]
+    lines.append(f"Usage from {md(source, code=True)}, priced by each plan's rules.²")
+    # Notes are sentences around names from the usage file: each word is escaped on its own.
+    lines += ["- " + " ".join(md(word) for word in note.split(" ")) for note in estimate_.notes]
     return lines
 
 
@@ -271,7 +299,7 @@ def render_markdown(reports: Sequence[EnvironmentReport], usage_source: str | No
         if not impact.changed:
             continue
         if len(reports) > 1:
-            lines += [f"#### {impact.environment}", ""]
+            lines += [f"#### {md(impact.environment)}", ""]
         lines += ["**Budgets**", "", *_budget_lines(impact), ""]
         if impact.prices:
             title = f"Prices ({_plural(len(impact.prices), 'change')}; tier multipliers and overrides applied)"
@@ -288,7 +316,7 @@ def render_markdown(reports: Sequence[EnvironmentReport], usage_source: str | No
         if report.manifests is not None:
             lines += _manifest_lines(report.manifests)
     if unchanged:
-        lines += [f"No cost impact in {_join(unchanged)}.", ""]
+        lines += [f"No cost impact in {_join([md(name) for name in unchanged])}.", ""]
     lines.append(FOOTNOTE_EXPOSURE)
     if any(r.estimate is not None for r in reports):
         lines.append(FOOTNOTE_ESTIMATE)

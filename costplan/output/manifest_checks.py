@@ -97,7 +97,44 @@ def check_object(obj: Mapping[str, Any]) -> list[Finding]:
             findings.extend(_limits_sections(spec))
         if (group, kind) == ("kuadrant.io", "AuthPolicy"):
             findings.extend(_auth_sections(spec))
+        if (group, kind) == ("argoproj.io", "Application"):
+            findings.extend(_helm_values(spec))
     return findings
+
+
+def _helm_values(spec: Mapping[str, Any]) -> Iterator[Finding]:
+    """No chart value may hold Helm template syntax.
+
+    Charts pass some values through ``tpl`` (the OpenCost chart renders
+    ``opencost.prometheus.external.url`` with it: opencost/opencost-helm-chart,
+    charts/opencost/templates/_helpers.tpl, ``opencost.prometheusServerEndpoint``), so
+    ``{{ ... }}`` in a value written from the plan would run as a template
+    inside Argo CD's repo server. Every string of every chart source is
+    checked, not only the values known to go through ``tpl`` today.
+    """
+    candidates: list[tuple[tuple[str, ...], Any]] = [(("spec", "source"), spec.get("source"))]
+    sources = spec.get("sources")
+    if isinstance(sources, list):
+        candidates += [(("spec", "sources", str(i)), source) for i, source in enumerate(sources)]
+    for base, source in candidates:
+        helm = source.get("helm") if isinstance(source, Mapping) else None
+        if not isinstance(helm, Mapping):
+            continue
+        for path, value in _strings(helm, (*base, "helm")):
+            if "{{" in value or "}}" in value:
+                yield _error(pointer(*path), "a Helm chart value holds template syntax ({{ }}), which the "
+                             "chart may render with tpl; remove it from the plan", "helm-template")
+
+
+def _strings(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, child in value.items():
+            yield from _strings(child, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _strings(child, (*path, str(index)))
 
 
 def _dig(obj: Any, path: tuple[str, ...]) -> Any:

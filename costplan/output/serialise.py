@@ -10,16 +10,24 @@ the previous output exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from costplan.core.artifacts import Artifact
 from costplan.core.canonical_yaml import content_key, dump_yaml
-from costplan.core.errors import InternalError
+from costplan.core.errors import InternalError, UsageProblem
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: builds there are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 
 def header(plan_name: str, environment: str) -> str:
@@ -49,9 +57,14 @@ class DuplicateOutput(InternalError):
 
 
 def render_environment(
-    artifacts: list[Artifact], plan_name: str, environment: str, dumped: dict[str, str] | None = None
+    artifacts: list[Artifact],
+    plan_name: str,
+    environment: str,
+    dumped: dict[str, str] | None = None,
+    *,
+    kustomize: bool = True,
 ) -> dict[str, str]:
-    """Relative path → file text for one environment, kustomization included.
+    """Relative path → file text for one environment, with a kustomization when there are manifests to list.
 
     ``dumped`` (content key → YAML text), shared across the environments of
     one build, dumps each distinct object once.
@@ -70,7 +83,8 @@ def render_environment(
         if key not in dumped:
             dumped[key] = dump_yaml(artifact.data)
         files[artifact.path] = header(plan_name, environment) + dumped[key]
-    files["kustomization.yaml"] = header(plan_name, environment) + dump_yaml(kustomization(artifacts))
+    if kustomize:
+        files["kustomization.yaml"] = header(plan_name, environment) + dump_yaml(kustomization(artifacts))
     return dict(sorted(files.items()))
 
 
@@ -85,35 +99,158 @@ def render_stream(environments: Mapping[str, list[Artifact]], plan_name: str) ->
     return header(plan_name, ",".join(environments)) + "---\n" + "---\n".join(documents)
 
 
-def write_tree(files: Mapping[str, str], target: Path) -> None:
+OUTPUT_MARKER = ".costplan-output"
+MARKER_TEXT = (
+    "This directory is written by `costplan build`; every build replaces it as a whole.\n"
+    "costplan replaces only a directory that holds this file (or an empty one).\n"
+)
+
+
+class OutputRefused(UsageProblem):
+    """The output target holds something costplan did not write; nothing was touched."""
+
+
+class OutputUnwritable(UsageProblem):
+    """The output target cannot be written (permissions, a full disk, a file in the way)."""
+
+
+def _marked(directory: str) -> bool:
+    return os.path.isfile(os.path.join(directory, OUTPUT_MARKER)) and not os.path.islink(
+        os.path.join(directory, OUTPUT_MARKER)
+    )
+
+
+def _owned(directory: Path) -> bool:
+    """Empty, marked by costplan, or holding only directories costplan marked (one-environment builds)."""
+    with os.scandir(directory) as scan:
+        entries = list(scan)
+    if not entries or _marked(str(directory)):
+        return True
+    return all(entry.is_dir(follow_symlinks=False) and _marked(entry.path) for entry in entries)
+
+
+def check_target(target: Path, protected: Iterable[Path] = ()) -> Path:
+    """The resolved output directory, or ``OutputRefused`` when costplan must not replace it.
+
+    A build replaces its output as a whole, so a wrong ``-o`` would delete
+    whatever is there. Only a directory that is new, empty or marked by an
+    earlier build is replaced; never the file system root, a directory that
+    holds (or is) one of ``protected`` (the plan, its overlays), nor one
+    with a ``.git``.
+    """
+    resolved = Path(os.path.abspath(target))
+    if resolved.parent == resolved:
+        raise OutputRefused(f"refusing to write the build output to {target}: it is the file system root")
+    real = resolved.resolve()
+    for path in protected:
+        kept = Path(path).resolve()
+        if kept == real or real in kept.parents:
+            raise OutputRefused(
+                f"refusing to replace {target}: it holds {kept.name}, part of the plan; "
+                "choose a directory of its own, e.g. out/"
+            )
+    if os.path.islink(resolved):
+        raise OutputRefused(f"refusing to replace {target}: it is a symbolic link")
+    if resolved.exists():
+        if not resolved.is_dir():
+            raise OutputRefused(f"refusing to replace {target}: it is not a directory")
+        if (resolved / ".git").exists():
+            raise OutputRefused(f"refusing to replace {target}: it holds a .git repository")
+        if not _owned(resolved):
+            raise OutputRefused(
+                f"refusing to replace {target}: it holds files costplan did not write (no {OUTPUT_MARKER}); "
+                "choose a new or empty directory, or remove it first"
+            )
+    return resolved
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2``); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(error, os.strerror(error), str(second))
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (two builds into one parent wait for each other)."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
+
+
+def write_tree(
+    files: Mapping[str, str],
+    target: Path,
+    *,
+    protected: Iterable[Path] = (),
+    marked: Iterable[str] = (),
+) -> None:
     """Replace ``target`` with exactly ``files``, atomically from the reader's view.
 
-    Everything is written into a sibling temporary directory first; only then
-    is the old directory moved aside and the new one renamed into place. Any
-    failure before the swap leaves ``target`` untouched and removes the
-    temporary directory. Stale files from earlier builds disappear.
+    ``check_target`` decides first whether ``target`` may be replaced at all.
+    Everything is written into a sibling temporary directory, with the
+    marker file in its root and in each of the ``marked`` subdirectories;
+    then the two directories are exchanged in one rename (or, where the
+    system cannot exchange, the old one is moved aside and the new one
+    renamed in). Any failure leaves ``target`` as it was and no temporary
+    directory behind. Builds into the same parent directory are serialised
+    by a lock on it, so two at once cannot interleave their swaps.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    resolved = check_target(target, protected)
+    try:
+        resolved.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(resolved.parent):
+            resolved = check_target(target, protected)  # again, under the lock
+            _swap_in(files, resolved, marked)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputUnwritable(f"cannot write the build output to {target}: {reason}") from None
+
+
+def _swap_in(files: Mapping[str, str], target: Path, marked: Iterable[str]) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.costplan-", dir=target.parent))
     try:
-        for relative, text in files.items():
+        tree = dict(files)
+        for directory in ("", *marked):
+            tree[os.path.join(directory, OUTPUT_MARKER)] = MARKER_TEXT
+        for relative, text in sorted(tree.items()):
             path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "w", encoding="utf-8", newline="\n") as handle:
                 handle.write(text)
         os.chmod(staging, 0o755)
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.rename(target, retired / "tree")
-            try:
-                os.rename(staging, target)
-            except OSError:
-                os.rename(retired / "tree", target)
-                raise
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
+        if not target.exists():
             os.rename(staging, target)
+            return
+        if _exchange(staging, target):
+            shutil.rmtree(staging, ignore_errors=True)  # now the previous output
+            return
+        retired = staging.with_name(staging.name + ".old")
+        os.rename(target, retired)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            os.rename(retired, target)
+            raise
+        shutil.rmtree(retired, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

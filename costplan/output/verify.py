@@ -50,6 +50,7 @@ from costplan.core.artifacts import Artifact
 from costplan.core.canonical_yaml import content_key
 from costplan.core.diagnostics import Diagnostic, object_finding
 from costplan.core.errors import UsageProblem
+from costplan.core.regex import end_anchored
 from costplan.output.kubeconform import KubeconformUnavailable, run_kubeconform
 from costplan.output.manifest_checks import check_object, pointer
 
@@ -241,6 +242,7 @@ def go_regex(pattern: str) -> re.Pattern[str] | None:
     A pattern Python still cannot compile is not checked (None): the fault is
     in the schema, not in the manifest. ``re`` caches compiled patterns.
     """
+    pattern = end_anchored(pattern)  # RE2's $ is the end of the text, as \Z is in Python
     try:
         return re.compile(pattern)
     except re.error:

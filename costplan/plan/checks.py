@@ -15,6 +15,8 @@ PromQL selector or a CEL expression cannot change that output's structure.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 import unicodedata
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator
@@ -590,18 +592,60 @@ def check_timezone(document: Any) -> Iterator[Diagnostic]:
         )
 
 
+_URL_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_URL_PATH = re.compile(r"(/[A-Za-z0-9._~%!$&'()*+,;=:@-]*)*")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a plain http(s) URL (scheme, host, port, path), or None.
+
+    The URL is copied into the report CronJob and into the cost engine's
+    chart values, and the OpenCost chart renders that value with Helm's
+    ``tpl``: template syntax, credentials, a query or anything outside the
+    URL grammar is refused rather than passed on.
+    """
+    if "{{" in url or "}}" in url:
+        return "holds template syntax ({{ }}); charts render this value with Helm's tpl"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "holds whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "is not an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return "holds credentials; put them in a Secret, never in the plan"
+    host = parts.hostname or ""
+    if not host:
+        return "has no host"
+    if not (_URL_HOST.fullmatch(host) or _is_ip(host)):
+        return f"has an invalid host {host!r}"
+    if port is not None and not 0 < port < 65536:
+        return f"has an invalid port {port}"
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "has a query or fragment; give the base URL only"
+    if not _URL_PATH.fullmatch(parts.path):
+        return "has characters outside the URL path grammar"
+    return None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def check_urls(document: Any) -> Iterator[Diagnostic]:
-    """Reports query Prometheus over HTTP; anything else cannot work."""
+    """Reports query Prometheus over HTTP, and the cost engine's chart renders the URL with tpl."""
     url = _get(document, ["integrations", "prometheus", "url"])
     if isinstance(url, str):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            yield _at(
-                document,
-                ["integrations", "prometheus", "url"],
-                f"{url!r} is not an http:// or https:// URL with a host",
-                "url",
-            )
+        problem = url_problem(url)
+        if problem:
+            yield _at(document, ["integrations", "prometheus", "url"], f"{url!r} {problem}", "url")
 
 
 # --------------------------------------------------------------------------
@@ -831,8 +875,35 @@ def check_legacy_image(document: Any) -> Iterator[Diagnostic]:
         )
 
 
+_BUDGET_WINDOW = re.compile(r"([0-9]+[wdhms])+")
+_WINDOW_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+MIN_BUDGET_WINDOW_SECONDS = 3600  # the spend series is hourly (conventions.OUTPUT_STEP)
+
+
+def check_budget_windows(document: Any) -> Iterator[Diagnostic]:
+    """A rolling budget window is what the budget rules can sum: weeks to seconds, at least one hour.
+
+    The schema admits every Prometheus duration; the rules sum the hourly
+    spend series over the window, so ``y`` and ``ms`` (no fixed length in
+    those rules) and windows shorter than one step would fail the build.
+    """
+    for path, budget in _budgets(document):
+        window = budget.get("window")
+        if budget.get("period") != "rolling" or not isinstance(window, str):
+            continue
+        if not _BUDGET_WINDOW.fullmatch(window):
+            problem = f"{window!r}: a budget window is written in w, d, h, m and s (e.g. 30d, 7d, 36h)"
+        elif sum(int(n) * _WINDOW_SECONDS[u] for n, u in re.findall(r"([0-9]+)([wdhms])", window)) \
+                < MIN_BUDGET_WINDOW_SECONDS:
+            problem = f"{window!r}: a budget window is at least 1h (spend is summed per hour)"
+        else:
+            continue
+        yield _at(document, path + ["window"], problem, "budget-window")
+
+
 CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_unique_names,
+    check_budget_windows,
     check_references,
     check_thresholds_order,
     check_pricing,
@@ -851,6 +922,39 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_contacts,
     check_legacy_image,
 )
+
+
+def run_readable(document: Any, broken: set[str]) -> list[Diagnostic]:
+    """The semantic problems of a document with schema errors, as far as it can be read.
+
+    Each check assumes the schema's shape; one that meets a part of the
+    plan that is not in shape (a string where a list belongs) stops, and
+    the others still run. Findings on a value the schema already reported
+    are left out, and so are findings on values that are absent (a
+    misspelt key is one mistake, not also a missing reference): one
+    mistake, one line.
+    """
+    found: list[Diagnostic] = []
+    for check in CHECKS_RUN:
+        try:
+            found.extend(list(check(document)))
+        except Exception:  # that part of the plan is out of shape; the schema said so
+            continue
+    return sort_diagnostics(d for d in found if d.pointer not in broken and _present(document, d.pointer))
+
+
+def _present(document: Any, pointer: str) -> bool:
+    """Whether the JSON pointer names a value that is in the document."""
+    node = document
+    for token in pointer.split("/")[1:] if pointer else []:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return False
+    return True
 
 
 def run_all(document: Any) -> list[Diagnostic]:

@@ -97,8 +97,9 @@ def load_document(plan_path: Path, environment: str | None = None, parsed: Parse
 def validate_document(loaded: LoadedDocument) -> list[Diagnostic]:
     """Every problem in a loaded document: syntax, schema, then semantic checks.
 
-    Semantic checks run only on documents that pass the schema, so they can
-    rely on its shape; schema errors alone are already a complete answer.
+    Semantic checks rely on the schema's shape; on a document with schema
+    errors they still run where the document can be read (``run_readable``),
+    so one run reports every mistake rather than the schema's first.
     """
     from costplan.plan import checks, schema  # local: keeps loading cheap for `envs`
 
@@ -111,6 +112,8 @@ def validate_document(loaded: LoadedDocument) -> list[Diagnostic]:
     diagnostics.extend(schema_problems)
     if not schema_problems:
         diagnostics.extend(checks.run_all(loaded.document))
+    else:
+        diagnostics.extend(checks.run_readable(loaded.document, {d.pointer for d in schema_problems}))
     return sort_diagnostics(diagnostics)
 
 

@@ -14,6 +14,7 @@ every value still knows which file and line it came from.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from costplan.core.diagnostics import Diagnostic
@@ -129,9 +130,26 @@ def _merge_lists(base: list, overlay: list, diagnostics: list[Diagnostic], path:
             result[at] = merge(result[at], item, diagnostics, f"{path}/{at}")
             result.item_positions[at] = where or result.item_positions[at]
         else:
+            known = [str(existing.get(key)) for existing in result if isinstance(existing, dict)]
+            close = difflib.get_close_matches(str(item[key]), known, n=1, cutoff=0.8)
+            if close:
+                # A new item whose name is one typo away from an existing one is
+                # almost always that typo: say so before its missing keys are listed.
+                at_key = item.key_positions.get(key) if isinstance(item, LDict) else None
+                diagnostics.append(
+                    Diagnostic(
+                        *(_where(at_key or where)), f"{path}/{len(result)}/{key}",
+                        f"overlay adds a new item {item[key]!r} (did you mean {close[0]!r}? "
+                        f"overlay items merge on {key!r})", "overlay", "warning",
+                    )
+                )
             result.append(_strip_directives(item, diagnostics, f"{path}/{len(result)}"))
             result.item_positions.append(where)
     return result
+
+
+def _where(position: Position | None) -> tuple[str, int, int]:
+    return (position.file, position.line, position.column) if position else ("<overlay>", 1, 1)
 
 
 def _strip_directives(value: Any, diagnostics: list[Diagnostic], path: str) -> Any:

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from costplan.core.data import CHECKOUT_ROOT, data_dir
 from costplan.core.diagnostics import Diagnostic
+from costplan.core.regex import schema_regex
 from costplan.plan.source import locate, pointer
 
 SCHEMA_FILE = "costplan.schema.json"
@@ -70,11 +71,20 @@ def load_schema() -> dict[str, Any]:
     return json.loads(schema_text())
 
 
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """``pattern`` as ECMA-262 means it: ``$`` is the end of the string, not a final newline."""
+    if validator.is_type(instance, "string") and not schema_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_PlanValidator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+
+
 @lru_cache(maxsize=1)
 def _validator() -> Draft202012Validator:
     # The schema file never changes while the process runs; compiling it once
     # keeps validating every environment of a plan cheap.
-    return Draft202012Validator(load_schema())
+    return _PlanValidator(load_schema())
 
 
 @lru_cache(maxsize=1)

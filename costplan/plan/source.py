@@ -8,11 +8,29 @@ points into whichever file supplied it.
 Duplicate keys are errors (PyYAML silently keeps the last one), and numbers
 with a fraction become ``Decimal`` built from the scalar's own text, so money
 is exact from the first byte.
+
+The loader is also the one gate for what a number or a name may be, so no
+later stage meets a value it cannot handle:
+
+* a number must be finite, below ``MAX_MAGNITUDE`` and have at most
+  ``MAX_SIGNIFICANT_DIGITS`` significant digits (``money`` documents why);
+  YAML 1.1 forms that silently change a value (``010`` is 8, ``1:30`` is
+  90, ``.inf``, ``.nan``) are errors at their position;
+* a key may hold no control character, a value none but tab and newline
+  (a name with a line break would forge diagnostics; NEL, DEL and C1
+  characters break or silently change generated YAML);
+* only regular files up to ``MAX_FILE_BYTES`` are read (a FIFO or
+  ``/dev/zero`` would hang), and aliases may not expand the document to
+  more than ``MAX_EXPANSION_FACTOR`` values per input byte (a few KB of
+  nested aliases would otherwise expand to billions of values).
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -22,6 +40,20 @@ from typing import Any, NamedTuple
 import yaml
 
 from costplan.core.diagnostics import Diagnostic
+from costplan.core.money import MAX_MAGNITUDE, MAX_SIGNIFICANT_DIGITS
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+"""A plan or overlay larger than this is refused (the largest plans measured are a few MB)."""
+MAX_EXPANSION_FACTOR = 10
+"""Aliases may expand a document to this many values per input byte (plus a floor): more is a YAML bomb."""
+_EXPANSION_FLOOR = 100_000
+_KEY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_YAML11_OCTAL = re.compile(r"[-+]?0[0-9_]+")
+_SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?")
+_SPECIAL_FLOAT = re.compile(r"[-+]?\.(inf|Inf|INF|nan|NaN|NAN)")
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -71,8 +103,28 @@ def _construct_float(loader: Any, node: yaml.ScalarNode) -> Any:
     try:
         return Decimal(text)
     except InvalidOperation:
-        # .inf / .nan: keep YAML's meaning; validation rejects them as money.
+        # .inf / .nan / 1:30.5: YAML's meaning, reported by ``_Builder._number``.
         return loader.construct_yaml_float(node)
+
+
+def number_problem(text: str, tag: str, value: Any) -> str | None:
+    """Why a YAML number cannot be a plan number, or None (see the module docstring)."""
+    if tag == _INT_TAG and _YAML11_OCTAL.fullmatch(text):
+        return f"{text} is read as the octal number {value} (YAML 1.1); write {text.lstrip('0') or '0'}, or quote it"
+    if _SEXAGESIMAL.fullmatch(text):
+        return f"{text} is read as the base-60 number {value} (YAML 1.1); write the number, or quote it"
+    if _SPECIAL_FLOAT.fullmatch(text) or (isinstance(value, (float, Decimal)) and not Decimal(value).is_finite()):
+        return f"{text} is not a finite number"
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        return None
+    # copy_abs and compare: abs() would round in the context and overflow on 1e+999999999.
+    magnitude = value.copy_abs() if isinstance(value, Decimal) else Decimal(abs(value))
+    if magnitude >= MAX_MAGNITUDE:
+        return f"{text} is out of range: numbers in a plan are below {MAX_MAGNITUDE:,.0f}"
+    digits = Decimal(value).as_tuple().digits
+    if len(digits) > MAX_SIGNIFICANT_DIGITS:
+        return f"{text} has {len(digits)} significant digits; at most {MAX_SIGNIFICANT_DIGITS} are exact"
+    return None
 
 
 _ScalarLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
@@ -122,7 +174,7 @@ def load_yaml_text(text: str, filename: str) -> LoadedFile:
             Diagnostic(filename, 1, 1, "", "expected one YAML document, found several", "yaml-syntax")
         )
     data = documents[0] if documents else None
-    diagnostics = [_with_pointer(d, data) if d.check_id == "duplicate-key" else d for d in diagnostics]
+    diagnostics = [_with_pointer(d, data) if d.check_id in _POINTED else d for d in diagnostics]
     return LoadedFile(filename, data, diagnostics)
 
 
@@ -144,13 +196,30 @@ class _Builder:
         self.has_merge_keys = "<<" in text
         self.filename = filename
         self.diagnostics = diagnostics
+        self.budget = MAX_EXPANSION_FACTOR * len(text) + _EXPANSION_FLOOR
 
     def build(self, node: yaml.Node, depth: int = 0) -> Any:
         if depth > _MAX_DEPTH:
             raise yaml.MarkedYAMLError(problem="nested too deeply (a recursive alias?)", problem_mark=node.start_mark)
+        self.budget -= 1
+        if self.budget < 0:
+            raise yaml.MarkedYAMLError(
+                problem="aliases expand the document far beyond its size (a YAML bomb?); write the values out",
+                problem_mark=node.start_mark,
+            )
         kind = type(node)
         if kind is yaml.ScalarNode:
-            return node.value if node.tag == _STR_TAG else self.loader.construct_object(node)
+            if node.tag == _STR_TAG:
+                if _VALUE_CONTROL.search(node.value):
+                    self._problem(node, "a control character in a value (only tab and newline are allowed)",
+                                  "control-character")
+                return node.value
+            value = self.loader.construct_object(node)
+            if node.tag in (_INT_TAG, _FLOAT_TAG):
+                problem = number_problem(str(node.value), node.tag, value)
+                if problem:
+                    self._problem(node, problem, "number")
+            return value
         if isinstance(node, yaml.SequenceNode):
             return self._sequence(node, depth)
         assert isinstance(node, yaml.MappingNode)
@@ -165,6 +234,10 @@ class _Builder:
         ]
         return result
 
+    def _problem(self, node: yaml.Node, message: str, check_id: str) -> None:
+        mark = node.start_mark
+        self.diagnostics.append(Diagnostic(self.filename, mark.line + 1, mark.column + 1, "", message, check_id))
+
     def _mapping(self, node: yaml.MappingNode, depth: int) -> LDict:
         name = self.filename
         if self.has_merge_keys and any(key.tag == _MERGE_TAG for key, _ in node.value):
@@ -173,9 +246,14 @@ class _Builder:
         result.position = Position(name, node.start_mark.line + 1, node.start_mark.column + 1)
         key_positions, value_positions = result.key_positions, result.value_positions
         for key_node, value_node in node.value:
-            key = self.build(key_node, depth + 1)
+            if type(key_node) is yaml.ScalarNode and key_node.tag == _STR_TAG:
+                key = key_node.value  # checked below, as a key
+            else:
+                key = self.build(key_node, depth + 1)
             if not isinstance(key, (str, int, bool)) or isinstance(key, Decimal):
                 key = str(key)
+            if isinstance(key, str) and _KEY_CONTROL.search(key):
+                self._problem(key_node, "a control character (line break, escape code) in a key", "control-character")
             mark = key_node.start_mark
             key_pos = Position(name, mark.line + 1, mark.column + 1)
             if key in result:
@@ -193,8 +271,11 @@ class _Builder:
         return result
 
 
+_POINTED = frozenset({"duplicate-key", "number", "control-character"})
+
+
 def _with_pointer(diagnostic: Diagnostic, data: Any) -> Diagnostic:
-    """Give a duplicate-key diagnostic the pointer of the key (the loader knows only its position)."""
+    """Give a loader diagnostic the pointer of its key or value (the loader knows only its position)."""
     from dataclasses import replace
 
     where = (diagnostic.line, diagnostic.column)
@@ -204,8 +285,15 @@ def _with_pointer(diagnostic: Diagnostic, data: Any) -> Diagnostic:
             for key, position in node.key_positions.items():
                 if (position.line, position.column) == where:
                     return path + [key]
+            for key, position in node.value_positions.items():
+                if (position.line, position.column) == where and not isinstance(node[key], (LDict, LList)):
+                    return path + [key]
             children = list(node.items())
         elif isinstance(node, LList):
+            for index, item_position in enumerate(node.item_positions):
+                if item_position and (item_position.line, item_position.column) == where:
+                    if not isinstance(node[index], (LDict, LList)):
+                        return path + [index]
             children = list(enumerate(node))
         else:
             return None
@@ -223,7 +311,17 @@ def load_yaml_file(path: Path, display_name: str | None = None) -> LoadedFile:
     """Read and parse a file; unreadable files become diagnostics, not exceptions."""
     name = display_name or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # stat first: opening a FIFO would block, reading /dev/zero never ends.
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            what = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO or device?)"
+            return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", f"cannot read: {what}", "file-unreadable")])
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            limit = f"{MAX_FILE_BYTES // (1024 * 1024)} MiB"
+            return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", f"cannot read: larger than {limit}", "file-unreadable")])
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", "file not found", "file-missing")])
     except (OSError, UnicodeDecodeError) as exc:
