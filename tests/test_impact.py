@@ -112,7 +112,8 @@ def test_price_change_shows_exact_per_unit_delta_with_the_tier_multiplier(plans)
     # 4 tiers ("" + 3) × (qwen3 per request, claude input, claude cache-writing
     # input, which is charged as input when the plan does not price it)
     assert "Monthly budget exposure unchanged; changed: 12 prices." in out
-    assert "| claude-sonnet | (list) | cache_creation_input | token | 0.000003 | 0.0000035 | +0.0000005 | +16.67% |" in out
+    # A name with Markdown emphasis characters is a code span in the comment.
+    assert "| claude-sonnet | (list) | `cache_creation_input` | token | 0.000003 | 0.0000035 | +0.0000005 | +16.67% |" in out
     # claude-sonnet input, enterprise (×0.8): 3/1e6 × 0.8 = 0.0000024 → 3.5/1e6 × 0.8 = 0.0000028,
     # delta 0.0000004, 0.5/3 = +16.67 %
     assert "| claude-sonnet | enterprise | input | token | 0.0000024 | 0.0000028 | +0.0000004 | +16.67% |" in out

@@ -25,6 +25,10 @@ SAMPLES = {
     "quantity": "1Gi",
     "promMetricName": "app_requests_total",
     "promLabelName": "project",
+    "/$defs/contact/properties/to": "team@example.com",
+    "/properties/notifications/properties/email/properties/from": "costplan@example.com",
+    "/properties/notifications/properties/email/properties/smarthost": "smtp.example.com:587",
+    "/properties/guard/properties/webhookURL": "http://costplan-guard.guard.svc:8080/webhook",
 }
 
 
