@@ -21,6 +21,17 @@ VALUE = '{{ $value | printf "%.2f" }}'
 BUDGET_FOR = "0m"  # spend only grows within a period: waiting only delays the alert
 FORECAST_FOR = "30m"
 TREND_FOR = "15m"
+# Money is compared with thresholds after rounding to this many currency units:
+# float sums of exact amounts (three users summing to exactly 80) come out a
+# few units in the 15th digit off, and must reach the threshold they equal.
+# It is far below any priced unit the report shows and far above float noise
+# for amounts up to billions.
+COMPARE_QUANTUM = "0.000000001"
+
+
+def compared(money: str) -> str:
+    """``money`` rounded for a threshold comparison (see ``COMPARE_QUANTUM``)."""
+    return f"round({money}, {COMPARE_QUANTUM})"
 
 
 def _alert(name: str, expr: str, duration: str, severity: str, labels: dict[str, str],
@@ -65,7 +76,7 @@ def budget_alerts(plan: Plan) -> list[dict[str, Any]]:
             amount = budget.amount * threshold / 100
             percent = format_decimal(threshold)
             out.append(_alert(
-                c.ALERT_BUDGET_THRESHOLD, f"{spend} >= {number(amount)}", BUDGET_FOR,
+                c.ALERT_BUDGET_THRESHOLD, f"{compared(spend)} >= {number(amount)}", BUDGET_FOR,
                 "critical" if threshold >= 100 else "warning",
                 {**_budget_labels(budget), c.LABEL_THRESHOLD: percent},
                 f"{_whose(budget)} reached {percent}% of budget {name}",
@@ -76,7 +87,7 @@ def budget_alerts(plan: Plan) -> list[dict[str, Any]]:
             forecast = _budget_selector(budget, c.METRIC_BUDGET_FORECAST)
             out.append(_alert(
                 c.ALERT_BUDGET_FORECAST,
-                f"{forecast} > {number(budget.amount)} and {spend} < {number(budget.amount)}",
+                f"{compared(forecast)} > {number(budget.amount)} and {compared(spend)} < {number(budget.amount)}",
                 FORECAST_FOR, "warning", _budget_labels(budget),
                 f"{_whose(budget)} is on course to exceed budget {name}",
                 f"At the last 24 hours' rate, {_whose(budget).lower() if not budget.team else _whose(budget)} "
