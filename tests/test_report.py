@@ -70,14 +70,17 @@ def test_custom_range_reads_naive_times_in_the_plan_timezone(bundled_plan):
         report.choose_period(plan, "2026-13", None, None, at("2027-01-01T00:00:00Z"))
 
 
-def test_window_query_excludes_the_step_closing_at_the_start():
+def test_window_query_reads_each_closed_hour_in_the_hour_after_it():
     query = report.spend_query(at("2026-10-01T00:00:00Z"), at("2026-10-02T00:00:00Z"))
+    # Queried at 02 Oct 01:00: steps 01 Oct 01:00 .. 02 Oct 01:00, each the hour before it.
+    assert report.read_time(at("2026-10-02T00:00:00Z")) == at("2026-10-02T01:00:00Z")
     assert query == (
         "sum by (team, user, tier, model, cost_center) "
-        "(sum_over_time(costplan:spend:increase1h[86399s:1h]))"
+        "(sum_over_time(last_over_time(costplan:spend:increase1h[1h] offset 1s)[86399s:1h]))"
     )
     assert report.requests_query(at("2026-10-01T00:00:00Z"), at("2026-10-01T01:00:00Z")) == (
-        "sum by (team, user, tier, model) (sum_over_time(costplan:usage_requests:increase1h[3599s:1h]))"
+        "sum by (team, user, tier, model) "
+        "(sum_over_time(last_over_time(costplan:usage_requests:increase1h[1h] offset 1s)[3599s:1h]))"
     )
 
 

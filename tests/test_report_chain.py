@@ -29,13 +29,11 @@ last test repeats the chain with scrapes half a minute off the evaluations,
 as they fall in a live Prometheus, and shows the money is then no longer
 exact (marked as an expected failure, see its reason).
 
-Where the month boundary falls: the report reads ``costplan:spend:increase1h``
-at each full hour; the latest spend evaluation at or before 00:00 ran at
-23:59:xx and read the usage evaluation of 23:59:yy or 23:58:yy. Traffic in
-the last two minutes before a boundary may therefore land in the next
-period. All traffic here is at least five minutes away from any full hour
-(but within the last and first hour of the months), so every amount below
-belongs to exactly one month.
+Where the month boundary falls: ``costplan:spend:increase1h`` holds the
+money of the clock hour that closed last, computed from the counters' last
+samples at or before each full hour, and the report reads each hour in the
+hour after it. Only calls scraped after the full hour that ends their month
+land in the next one (at most one scrape interval).
 """
 
 from __future__ import annotations
@@ -50,7 +48,7 @@ import pytest
 from click.testing import CliRunner
 
 from costplan.chargeback.promapi import PrometheusClient
-from costplan.chargeback.report import window_query
+from costplan.chargeback.report import read_time, window_query
 from costplan.cli.app import main
 from costplan.core import conventions as c
 from costplan.generators.prometheus import rules_files
@@ -252,14 +250,14 @@ def build_chain(work: Path, scrape_shift_ms: int = 0, targets: set[str] | None =
     files = rules_files(load_plan(plan_path))
     names = {doc["groups"][0]["name"]: name for name, doc in files.items()}
     groups = [doc["groups"][0] for doc in files.values()]
-    assert [g["name"] for g in groups][:3] == [c.GROUP_PRICES, c.GROUP_USAGE, c.GROUP_SPEND]
+    assert [g["name"] for g in groups][:4] == [c.GROUP_PRICES, c.GROUP_USAGE, c.GROUP_HOURLY, c.GROUP_SPEND]
     if targets is not None:
         groups = promserver.needed_rules(groups, targets)
     server = PrometheusServer(work, work / "data")
     server.start()
     try:
-        usage = next(g for g in groups if g["name"] == c.GROUP_USAGE)
-        offset = promserver.evaluation_offset_ms(server, usage, names[c.GROUP_USAGE], DATA_START)
+        usage = next((g for g in groups if g["name"] == c.GROUP_USAGE), groups[0])
+        offset = promserver.evaluation_offset_ms(server, usage, names[usage["name"]], DATA_START)
         server.stop()
         promserver.backfill_openmetrics(openmetrics((offset + scrape_shift_ms) % MINUTE_MS, calls),
                                       server.data_dir, work)
@@ -383,7 +381,7 @@ def test_token_money_by_type(chain):
 
     def by_type(start: str, end: str) -> dict[str, str]:
         expr = window_query(token_spend, (c.LABEL_TOKEN_TYPE,), at(start), at(end))
-        return {dict(k)[c.LABEL_TOKEN_TYPE]: v for k, v in query(chain, expr, at(end)).items()}
+        return {dict(k)[c.LABEL_TOKEN_TYPE]: v for k, v in query(chain, expr, read_time(at(end))).items()}
 
     # 28 February: uncached input 6000 x 3/1M = 0.018, cached 4000 x 0.3/1M = 0.0012,
     # output 2000 x 15/1M = 0.03 -> 0.0492
@@ -407,9 +405,10 @@ def test_budget_spend_follows_the_month(chain):
     # At 23:30 the closed hours 20-21, 21-22 and 22-23 count: alice 3 + 2 calls (0.010), sonnet 0.0492,
     # bob 4 calls (0.008) -> 0.0672.
     assert list(query(chain, spend, at("2025-02-28T23:30")).values()) == ["0.067200"]
-    # alice's call at 23:45 never reaches February's gauge: its hour closes at midnight, when the gauge
-    # already counts March (the documented lag of at most one hour).
-    # At 06:00 on 1 March the gauge was reset at midnight and holds March's hours, which end by 05:00:
+    # (In the first hour of March the gauge describes February complete with its last hour; rule
+    # backfills resolve ``@ end()`` to the end of a block rather than each evaluation, so that is
+    # proven with promtool's unit tests, test_prometheus_money_semantics.py.)
+    # At 06:00 on 1 March the gauge holds March's hours, which end by 06:00:
     # the same 0.929 the March report charges research.
     assert list(query(chain, spend, at("2025-03-01T06:00")).values()) == ["0.929000"]
 

@@ -1,15 +1,16 @@
 """``costplan report``: the chargeback for a period, from the spend rules' series.
 
 The money comes from the spend rules' hourly series
-(``conventions.METRIC_SPEND_HOURLY``, money in the hour before each sample),
-summed over an hourly subquery exactly as the budget rules sum it, so a
-report and a budget gauge agree.
+(``conventions.METRIC_SPEND_HOURLY``: at any time, the money of the clock
+hour that closed last), summed over an hourly subquery exactly as the budget
+rules sum it, so a report and a budget gauge agree.
 
-Periods are half-open in time, ``[start, end)``, as FOCUS wants; the hourly
-step that closes exactly at ``start`` covers the hour *before* it and belongs
-to the previous period, the one closing at ``end`` to this one. An aligned
-subquery includes both ends, so each window is queried with a range one
-second shorter than the window, ending at the window's end.
+Periods are half-open in time, ``[start, end)``, as FOCUS wants: the clock
+hours ending in ``(start, end]``. The hour ending at ``E`` is the last value
+recorded before ``E + 1h`` (``periods.closed_hour``), so a window is queried
+at ``end + 1h`` (``read_time``) over steps in ``(start + 1h, end + 1h]``. An
+aligned subquery includes both ends, so the range is one second shorter
+than the window.
 
 The period is split into days at midnight in the plan's timezone (23- or
 25-hour days around DST changes). One query per day keeps each query small,
@@ -43,6 +44,7 @@ from zoneinfo import ZoneInfo
 from costplan.chargeback.promapi import PrometheusClient, Sample
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure, UsageProblem
+from costplan.generators.prometheus.periods import closed_hour
 from costplan.plan.model import (
     GpuHourly,
     PerMillionTokens,
@@ -166,10 +168,15 @@ def range_seconds(start: datetime, end: datetime) -> int:
     return (end - start) // timedelta(seconds=1) - 1
 
 
+def read_time(end: datetime) -> datetime:
+    """When a window ending at ``end`` is queried: the hour ending at ``end`` is read in the hour after it."""
+    return end + timedelta(hours=1)
+
+
 def window_query(metric: str, by: Sequence[str], start: datetime, end: datetime) -> str:
-    """Sum of an hourly series over the steps in ``(start, end]``, evaluated at ``end``."""
+    """Sum of an hourly series over the clock hours ending in ``(start, end]``, evaluated at ``read_time(end)``."""
     span = range_seconds(start, end)
-    return f"sum by ({', '.join(by)}) (sum_over_time({metric}[{span}s:{c.OUTPUT_STEP}]))"
+    return f"sum by ({', '.join(by)}) (sum_over_time({closed_hour(metric)}[{span}s:{c.OUTPUT_STEP}]))"
 
 
 def spend_query(start: datetime, end: datetime) -> str:
@@ -285,9 +292,9 @@ def collect(
                 plan,
                 start,
                 end,
-                client.query(spend_query(start, end), end),
-                client.query(requests_query(start, end), end),
-                client.query(tokens_query(start, end), end),
+                client.query(spend_query(start, end), read_time(end)),
+                client.query(requests_query(start, end), read_time(end)),
+                client.query(tokens_query(start, end), read_time(end)),
             )
         )
     return rows
