@@ -59,7 +59,6 @@ PROMETHEUS_SUITES = {
     "test_prometheus_calendar",
     "test_prometheus_money",
     "test_prometheus_money_semantics",
-    "test_prometheus_money_properties",
     "test_report_chain",
     "test_report_e2e",
 }
