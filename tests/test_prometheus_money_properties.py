@@ -45,6 +45,7 @@ SLOW_SEEDS = [2, 3, 4, 5, 6, 7, 8, 9]
 class Traffic:
     values: list[int | None]  # counter value at each BASE_SECONDS slot; None = no scrape
     per_hour: list[int]  # calls first shown by a scrape in each clock hour
+    born: int  # seconds: the series' first sample
 
 
 def traffic(rng: random.Random) -> Traffic:
@@ -73,7 +74,8 @@ def traffic(rng: random.Random) -> Traffic:
         if slot == 0:
             continue  # shown at 00:00: the hour before the window
         per_hour[(slot * BASE_SECONDS - 1) // 3600] += calls
-    return Traffic(values, per_hour)
+    first_sample = next(slot for slot, value in enumerate(values) if value is not None)
+    return Traffic(values, per_hour, first_sample * BASE_SECONDS)
 
 
 def series_values(values: list[int | None]) -> str:
@@ -91,14 +93,15 @@ def run(plan: Plan, seed: int) -> None:
             "series": f'authorized_calls{{user="{user}", team="{team}", tier="{tier}", limitador_namespace="llm/qwen"}}',
             "values": series_values(drawn.values),
         })
-        expected[user] = (team, tier, cost_center, drawn.per_hour)
+        expected[user] = (team, tier, cost_center, drawn)
     tests = []
     for hour in range(1, HOURS + 1):
         minute = rng.randrange(0, 60) if hour < HOURS else 0
         samples = [
             {"labels": f'{{user="{user}", team="{team}", tier="{tier}", cost_center="{cc}"}}',
-             "value": float(PRICE * per_hour[hour - 1])}
-            for user, (team, tier, cc, per_hour) in sorted(expected.items())
+             "value": float(PRICE * drawn.per_hour[hour - 1])}
+            for user, (team, tier, cc, drawn) in sorted(expected.items())
+            if drawn.born <= hour * 3600  # no series before its first sample
         ]
         tests.append({
             "expr": "round(costplan:spend_by_user:increase1h * 1000000000) / 1000000000",

@@ -76,7 +76,7 @@ def report_command(
             f"Prometheus at {url} has no {c.METRIC_SPEND_HOURLY} samples between {chargeback.utc(period.start)} and "
             f"{chargeback.utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
         )
-    say(f"total {chargeback.money(chargeback.total(rows))} {plan.currency} in {len(rows)} row(s)")
+    say(f"total {chargeback.money(chargeback.total(rows), chargeback.money_quantum(plan))} {plan.currency} in {len(rows)} row(s)")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         for name, text in chargeback.output_files(plan, period, rows).items():
