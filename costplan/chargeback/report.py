@@ -96,7 +96,7 @@ def money_quantum(plan: Plan) -> Decimal:
     a price of 0.15 per million tokens (0.00000015 a token) keeps eight, so
     one token's money never prints as zero.
     """
-    places = -MONEY_QUANTUM.as_tuple().exponent
+    places = 6  # MONEY_QUANTUM
     for model in plan.models:
         for _, pricing, multiplier in priced_tiers(plan, model):
             for price in _unit_prices(plan, pricing):

@@ -21,7 +21,7 @@ that belong to the same period. Rolling windows sum that many hours.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from costplan.core import conventions as c
 from costplan.generators.prometheus.calendar import MAX_PERIOD_SECONDS
