@@ -9,7 +9,9 @@ series. The non-linear ones are exact in ``increase1h`` (period-to-date
 money with and without the hour, ``volume``) and use the current marginal
 price in ``rate5m``. GPU-hourly models cost the
 GPU spend of their namespace on their GPU instance type (not multiplied by
-tier: it is cost, passed through), charged to the namespace's team.
+tier: it is cost, passed through), charged to the namespace's team. The GPU
+cost of a team's other namespaces is the team's own ``gpu`` charge (no user,
+no model), so it counts in the team's spend, budgets and report.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from costplan.core import conventions as c
+from costplan.core.names import promql_string
 from costplan.generators.prometheus.periods import clock_hour, period_to_date
 from costplan.generators.prometheus.promql import by, record, selector
 from costplan.plan.model import GpuHourly, Plan
@@ -100,6 +103,38 @@ def gpu_model_rules(plan: Plan) -> list[dict[str, Any]]:
     return rules
 
 
+def _gpu_model_pairs(plan: Plan) -> str | None:
+    """(namespace, gpu_instance) of the GPU-hourly models, as a vector: their GPU cost is the model's charge."""
+    pairs = sorted({(m.namespace, m.gpu_instance) for m in plan.models
+                    if isinstance(m.pricing, GpuHourly) and m.namespace and m.gpu_instance})
+    if not pairs:
+        return None
+    return " or ".join(
+        f'label_replace(label_replace(vector(1), "namespace", {promql_string(ns)}, "", ""), '
+        f'"gpu_instance", {promql_string(gpu)}, "", "")'
+        for ns, gpu in pairs
+    )
+
+
+def team_gpu_rule(plan: Plan, window: str) -> list[dict[str, Any]]:
+    """GPU cost of a team's namespaces as the team's charge (``charge="gpu"``, no user or model).
+
+    GPUs a GPU-hourly model already charges (its namespace on its instance
+    type) are left out, so no GPU-hour is charged twice.
+    """
+    if not plan.gpu_instances or not any(t.namespaces for t in plan.teams):
+        return []
+    if window == c.WINDOW_RATE:
+        cost = f'sum by (namespace, gpu_instance, team, cost_center) ({c.METRIC_GPU_COST_RATE}{{team!=""}})'
+    else:
+        cost = f'{c.METRIC_GPU_COST_BY_TEAM_HOURLY}{{team!=""}}'
+    pairs = _gpu_model_pairs(plan)
+    if pairs:
+        cost = f"({cost} unless on(namespace, gpu_instance) ({pairs}))"
+    expr = f"sum by (team, cost_center) ({cost}) * on(team, cost_center) group_left(tier) {c.METRIC_TEAM_INFO}{{team!=\"\"}}"
+    return [record(_spend(window), expr, {c.LABEL_CHARGE: c.CHARGE_GPU})]
+
+
 def rollup_rules(window: str) -> list[dict[str, Any]]:
     return [record(c.spend_rollup(name, window), f"sum by ({by(labels)}) ({_spend(window)})")
             for name, labels in c.ROLLUPS.items()]
@@ -145,13 +180,15 @@ def rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[s
     """Per-second money (group costplan-spend)."""
     out = linear_rules(c.WINDOW_RATE) + nonlinear_rate_rules(plan, has_included, volume_units)
     out += [rule for rule in gpu_model_rules(plan) if rule["record"] == c.METRIC_SPEND_RATE]
+    out += team_gpu_rule(plan, c.WINDOW_RATE)
     return out + rollup_rules(c.WINDOW_RATE) + unit_cost_rules(plan)
 
 
 def hourly_rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[str, Any]]:
     """Money of the last closed hour (group costplan-hourly, after usage and volumes)."""
-    out = linear_rules(c.WINDOW_HOUR)
+    out = gpu_team_rules(plan) + linear_rules(c.WINDOW_HOUR)
     if has_included or volume_units:
         out.append(nonlinear_hourly_rule())
     out += [rule for rule in gpu_model_rules(plan) if rule["record"] == c.METRIC_SPEND_HOURLY]
-    return out + rollup_rules(c.WINDOW_HOUR) + day_rules() + gpu_team_rules(plan)
+    out += team_gpu_rule(plan, c.WINDOW_HOUR)
+    return out + rollup_rules(c.WINDOW_HOUR) + day_rules()
