@@ -148,3 +148,27 @@ def test_every_hourly_amount_reads_only_counters_constants_and_rules_above_it_in
         for rule in group["rules"]:
             assert not rule.get("record", "").endswith(f":{c.WINDOW_HOUR}"), rule["record"]
     assert not (hourly_names & other - constants - gauges) - {c.METRIC_SPEND_RATE}
+
+
+def test_alert_for_durations_are_plan_settings_so_a_short_burst_of_rate_limiting_alerts(bundled_plan):
+    plan = bundled_plan(None)
+    plan = dataclasses.replace(plan, alerts=dataclasses.replace(plan.alerts, rate_limit_pressure_for="2m"))
+    # 10 authorized and 2 limited calls a minute for 6 minutes: 20 % > 10 %, from 1m (two samples).
+    series = [(PREMIUM1, "0+10x6 60x30"),
+              ('limited_calls{user="premiumuser1", team="ml-research", tier="premium"}', "0+2x6 12x30")]
+    pressure = {
+        "exp_labels": {"alertname": c.ALERT_RATE_LIMITED, "source": "limitador", "team": "ml-research",
+                       "tier": "premium", "severity": "warning"},
+        "exp_annotations": {
+            "summary": "Requests of team ml-research (tier premium) are being rate limited",
+            "description": "20% limited per authorized request (alert above 0.1) for team ml-research in tier premium.",
+        },
+    }
+    groups = rule_groups(plan)
+    alert = next(r for g in groups for r in g["rules"] if r.get("alert") == c.ALERT_RATE_LIMITED)
+    assert alert["for"] == "2m"
+    # With the default 15m this 6-minute burst never alerts; with 2m it fires from 3m.
+    check(plan, series, [], alerts=[
+        {"eval_time": "2m", "alertname": c.ALERT_RATE_LIMITED, "exp_alerts": []},
+        {"eval_time": "3m", "alertname": c.ALERT_RATE_LIMITED, "exp_alerts": [pressure]},
+    ])
