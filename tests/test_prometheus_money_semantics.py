@@ -172,3 +172,28 @@ def test_alert_for_durations_are_plan_settings_so_a_short_burst_of_rate_limiting
         {"eval_time": "2m", "alertname": c.ALERT_RATE_LIMITED, "exp_alerts": []},
         {"eval_time": "3m", "alertname": c.ALERT_RATE_LIMITED, "exp_alerts": [pressure]},
     ])
+
+
+def test_a_user_in_another_tier_than_the_team_is_priced_and_limited_at_its_own_tier(bundled_plan):
+    from costplan.generators.kuadrant.secrets import key_secret_annotations
+    from costplan.plan.model import ApiKeyRef, User
+
+    # gpt-4o-mini: 0.001 per request; alpha is in tier enterprise (x 0.8), its team ml-research in premium (x 1).
+    plan = with_model(bundled_plan(None), "gpt-4o-mini", usage_source="apps")
+    alpha = User(id="alpha", display_name=None, api_key=ApiKeyRef(secret_name="apikey-alpha", remote_key=None),
+                 tier="enterprise")
+    teams = tuple(dataclasses.replace(t, users=(*t.users, alpha)) if t.name == "ml-research" else t
+                  for t in plan.teams)
+    plan = dataclasses.replace(plan, teams=teams)
+    team = next(t for t in plan.teams if t.name == "ml-research")
+    # The gateway reads the user's tier from its key: limits follow it.
+    assert key_secret_annotations(team, alpha)["kuadrant.io/groups"] == "enterprise"
+    app = 'inference_requests_total{{model="gpt-4o-mini", team="ml-research", project="{}"}}'
+    check(plan, [(app.format("alpha"), "0x5 0+1x10 10x50"), (app.format("beta"), "0x5 0+1x10 10x50")], [
+        expr(money("costplan:spend_by_user:increase1h"), "60m", [
+            # alpha: 10 x 0.001 x 0.8 = 0.008 at tier enterprise
+            sample('{user="alpha", team="ml-research", tier="enterprise", cost_center="CC-1001"}', 0.008),
+            # beta (no tier of its own): 10 x 0.001 at the team's premium
+            sample('{user="beta", team="ml-research", tier="premium", cost_center="CC-1001"}', 0.01),
+        ]),
+    ])

@@ -134,6 +134,7 @@ METRIC_GPU_PRICE_PER_HOUR = "costplan:gpu_price_per_hour"  # {gpu_instance, inst
 METRIC_MODEL_INFO = "costplan:model_info"  # {model, model_name, source, provider}
 METRIC_MODEL_OWNER = "costplan:model_owner"  # {model, team, tier}
 METRIC_TEAM_INFO = "costplan:team_info"  # {team, tier, cost_center}
+METRIC_USER_TIER = "costplan:user_tier"  # {user, team, tier}: users whose tier is not their team's
 METRIC_NAMESPACE_TEAM = "costplan:namespace_team"  # {namespace, team, cost_center}
 METRIC_BUDGET_AMOUNT = "costplan:budget_amount"  # {team, budget, period}
 METRIC_BUDGET_THRESHOLD_AMOUNT = "costplan:budget_threshold_amount"  # {team, budget, period, threshold}

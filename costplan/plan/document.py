@@ -283,6 +283,7 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
                     User(
                         id=u["id"],
                         display_name=u.get("displayName"),
+                        tier=u.get("tier"),
                         api_key=ApiKeyRef(
                             secret_name=u.get("apiKey", {}).get("secretName", f"apikey-{u['id']}"),
                             remote_key=u.get("apiKey", {}).get("remoteKey"),

@@ -323,6 +323,7 @@ class User:
     id: str
     display_name: str | None
     api_key: ApiKeyRef
+    tier: str | None = None  # None: the team's tier
 
 
 @dataclass(frozen=True)

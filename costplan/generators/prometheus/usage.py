@@ -232,7 +232,7 @@ def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure
         subtrahend = _with_teams(plan, spec_, minus, fn, window)
         expr = f"clamp_min({expr} - ({subtrahend} or {expr} * 0), 0)"
     if measure.kind == "limited":
-        return _complete_tier(spec_, expr)
+        return _complete_tier(spec_, expr, plan)
     if len(models) == 1:
         served = promql_string(models[0].model_name)
         expr = f'label_replace({expr}, "{c.LABEL_MODEL_NAME}", {served}, "{c.LABEL_MODEL_NAME}", "")'
@@ -241,13 +241,25 @@ def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure
     if cap.USER not in spec_.labels and cap.TEAM not in spec_.labels:
         expr = f"{expr} * on({c.LABEL_MODEL}) group_left({c.LABEL_TEAM}, {c.LABEL_TIER}) {c.METRIC_MODEL_OWNER}"
         return expr
-    return _complete_tier(spec_, expr)
+    return _complete_tier(spec_, expr, plan)
 
 
-def _complete_tier(spec_: Spec, expr: str) -> str:
+def _complete_tier(spec_: Spec, expr: str, plan: Plan | None = None) -> str:
+    """The tier of a series without one: the user's own (``users[].tier``) where set, else the team's."""
     if cap.TIER in spec_.labels or (cap.TEAM not in spec_.labels and cap.USER not in spec_.labels):
         return expr
-    return f"{expr} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {c.METRIC_TEAM_INFO}"
+    by_team = f"{c.METRIC_TEAM_INFO}"
+    if plan is None or cap.USER not in spec_.labels or not _own_tiers(plan):
+        return f"{expr} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team}"
+    own = f"on({c.LABEL_USER}, {c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {c.METRIC_USER_TIER}"
+    return (
+        f"({expr} * {own} or ({expr} unless on({c.LABEL_USER}, {c.LABEL_TEAM}) {c.METRIC_USER_TIER})"
+        f" * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team})"
+    )
+
+
+def _own_tiers(plan: Plan) -> bool:
+    return any(u.tier and u.tier != t.tier for t in plan.teams for u in t.users)
 
 
 def models_of(plan: Plan, source: UsageSource) -> list[Model]:
