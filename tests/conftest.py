@@ -78,6 +78,7 @@ PROMETHEUS_SUITES = {
     "test_prometheus_alerts",
     "test_prometheus_calendar",
     "test_prometheus_money",
+    "test_prometheus_money_semantics",
     "test_report_chain",
     "test_report_e2e",
 }

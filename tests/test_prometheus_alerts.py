@@ -146,22 +146,19 @@ def test_spend_anomaly_fires_on_a_spike_after_a_steady_day_and_not_for_steady_sp
     # Both teams: 1 call a minute × 0.01 = 0.60 EUR an hour for 24 hours.
     # From 24h research calls 10 a minute (6.00 EUR an hour); support stays steady.
     series = [
-        (f"authorized_calls{{{ALICE}}}", "0+1x1440 1450+10x59"),
-        (f"authorized_calls{{{CAROL}}}", "0+1x1500"),
+        (f"authorized_calls{{{ALICE}}}", "0+1x1440 1450+10x80"),
+        (f"authorized_calls{{{CAROL}}}", "0+1x1530"),
     ]
-    # At 24h+m (0 < m < 60) the 24-hour sum reads the hourly spend at 1h … 24h:
-    # 24 × 0.60 = 14.40, so 3 × 14.40 / 24 = 1.80 is the bar.
-    # research's last hour: (60 − m) calls at 1 a minute + m × 10 = 60 + 9m calls,
-    # (0.60 + 0.09m) EUR: above 1.80 from m = 14 (1.86; m = 13 gives 1.77).
-    # for: 15m → pending 24h14m … 24h28m, firing from 24h29m with 60 + 9 × 29 = 321 calls = 3.21 EUR.
-    # support: 0.60 ≤ 1.80 throughout.
+    # The hourly spend is that of the clock hour that closed last. Until 25h it is 0.60 for both
+    # teams, the 24-hour sum 24 × 0.60 = 14.40, the bar 3 × 14.40 / 24 = 1.80: silent.
+    # At 25h research's hour 24h-25h closes: 600 calls = 6.00 EUR; the 24 closed hours
+    # (ending 2h … 25h) sum to 23 × 0.60 + 6.00 = 19.80, bar 3 × 19.80 / 24 = 2.475 < 6.00.
+    # for: 15m → pending from 25h, firing from 25h15m. support: 0.60 throughout.
     run(plan, series, [
         at("23h", ANOMALY),
-        at("24h28m", ANOMALY),
-        at("24h29m", ANOMALY, spike("research", "CC-1", "3.21")),
-        # 25h: the last hour is 600 calls = 6.00 EUR; the 24-hour sum (2h … 25h) now
-        # holds the spike: 23 × 0.60 + 6.00 = 19.80, bar 3 × 19.80 / 24 = 2.475 < 6.00.
-        at("25h", ANOMALY, spike("research", "CC-1", "6.00")),
+        at("24h59m", ANOMALY),
+        at("25h14m", ANOMALY),
+        at("25h15m", ANOMALY, spike("research", "CC-1", "6.00")),
     ])
 
 

@@ -308,6 +308,15 @@ def test_gpu_cost_idle_cost_and_gpu_hourly_model(bundled_plan):
         expr(money('costplan:spend_by_model:increase1h{model="llama-guard"}'), "2h", [
             sample('{model="llama-guard"}', 1.006),
         ]),
+        # ml-research's own namespace: its 2 GPUs are its charge, 2 × 1.006 = 2.012 an hour; platform's
+        # llm GPU is llama-guard's charge already, so platform has no team GPU charge.
+        expr(money('costplan:spend:increase1h{charge="gpu", model=""}'), "2h", [
+            sample('{charge="gpu", team="ml-research", tier="premium", cost_center="CC-1001"}', 2.012),
+        ]),
+        # ... and counts in the team's spend to date: 3 hours, 6.036
+        expr(money('costplan:spend_by_team:period_to_date{team="ml-research", period="month"}'), "3h", [
+            sample('{team="ml-research", cost_center="CC-1001", period="month"}', 6.036),
+        ]),
     ])
 
 

@@ -62,7 +62,7 @@ def test_rules_land_in_the_prometheus_namespace_with_rule_labels(bundled_plan):
     plan = bundled_plan("dev")
     objects = prometheus.prometheus_rules(plan)
     assert [o["metadata"]["name"] for o in objects] == [
-        "costplan-prices", "costplan-usage", "costplan-volume", "costplan-spend", "costplan-budgets", "costplan-alerts",
+        "costplan-prices", "costplan-usage", "costplan-hourly", "costplan-spend", "costplan-alerts",
     ]
     for obj in objects:
         assert obj["metadata"]["namespace"] == "monitoring-dev"

@@ -70,14 +70,17 @@ def test_custom_range_reads_naive_times_in_the_plan_timezone(bundled_plan):
         report.choose_period(plan, "2026-13", None, None, at("2027-01-01T00:00:00Z"))
 
 
-def test_window_query_excludes_the_step_closing_at_the_start():
+def test_window_query_reads_each_closed_hour_in_the_hour_after_it():
     query = report.spend_query(at("2026-10-01T00:00:00Z"), at("2026-10-02T00:00:00Z"))
+    # Queried at 02 Oct 01:00: steps 01 Oct 01:00 .. 02 Oct 01:00, each the hour before it.
+    assert report.read_time(at("2026-10-02T00:00:00Z")) == at("2026-10-02T01:00:00Z")
     assert query == (
         "sum by (team, user, tier, model, cost_center) "
-        "(sum_over_time(costplan:spend:increase1h[86399s:1h]))"
+        "(sum_over_time(last_over_time(costplan:spend:increase1h[1h] offset 1s)[86399s:1h]))"
     )
     assert report.requests_query(at("2026-10-01T00:00:00Z"), at("2026-10-01T01:00:00Z")) == (
-        "sum by (team, user, tier, model) (sum_over_time(costplan:usage_requests:increase1h[3599s:1h]))"
+        "sum by (team, user, tier, model) "
+        "(sum_over_time(last_over_time(costplan:usage_requests:increase1h[1h] offset 1s)[3599s:1h]))"
     )
 
 
@@ -97,7 +100,7 @@ def test_rows_round_half_even_and_fill_the_cost_center(bundled_plan):
         end,
         spend=[
             sample("0.15000000000000002", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet"),
-            sample("0.0000025", team="platform", user="batch-runner", tier="enterprise", model="mixtral-batch", cost_center="CC-0001"),
+            sample("0.00000000025", team="platform", user="batch-runner", tier="enterprise", model="mixtral-batch", cost_center="CC-0001"),
         ],
         requests=[sample("11.999999999", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet")],
         tokens=[
@@ -105,12 +108,44 @@ def test_rows_round_half_even_and_fill_the_cost_center(bundled_plan):
             sample("5000.0000001", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet", token_type="output"),
         ],
     )
+    # The plan's finest unit price has ten decimals (mixtral-batch: 1 per million x 0.8 ... and
+    # cached tokens), so money keeps ten, rounded half-even.
+    assert report.money_quantum(plan) == Decimal("0.0000000001")
     assert [(r.team, r.cost_center, r.cost) for r in rows] == [
-        ("ml-research", "CC-1001", Decimal("0.150000")),
-        ("platform", "CC-0001", Decimal("0.000002")),  # half-even: 0.0000025 -> 0.000002
+        ("ml-research", "CC-1001", Decimal("0.1500000000")),
+        ("platform", "CC-0001", Decimal("0.0000000002")),  # half-even: 0.00000000025 -> 0.0000000002
     ]
     assert rows[0].requests == Decimal(12)
     assert rows[0].tokens == {"input": Decimal(20000), "output": Decimal(5000)}
+
+
+def test_money_keeps_the_precision_of_per_token_prices_and_totals_add_up(bundled_plan):
+    # 0.15 per million tokens: one token costs 0.00000015; six decimals would print 0.000000.
+    from costplan.plan.model import PerMillionTokens
+
+    plan = bundled_plan()
+    models = tuple(
+        dataclasses.replace(m, pricing=PerMillionTokens(input=Decimal("0.15"), output=Decimal("0.6")))
+        if m.name == "claude-sonnet" else m for m in plan.models
+    )
+    plan = dataclasses.replace(plan, models=models)
+    start, end = at("2026-10-01T00:00:00Z"), at("2026-10-02T00:00:00Z")
+    rows = report.rows_from_samples(plan, start, end, spend=[
+        sample("0.00000015", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet"),
+        sample("0.00000045", team="ml-research", user="premiumuser2", tier="premium", model="claude-sonnet"),
+    ], tokens=[
+        sample("1", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet", token_type="input"),
+        sample("2", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet", token_type="output"),
+    ])
+    period = report.month_period("2026-10", ZoneInfo("UTC"))
+    detail = list(csv.DictReader(io.StringIO(report.chargeback_csv(plan, period, rows, "user"))))
+    assert [r["cost"] for r in detail] == ["0.0000004500", "0.0000001500"]
+    # total_tokens is all of a row's tokens, not only a source's "total" type.
+    assert [r["total_tokens"] for r in detail] == ["0", "3"]
+    team = list(csv.DictReader(io.StringIO(report.chargeback_csv(plan, period, rows, "team"))))
+    assert [r["cost"] for r in team] == ["0.0000006000"]
+    document = json.loads(report.chargeback_json(plan, period, rows))
+    assert document["total"] == "0.0000006000"
 
 
 def make_rows(plan):
@@ -118,10 +153,10 @@ def make_rows(plan):
     d2 = (at("2026-10-02T00:00:00Z"), at("2026-10-03T00:00:00Z"))
     row = report.UsageRow
     return [
-        row(*d1, "ml-research", "premiumuser1", "premium", "claude-sonnet", "CC-1001", Decimal("1.250000"),
+        row(*d1, "ml-research", "premiumuser1", "premium", "claude-sonnet", "CC-1001", Decimal("1.2500000000"),
             Decimal(10), {"input": Decimal(200000), "output": Decimal(50000)}),
-        row(*d2, "ml-research", "premiumuser2", "premium", "qwen3-0-6b", "CC-1001", Decimal("0.002000"), Decimal(1)),
-        row(*d2, "platform", "batch-runner", "enterprise", "qwen3-0-6b", "CC-0001", Decimal("0.800000"), Decimal(500)),
+        row(*d2, "ml-research", "premiumuser2", "premium", "qwen3-0-6b", "CC-1001", Decimal("0.0020000000"), Decimal(1)),
+        row(*d2, "platform", "batch-runner", "enterprise", "qwen3-0-6b", "CC-0001", Decimal("0.8000000000"), Decimal(500)),
     ]
 
 
@@ -132,17 +167,17 @@ def test_views_add_up_to_one_total(bundled_plan):
     assert report.chargeback_csv(plan, period, rows, "team") == (
         "period_start,period_end,team,cost_center,requests,input_tokens,output_tokens,cached_input_tokens,"
         "reasoning_tokens,total_tokens,cost,currency\n"
-        "2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,ml-research,CC-1001,11,200000,50000,0,0,0,1.252000,USD\n"
-        "2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,platform,CC-0001,500,0,0,0,0,0,0.800000,USD\n"
+        "2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,ml-research,CC-1001,11,200000,50000,0,0,250000,1.2520000000,USD\n"
+        "2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,platform,CC-0001,500,0,0,0,0,0,0.8000000000,USD\n"
     )
     document = json.loads(report.chargeback_json(plan, period, rows))
-    assert document["total"] == "2.052000"
+    assert document["total"] == "2.0520000000"
     assert [m["model"] for m in document["byModel"]] == ["claude-sonnet", "qwen3-0-6b"]
-    assert [m["cost"] for m in document["byModel"]] == ["1.250000", "0.802000"]
+    assert [m["cost"] for m in document["byModel"]] == ["1.2500000000", "0.8020000000"]
     assert document["byCostCenter"] == [
-        {"cost_center": "CC-1001", "cost": "1.252000", "requests": "11",
-         "tokens": {"cached_input": "0", "input": "200000", "output": "50000", "reasoning": "0", "total": "0"}},
-        {"cost_center": "CC-0001", "cost": "0.800000", "requests": "500",
+        {"cost_center": "CC-1001", "cost": "1.2520000000", "requests": "11",
+         "tokens": {"cached_input": "0", "input": "200000", "output": "50000", "reasoning": "0", "total": "250000"}},
+        {"cost_center": "CC-0001", "cost": "0.8000000000", "requests": "500",
          "tokens": {"cached_input": "0", "input": "0", "output": "0", "reasoning": "0", "total": "0"}},
     ]
     assert len(document["byUser"]) == 3 and len(document["detail"]) == 3
@@ -157,7 +192,7 @@ def test_focus_rows(bundled_plan):
     assert first["ChargePeriodEnd"] == "2026-10-02T00:00:00Z"
     assert first["BillingPeriodStart"] == "2026-10-01T00:00:00Z"
     assert first["BillingPeriodEnd"] == "2026-11-01T00:00:00Z"
-    assert first["BilledCost"] == first["EffectiveCost"] == first["ListCost"] == "1.250000"
+    assert first["BilledCost"] == first["EffectiveCost"] == first["ListCost"] == "1.2500000000"
     assert first["PricingUnit"] == "1000000 Tokens"
     assert first["PricingQuantity"] == "0.25"
     assert first["ServiceCategory"] == "AI and Machine Learning"
@@ -169,8 +204,8 @@ def test_focus_rows(bundled_plan):
     assert json.loads(first["Tags"]) == {"cost_center": "CC-1001", "team": "ml-research", "tier": "premium",
                                          "user": "premiumuser1"}
     # Enterprise pays 0.8 of list: 0.80 billed is 1.00 at list price.
-    assert enterprise["BilledCost"] == "0.800000"
-    assert enterprise["ListCost"] == "1.000000"
+    assert enterprise["BilledCost"] == "0.8000000000"
+    assert enterprise["ListCost"] == "1.0000000000"
     assert (enterprise["PricingQuantity"], enterprise["PricingUnit"]) == ("500", "Requests")
     assert all(name.startswith("x_") for name in report.FOCUS_COLUMNS[report.FOCUS_COLUMNS.index("x_Team"):])
 

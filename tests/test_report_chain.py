@@ -29,13 +29,11 @@ last test repeats the chain with scrapes half a minute off the evaluations,
 as they fall in a live Prometheus, and shows the money is then no longer
 exact (marked as an expected failure, see its reason).
 
-Where the month boundary falls: the report reads ``costplan:spend:increase1h``
-at each full hour; the latest spend evaluation at or before 00:00 ran at
-23:59:xx and read the usage evaluation of 23:59:yy or 23:58:yy. Traffic in
-the last two minutes before a boundary may therefore land in the next
-period. All traffic here is at least five minutes away from any full hour
-(but within the last and first hour of the months), so every amount below
-belongs to exactly one month.
+Where the month boundary falls: ``costplan:spend:increase1h`` holds the
+money of the clock hour that closed last, computed from the counters' last
+samples at or before each full hour, and the report reads each hour in the
+hour after it. Only calls scraped after the full hour that ends their month
+land in the next one (at most one scrape interval).
 """
 
 from __future__ import annotations
@@ -50,7 +48,7 @@ import pytest
 from click.testing import CliRunner
 
 from costplan.chargeback.promapi import PrometheusClient
-from costplan.chargeback.report import window_query
+from costplan.chargeback.report import read_time, window_query
 from costplan.cli.app import main
 from costplan.core import conventions as c
 from costplan.generators.prometheus import rules_files
@@ -64,7 +62,7 @@ UTC = UTC
 DATA_START = datetime(2025, 2, 28, 18, tzinfo=UTC)
 DATA_END = datetime(2025, 3, 1, 7, tzinfo=UTC)
 MINUTE_MS = 60_000
-SIX = Decimal("0.000001")
+SEVEN = Decimal("0.0000001")
 
 PLAN_YAML = """\
 apiVersion: costplan.dev/v1alpha1
@@ -252,14 +250,14 @@ def build_chain(work: Path, scrape_shift_ms: int = 0, targets: set[str] | None =
     files = rules_files(load_plan(plan_path))
     names = {doc["groups"][0]["name"]: name for name, doc in files.items()}
     groups = [doc["groups"][0] for doc in files.values()]
-    assert [g["name"] for g in groups][:3] == [c.GROUP_PRICES, c.GROUP_USAGE, c.GROUP_SPEND]
+    assert [g["name"] for g in groups][:4] == [c.GROUP_PRICES, c.GROUP_USAGE, c.GROUP_HOURLY, c.GROUP_SPEND]
     if targets is not None:
         groups = promserver.needed_rules(groups, targets)
     server = PrometheusServer(work, work / "data")
     server.start()
     try:
-        usage = next(g for g in groups if g["name"] == c.GROUP_USAGE)
-        offset = promserver.evaluation_offset_ms(server, usage, names[c.GROUP_USAGE], DATA_START)
+        usage = next((g for g in groups if g["name"] == c.GROUP_USAGE), groups[0])
+        offset = promserver.evaluation_offset_ms(server, usage, names[usage["name"]], DATA_START)
         server.stop()
         promserver.backfill_openmetrics(openmetrics((offset + scrape_shift_ms) % MINUTE_MS, calls),
                                       server.data_dir, work)
@@ -302,9 +300,9 @@ def money_of(rows: dict[tuple[str, ...], dict[str, str]]) -> dict[tuple[str, ...
 
 
 def query(chain, expr: str, moment: datetime) -> dict[tuple[str, ...], str]:
-    """Instant query; values rounded half-even to six decimals like the report."""
+    """Instant query; values rounded half-even to seven decimals like the report."""
     samples = PrometheusClient(chain[0]).query(expr, moment)
-    return {tuple(sorted(s.labels.items())): f"{s.value.quantize(SIX, ROUND_HALF_EVEN):f}" for s in samples}
+    return {tuple(sorted(s.labels.items())): f"{s.value.quantize(SEVEN, ROUND_HALF_EVEN):f}" for s in samples}
 
 
 # --------------------------------------------------------------------------
@@ -317,7 +315,7 @@ def test_february_by_team(chain):
     # research: alice 6 calls x 0.002 = 0.012, bob 4 x 0.002 = 0.008,
     #   sonnet 0.0492 (see test_token_money_by_type) -> 0.0692
     # support: premiumuser1 8 x 0.002 = 0.016
-    assert money_of(rows) == {("research",): "0.069200", ("support",): "0.016000"}
+    assert money_of(rows) == {("research",): "0.0692000", ("support",): "0.0160000"}
     assert rows[("research",)]["cost_center"] == "CC-1"
     assert rows[("support",)]["cost_center"] == "CC-2"
     # 6 + 4 Limitador calls + 3 + 1 gateway requests; 8 calls.
@@ -328,10 +326,10 @@ def test_february_by_team(chain):
 def test_february_by_user(chain):
     rows = report(chain, "2025-02", "user")
     assert money_of(rows) == {
-        ("research", ""): "0.049200",  # the gateway knows no user: the model's owning team pays
-        ("support", "premiumuser1"): "0.016000",  # 8 x 0.002, 3 of them at 23:30
-        ("research", "alice"): "0.012000",  # 3 + 2 (another route) + 1 at 23:45 = 6 x 0.002
-        ("research", "bob"): "0.008000",  # 4 x 0.002
+        ("research", ""): "0.0492000",  # the gateway knows no user: the model's owning team pays
+        ("support", "premiumuser1"): "0.0160000",  # 8 x 0.002, 3 of them at 23:30
+        ("research", "alice"): "0.0120000",  # 3 + 2 (another route) + 1 at 23:45 = 6 x 0.002
+        ("research", "bob"): "0.0080000",  # 4 x 0.002
     }
     assert {k: r["requests"] for k, r in rows.items()} == {
         ("research", ""): "4", ("support", "premiumuser1"): "8", ("research", "alice"): "6", ("research", "bob"): "4",
@@ -347,7 +345,7 @@ def test_march_by_team(chain):
     rows = report(chain, "2025-03", "team")
     # research: alice 7 x 0.002 = 0.014, bob nothing, sonnet 0.915 -> 0.929
     # support: premiumuser1 10 x 0.002 = 0.020 (all at 00:30, in March's first hour)
-    assert money_of(rows) == {("research",): "0.929000", ("support",): "0.020000"}
+    assert money_of(rows) == {("research",): "0.9290000", ("support",): "0.0200000"}
     assert rows[("research",)]["requests"] == "32"  # 7 calls + 25 gateway requests
     assert rows[("support",)]["requests"] == "10"
 
@@ -355,10 +353,10 @@ def test_march_by_team(chain):
 def test_march_by_user(chain):
     rows = report(chain, "2025-03", "user")
     assert money_of(rows) == {
-        ("research", ""): "0.915000",
-        ("support", "premiumuser1"): "0.020000",
-        ("research", "alice"): "0.014000",  # 2 at 00:15 + 5 at 03:20 = 7 x 0.002
-        ("research", "bob"): "0.000000",  # counted, idle in March
+        ("research", ""): "0.9150000",
+        ("support", "premiumuser1"): "0.0200000",
+        ("research", "alice"): "0.0140000",  # 2 at 00:15 + 5 at 03:20 = 7 x 0.002
+        ("research", "bob"): "0.0000000",  # counted, idle in March
     }
 
 
@@ -383,17 +381,17 @@ def test_token_money_by_type(chain):
 
     def by_type(start: str, end: str) -> dict[str, str]:
         expr = window_query(token_spend, (c.LABEL_TOKEN_TYPE,), at(start), at(end))
-        return {dict(k)[c.LABEL_TOKEN_TYPE]: v for k, v in query(chain, expr, at(end)).items()}
+        return {dict(k)[c.LABEL_TOKEN_TYPE]: v for k, v in query(chain, expr, read_time(at(end))).items()}
 
     # 28 February: uncached input 6000 x 3/1M = 0.018, cached 4000 x 0.3/1M = 0.0012,
     # output 2000 x 15/1M = 0.03 -> 0.0492
     assert by_type("2025-02-28T00:00", "2025-03-01T00:00") == {
-        "input": "0.018000", "cached_input": "0.001200", "output": "0.030000", "reasoning": "0.000000",
+        "input": "0.0180000", "cached_input": "0.0012000", "output": "0.0300000", "reasoning": "0.0000000",
     }
     # 1 March: uncached 150000 x 3/1M = 0.45, cached 50000 x 0.3/1M = 0.015, output 20000 x 15/1M = 0.3,
     # reasoning 10000 at the output price (not priced separately) 15/1M = 0.15 -> 0.915
     assert by_type("2025-03-01T00:00", "2025-03-02T00:00") == {
-        "input": "0.450000", "cached_input": "0.015000", "output": "0.300000", "reasoning": "0.150000",
+        "input": "0.4500000", "cached_input": "0.0150000", "output": "0.3000000", "reasoning": "0.1500000",
     }
 
 
@@ -406,12 +404,13 @@ def test_budget_spend_follows_the_month(chain):
     spend = f'{c.METRIC_BUDGET_SPEND}{{budget="monthly", team="research"}}'
     # At 23:30 the closed hours 20-21, 21-22 and 22-23 count: alice 3 + 2 calls (0.010), sonnet 0.0492,
     # bob 4 calls (0.008) -> 0.0672.
-    assert list(query(chain, spend, at("2025-02-28T23:30")).values()) == ["0.067200"]
-    # alice's call at 23:45 never reaches February's gauge: its hour closes at midnight, when the gauge
-    # already counts March (the documented lag of at most one hour).
-    # At 06:00 on 1 March the gauge was reset at midnight and holds March's hours, which end by 05:00:
+    assert list(query(chain, spend, at("2025-02-28T23:30")).values()) == ["0.0672000"]
+    # (In the first hour of March the gauge describes February complete with its last hour; rule
+    # backfills resolve ``@ end()`` to the end of a block rather than each evaluation, so that is
+    # proven with promtool's unit tests, test_prometheus_money_semantics.py.)
+    # At 06:00 on 1 March the gauge holds March's hours, which end by 06:00:
     # the same 0.929 the March report charges research.
-    assert list(query(chain, spend, at("2025-03-01T06:00")).values()) == ["0.929000"]
+    assert list(query(chain, spend, at("2025-03-01T06:00")).values()) == ["0.9290000"]
 
 
 # --------------------------------------------------------------------------
@@ -442,8 +441,8 @@ def test_money_is_exact_when_scrapes_fall_between_evaluations(unaligned_chain):
     rows = report(unaligned_chain, "2025-03", "user")
     # The usage of test_march_by_user plus bob's 4 calls before 03:00; only the scrape times differ.
     assert money_of(rows) == {
-        ("research", ""): "0.915000",
-        ("support", "premiumuser1"): "0.020000",  # 10 x 0.002
-        ("research", "alice"): "0.014000",  # 7 x 0.002
-        ("research", "bob"): "0.008000",  # 4 x 0.002
+        ("research", ""): "0.9150000",
+        ("support", "premiumuser1"): "0.0200000",  # 10 x 0.002
+        ("research", "alice"): "0.0140000",  # 7 x 0.002
+        ("research", "bob"): "0.0080000",  # 4 x 0.002
     }

@@ -144,9 +144,9 @@ def test_march_chargeback_by_team_is_exact(prometheus_url):
     # Hand-computed: ml-research 12 x 0.0125 + 7 (the hour closing 1 April 00:00);
     # platform 20 x 0.96; customer-support 0.002. February's and April's hours excluded.
     assert {team: r["cost"] for team, r in rows.items()} == {
-        "platform": "19.200000",
-        "ml-research": "7.150000",
-        "customer-support": "0.002000",
+        "platform": "19.2000000000",
+        "ml-research": "7.1500000000",
+        "customer-support": "0.0020000000",
     }
     assert rows["ml-research"]["requests"] == "60"  # 12 x 5; the 1000 at 1 March 00:00 is February's
     assert rows["ml-research"]["input_tokens"] == "12000"
@@ -169,19 +169,19 @@ def test_all_files_and_focus_total(prometheus_url, tmp_path: Path):
         "focus-base-2025-03.csv",
     ]
     focus = list(csv.DictReader((tmp_path / "focus-base-2025-03.csv").open()))
-    assert sum(Decimal(r["BilledCost"]) for r in focus) == Decimal("26.352000")
+    assert sum(Decimal(r["BilledCost"]) for r in focus) == Decimal("26.3520000000")
     # Daily charge periods: ml-research on 3 March and on 31 March (the hour closing at midnight).
     ml = sorted((r["ChargePeriodStart"], r["BilledCost"]) for r in focus if r["x_Team"] == "ml-research")
-    assert ml == [("2025-03-03T00:00:00Z", "0.150000"), ("2025-03-31T00:00:00Z", "7.000000")]
+    assert ml == [("2025-03-03T00:00:00Z", "0.1500000000"), ("2025-03-31T00:00:00Z", "7.0000000000")]
     platform = next(r for r in focus if r["x_Team"] == "platform")
-    assert platform["ListCost"] == "24.000000"  # enterprise pays 0.8 of list: 19.2 / 0.8
+    assert platform["ListCost"] == "24.0000000000"  # enterprise pays 0.8 of list: 19.2 / 0.8
 
 
 def test_custom_range(prometheus_url):
     result = run_report(prometheus_url, "--start", "2025-03-10T00:00:00Z", "--end", "2025-03-10T10:00:00Z",
                         "--group-by", "user")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert [(r["user"], r["cost"]) for r in rows] == [("batch-runner", "9.600000")]  # 10 x 0.96
+    assert [(r["user"], r["cost"]) for r in rows] == [("batch-runner", "9.6000000000")]  # 10 x 0.96
 
 
 def test_empty_period_is_a_clear_error(prometheus_url):

@@ -1,15 +1,16 @@
 """``costplan report``: the chargeback for a period, from the spend rules' series.
 
 The money comes from the spend rules' hourly series
-(``conventions.METRIC_SPEND_HOURLY``, money in the hour before each sample),
-summed over an hourly subquery exactly as the budget rules sum it, so a
-report and a budget gauge agree.
+(``conventions.METRIC_SPEND_HOURLY``: at any time, the money of the clock
+hour that closed last), summed over an hourly subquery exactly as the budget
+rules sum it, so a report and a budget gauge agree.
 
-Periods are half-open in time, ``[start, end)``, as FOCUS wants; the hourly
-step that closes exactly at ``start`` covers the hour *before* it and belongs
-to the previous period, the one closing at ``end`` to this one. An aligned
-subquery includes both ends, so each window is queried with a range one
-second shorter than the window, ending at the window's end.
+Periods are half-open in time, ``[start, end)``, as FOCUS wants: the clock
+hours ending in ``(start, end]``. The hour ending at ``E`` is the last value
+recorded before ``E + 1h`` (``periods.closed_hour``), so a window is queried
+at ``end + 1h`` (``read_time``) over steps in ``(start + 1h, end + 1h]``. An
+aligned subquery includes both ends, so the range is one second shorter
+than the window.
 
 The period is split into days at midnight in the plan's timezone (23- or
 25-hour days around DST changes). One query per day keeps each query small,
@@ -18,7 +19,8 @@ export.
 
 Rounding: Prometheus returns sums as floats. Each daily value of one
 (team, user, tier, model, cost center) is parsed with ``Decimal(str)`` and
-rounded half-even to ``MONEY_QUANTUM`` (0.000001); request and token counts
+rounded half-even to the plan's money precision (``money_quantum``: as
+many decimals as its finest unit price, at least six); request and token counts
 to whole units. Every total is an exact ``Decimal`` sum of those rounded
 rows, so all views of one report add up to the same total.
 
@@ -43,6 +45,8 @@ from zoneinfo import ZoneInfo
 from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusError, Sample, post
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure, UsageProblem
+from costplan.core.money import per_unit
+from costplan.generators.prometheus.periods import closed_hour
 from costplan.plan.model import (
     GpuHourly,
     PerMillionTokens,
@@ -51,8 +55,10 @@ from costplan.plan.model import (
     Plan,
     TieredVolume,
 )
+from costplan.plan.pricing import priced_tiers
 
-MONEY_QUANTUM = Decimal("0.000001")
+MONEY_QUANTUM = Decimal("0.000001")  # the least precision money is shown with
+MAX_MONEY_PLACES = 12  # beyond this, floats returned by Prometheus carry noise, not money
 UNIT_QUANTUM = Decimal(1)
 IDENTITY = (c.LABEL_TEAM, c.LABEL_USER, c.LABEL_TIER, c.LABEL_MODEL, c.LABEL_COST_CENTER)
 GROUPS: Mapping[str, tuple[str, ...]] = {
@@ -63,6 +69,41 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
     "cost-center": (c.LABEL_COST_CENTER,),
 }
 TOKEN_COLUMNS = (c.TOKEN_TYPE_INPUT, c.TOKEN_TYPE_OUTPUT, c.TOKEN_TYPE_CACHED, c.TOKEN_TYPE_REASONING, c.TOKEN_TYPE_TOTAL)
+
+
+def _unit_prices(plan: Plan, pricing: object) -> Iterable[Decimal]:
+    """The price of one unit (request, token, GPU-hour) of each kind a pricing charges."""
+    if isinstance(pricing, PerRequest):
+        yield pricing.price
+    elif isinstance(pricing, PerMillionTokens):
+        for price in (pricing.input, pricing.output, pricing.cached_input, pricing.reasoning):
+            if price is not None:
+                yield per_unit(price)
+    elif isinstance(pricing, PerRequestWithIncludedTokens):
+        yield pricing.price_per_request
+        yield per_unit(pricing.overage_per_million_tokens)
+    elif isinstance(pricing, TieredVolume):
+        for band in pricing.tiers:
+            yield per_unit(band.price) if pricing.unit == "tokens" else band.price
+    elif isinstance(pricing, GpuHourly):
+        yield from (gpu.hourly_rate_per_gpu for gpu in plan.gpu_instances)
+
+
+def money_quantum(plan: Plan) -> Decimal:
+    """The plan's money precision: as many decimals as its finest unit price has.
+
+    At least ``MONEY_QUANTUM`` (six decimals), at most ``MAX_MONEY_PLACES``:
+    a price of 0.15 per million tokens (0.00000015 a token) keeps eight, so
+    one token's money never prints as zero.
+    """
+    places = 6  # MONEY_QUANTUM
+    for model in plan.models:
+        for _, pricing, multiplier in priced_tiers(plan, model):
+            for price in _unit_prices(plan, pricing):
+                exponent = (price * multiplier).normalize().as_tuple().exponent
+                if isinstance(exponent, int):
+                    places = max(places, -exponent)
+    return Decimal(1).scaleb(-min(places, MAX_MONEY_PLACES))
 
 
 class PeriodError(UsageProblem):
@@ -166,10 +207,15 @@ def range_seconds(start: datetime, end: datetime) -> int:
     return (end - start) // timedelta(seconds=1) - 1
 
 
+def read_time(end: datetime) -> datetime:
+    """When a window ending at ``end`` is queried: the hour ending at ``end`` is read in the hour after it."""
+    return end + timedelta(hours=1)
+
+
 def window_query(metric: str, by: Sequence[str], start: datetime, end: datetime) -> str:
-    """Sum of an hourly series over the steps in ``(start, end]``, evaluated at ``end``."""
+    """Sum of an hourly series over the clock hours ending in ``(start, end]``, evaluated at ``read_time(end)``."""
     span = range_seconds(start, end)
-    return f"sum by ({', '.join(by)}) (sum_over_time({metric}[{span}s:{c.OUTPUT_STEP}]))"
+    return f"sum by ({', '.join(by)}) (sum_over_time({closed_hour(metric)}[{span}s:{c.OUTPUT_STEP}]))"
 
 
 def spend_query(start: datetime, end: datetime) -> str:
@@ -230,6 +276,7 @@ def rows_from_samples(
     tokens: Iterable[Sample] = (),
 ) -> list[UsageRow]:
     """Join the three answers of one window on identity and round them (pure)."""
+    quantum = money_quantum(plan)
     costs: dict[tuple[str, ...], Decimal] = {}
     counts: dict[tuple[str, ...], Decimal] = {}
     token_counts: dict[tuple[str, ...], dict[str, Decimal]] = {}
@@ -256,7 +303,7 @@ def rows_from_samples(
                 tier=tier,
                 model=model,
                 cost_center=cost_center,
-                cost=costs.get(key, Decimal(0)).quantize(MONEY_QUANTUM, ROUND_HALF_EVEN),
+                cost=costs.get(key, Decimal(0)).quantize(quantum, ROUND_HALF_EVEN),
                 requests=counts.get(key, Decimal(0)).quantize(UNIT_QUANTUM, ROUND_HALF_EVEN),
                 tokens={
                     kind: value.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN)
@@ -284,9 +331,9 @@ def collect(
             plan,
             start,
             end,
-            client.query(spend_query(start, end), end),
-            client.query(requests_query(start, end), end),
-            client.query(tokens_query(start, end), end),
+            client.query(spend_query(start, end), read_time(end)),
+            client.query(requests_query(start, end), read_time(end)),
+            client.query(tokens_query(start, end), read_time(end)),
         )
         _refuse_negative(window, client.base_url)
         rows.extend(window)
@@ -309,9 +356,9 @@ def _refuse_negative(rows: Iterable[UsageRow], source: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def money(value: Decimal) -> str:
-    """Fixed six decimals: the report's money precision."""
-    return f"{value.quantize(MONEY_QUANTUM, ROUND_HALF_EVEN):f}"
+def money(value: Decimal, quantum: Decimal = MONEY_QUANTUM) -> str:
+    """Fixed decimals: the plan's money precision (``money_quantum``)."""
+    return f"{value.quantize(quantum, ROUND_HALF_EVEN):f}"
 
 
 def units(value: Decimal) -> str:
@@ -347,6 +394,13 @@ def aggregate(rows: Iterable[UsageRow], labels: Sequence[str]) -> list[Line]:
             bucket[kind] = bucket.get(kind, Decimal(0)) + count
     lines = [Line(key, costs[key], requests[key], tokens[key]) for key in costs]
     return sorted(lines, key=lambda line: (-line.cost, line.key))
+
+
+def _tokens_of(tokens: Mapping[str, Decimal], kind: str) -> Decimal:
+    """Tokens of one type; ``total`` is all of them (sources that count only totals report them as ``total``)."""
+    if kind == c.TOKEN_TYPE_TOTAL:
+        return sum(tokens.values(), Decimal(0))
+    return tokens.get(kind, Decimal(0))
 
 
 def total(rows: Iterable[UsageRow]) -> Decimal:
@@ -404,8 +458,8 @@ def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: 
                 utc(period.end),
                 *line.key,
                 units(line.requests),
-                *(units(line.tokens.get(kind, Decimal(0))) for kind in TOKEN_COLUMNS),
-                money(line.cost),
+                *(units(_tokens_of(line.tokens, kind)) for kind in TOKEN_COLUMNS),
+                money(line.cost, money_quantum(plan)),
                 plan.currency,
             ]
         )
@@ -421,8 +475,8 @@ def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) ->
             {
                 **dict(zip(labels, line.key, strict=False)),
                 "requests": units(line.requests),
-                "tokens": {kind: units(line.tokens.get(kind, Decimal(0))) for kind in TOKEN_COLUMNS},
-                "cost": money(line.cost),
+                "tokens": {kind: units(_tokens_of(line.tokens, kind)) for kind in TOKEN_COLUMNS},
+                "cost": money(line.cost, money_quantum(plan)),
             }
             for line in aggregate(rows, labels)
         ]
@@ -434,7 +488,7 @@ def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) ->
         "currency": plan.currency,
         "periodStart": utc(period.start),
         "periodEnd": utc(period.end),
-        "total": money(total(rows)),
+        "total": money(total(rows), money_quantum(plan)),
         "byTeam": view("team"),
         "byUser": view("user"),
         "byModel": view("model"),
@@ -510,7 +564,7 @@ def _pricing_quantity(plan: Plan, row: UsageRow) -> tuple[str, str]:
         return f"{(row.total_tokens / Decimal(1_000_000)).normalize():f}", "1000000 Tokens"
     if isinstance(pricing, GpuHourly) and model.gpu_instance:
         rate = plan.gpu_instance(model.gpu_instance).hourly_rate_per_gpu
-        return (f"{(row.cost / rate).quantize(MONEY_QUANTUM, ROUND_HALF_EVEN):f}", "GPU-Hours") if rate else ("", "")
+        return (f"{(row.cost / rate).quantize(money_quantum(plan), ROUND_HALF_EVEN):f}", "GPU-Hours") if rate else ("", "")
     return "", ""
 
 
@@ -522,7 +576,7 @@ def _list_cost(plan: Plan, row: UsageRow) -> Decimal:
     model = next((m for m in plan.models if row.model in (m.name, m.model_name)), None)
     if model is not None and any(o.model == model.name for o in tier.price_overrides):
         return row.cost  # an override is a price of its own, not a discount on the list price
-    return (row.cost / tier.price_multiplier).quantize(MONEY_QUANTUM, ROUND_HALF_EVEN)
+    return (row.cost / tier.price_multiplier).quantize(money_quantum(plan), ROUND_HALF_EVEN)
 
 
 def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
@@ -532,6 +586,7 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
     writer = _NeutralisedWriter(csv.DictWriter(buffer, fieldnames=FOCUS_COLUMNS, lineterminator="\n"))
     writer.writeheader()
     models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
+    quantum = money_quantum(plan)
     for row in sorted(rows, key=lambda r: (r.start, r.key(IDENTITY))):
         model = models.get(row.model)
         bill_start, bill_end = billing_period(row.start, tz)
@@ -553,10 +608,10 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
                 "ChargeFrequency": "Usage-Based",
                 "ChargePeriodStart": utc(row.start),
                 "ChargePeriodEnd": utc(row.end),
-                "BilledCost": money(row.cost),
-                "EffectiveCost": money(row.cost),
-                "ListCost": money(_list_cost(plan, row)),
-                "ContractedCost": money(row.cost),
+                "BilledCost": money(row.cost, quantum),
+                "EffectiveCost": money(row.cost, quantum),
+                "ListCost": money(_list_cost(plan, row), quantum),
+                "ContractedCost": money(row.cost, quantum),
                 "ListUnitPrice": "",
                 "ContractedUnitPrice": "",
                 "PricingCategory": "Standard",

@@ -80,8 +80,8 @@ def report_command(
             f"{chargeback.utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
         )
     lines = len(chargeback.aggregate(rows, chargeback.GROUPS[group_by]))
-    say(f"total {chargeback.money(chargeback.total(rows))} {plan.currency}: {lines} {group_by} line(s) "
-        f"from {len(rows)} daily row(s)")
+    say(f"total {chargeback.money(chargeback.total(rows), chargeback.money_quantum(plan))} {plan.currency}: "
+        f"{lines} {group_by} line(s) from {len(rows)} daily row(s)")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         for name, text in chargeback.output_files(plan, period, rows).items():

@@ -145,6 +145,7 @@ METRIC_GPU_PRICE_PER_HOUR = "costplan:gpu_price_per_hour"  # {gpu_instance, inst
 METRIC_MODEL_INFO = "costplan:model_info"  # {model, model_name, source, provider}
 METRIC_MODEL_OWNER = "costplan:model_owner"  # {model, team, tier}
 METRIC_TEAM_INFO = "costplan:team_info"  # {team, tier, cost_center}
+METRIC_USER_TIER = "costplan:user_tier"  # {user, team, tier}: users whose tier is not their team's
 METRIC_NAMESPACE_TEAM = "costplan:namespace_team"  # {namespace, team, cost_center}
 METRIC_BUDGET_AMOUNT = "costplan:budget_amount"  # {team, budget, period}
 METRIC_BUDGET_THRESHOLD_AMOUNT = "costplan:budget_threshold_amount"  # {team, budget, period, threshold}
@@ -153,6 +154,13 @@ METRIC_PERIOD_START_LOCAL = "costplan:period_start_local_seconds"  # {period}
 METRIC_PERIOD_END_LOCAL = "costplan:period_end_local_seconds"  # {period}
 METRIC_PERIOD_START = "costplan:period_start_seconds"  # {period}
 METRIC_PERIOD_END = "costplan:period_end_seconds"  # {period}
+# The same calendar for the last second of the clock hour that closed last
+# (group costplan-hourly): the period its hourly money belongs to.
+METRIC_BILLING_TIMEZONE_OFFSET = "costplan:billing_timezone_offset_seconds"  # {}
+METRIC_BILLING_PERIOD_START_LOCAL = "costplan:billing_period_start_local_seconds"  # {period}
+METRIC_BILLING_PERIOD_END_LOCAL = "costplan:billing_period_end_local_seconds"  # {period}
+METRIC_BILLING_PERIOD_START = "costplan:billing_period_start_seconds"  # {period}
+METRIC_BILLING_PERIOD_END = "costplan:billing_period_end_seconds"  # {period}
 
 # -- Normalised usage (group costplan-usage) -------------------------------
 METRIC_USAGE_REQUESTS_RATE = "costplan:usage_requests:rate5m"  # {source, model, model_name, user, team, tier}
@@ -166,13 +174,16 @@ METRIC_GPU_NODE_PRICE = "costplan:gpu_node_price_per_hour"  # {node, instance_ty
 METRIC_GPU_COST_RATE = "costplan:gpu_cost:per_second"  # {namespace, gpu_instance, team, cost_center}
 METRIC_GPU_IDLE_COST_RATE = "costplan:gpu_idle_cost:per_second"  # {node, instance_type, gpu_instance}
 
-# -- Period-to-date volumes for non-linear prices (group costplan-volume) --
+# -- Period-to-date volumes for non-linear prices (group costplan-hourly) --
 METRIC_USAGE_REQUESTS_PTD = "costplan:usage_requests:period_to_date"  # {user, team, tier, model, period}
 METRIC_USAGE_TOKENS_PTD = "costplan:usage_tokens:period_to_date"  # {user, team, tier, model, period}
 METRIC_OVERAGE_TOKENS_PTD = "costplan:overage_tokens:period_to_date"  # {user, team, tier, model, period}
 METRIC_VOLUME_PTD = "costplan:volume:period_to_date"  # {team, tier, model, unit, period}
 METRIC_VOLUME_MARGINAL_PRICE = "costplan:volume_marginal_price"  # {team, tier, model, unit, period}
 METRIC_CHARGE_PTD = "costplan:charge:period_to_date"  # {charge, user, team, tier, model, period}
+# The same money without the last closed hour: its difference is that hour's money.
+METRIC_CHARGE_PTD_PREVIOUS = "costplan:charge:period_to_previous_hour"  # {charge, ..., period}
+METRIC_VOLUME_HOURLY = "costplan:volume:increase1h"  # {team, tier, model, unit}
 
 # -- Money (group costplan-spend); money per second or per window ---------
 METRIC_SPEND_RATE = "costplan:spend:rate5m"  # {charge, user, team, tier, model, cost_center, token_type}
@@ -185,8 +196,8 @@ ROLLUPS = {  # roll-up name -> labels kept
     "cost_center": ("cost_center",),
 }
 WINDOW_RATE = "rate5m"  # money per second, 5m rate
-WINDOW_HOUR = "increase1h"  # money in the last hour
-WINDOW_DAY = "increase1d"  # money in the last 24 hours
+WINDOW_HOUR = "increase1h"  # money in the clock hour that closed last
+WINDOW_DAY = "increase1d"  # money in the last 24 closed clock hours
 
 
 def spend_rollup(by: str, window: str) -> str:
@@ -201,7 +212,7 @@ METRIC_COST_PER_REQUEST_P95 = "costplan:cost_per_request_by_model:p95_1h"  # {mo
 METRIC_COST_PER_MILLION_TOKENS = "costplan:cost_per_million_tokens_by_model:rate5m"  # {model}
 METRIC_RATE_LIMITED_RATIO = "costplan:rate_limited_ratio:rate5m"  # {source, team, tier}
 
-# -- Budgets (group costplan-budgets) -------------------------------------
+# -- Budgets (group costplan-hourly) -------------------------------------
 METRIC_SPEND_PTD_BY_TEAM = "costplan:spend_by_team:period_to_date"  # {team, cost_center, period}
 METRIC_SPEND_PTD = "costplan:spend:period_to_date"  # {period}
 METRIC_BUDGET_SPEND = "costplan:budget_spend"  # {team, budget, period}
@@ -236,9 +247,8 @@ def rolling_period(window: str) -> str:
 # -- Rule groups and alerts ------------------------------------------------
 GROUP_PRICES = "costplan-prices"
 GROUP_USAGE = "costplan-usage"
-GROUP_VOLUME = "costplan-volume"
 GROUP_SPEND = "costplan-spend"
-GROUP_BUDGETS = "costplan-budgets"
+GROUP_HOURLY = "costplan-hourly"
 GROUP_ALERTS = "costplan-alerts"
 ALERT_BUDGET_THRESHOLD = "CostplanBudgetThresholdReached"
 ALERT_BUDGET_FORECAST = "CostplanBudgetForecastExceeded"

@@ -41,6 +41,7 @@ from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest
 from costplan.core.names import object_name, promql_string
 from costplan.generators.common import WAVE_CONFIG, metadata
+from costplan.generators.prometheus.periods import closed_hour
 from costplan.plan.model import Budget, Plan
 
 COMPONENT = "grafana"
@@ -88,9 +89,9 @@ def _query(expr: str, *, legend: str | None = None, instant: bool = False, table
 
 
 def _range_sum(metric: str, selector: str) -> str:
-    """An hourly series summed over the dashboard range, as the budget rules sum it."""
+    """An hourly series summed over the dashboard range, as the budget rules sum it (closed hours)."""
     sel = f"{{{selector}}}" if selector else ""
-    return f"sum_over_time({metric}{sel}[$__range:{c.OUTPUT_STEP}])"
+    return f"sum_over_time({closed_hour(metric + sel)}[$__range:{c.OUTPUT_STEP}])"
 
 
 # --------------------------------------------------------------------------

@@ -260,6 +260,9 @@ def check_references(document: Any) -> Iterator[Diagnostic]:
     for path, team in _teams(document):
         if team.get("tier") not in tiers:
             yield _unknown(document, path + ["tier"], "tier", team.get("tier"), tiers)
+    for path, user, _ in _users(document):
+        if "tier" in user and user["tier"] not in tiers:
+            yield _unknown(document, path + ["tier"], "tier", user["tier"], tiers)
     for path, model in _items(document, ["models"]):
         if model.get("usageSource") not in sources:
             yield _unknown(document, path + ["usageSource"], "usage source", model.get("usageSource"), sources)

@@ -200,6 +200,11 @@ def _alerts(doc: Mapping[str, Any] | None) -> Alerts:
         anomaly_factor=to_decimal(doc.get("anomalyFactor", defaults.anomaly_factor)),
         cost_per_request_p95=_opt_decimal(doc.get("costPerRequestP95")),
         source_absent_for=doc.get("sourceAbsentFor", defaults.source_absent_for),
+        budget_threshold_for=doc.get("budgetThresholdFor", defaults.budget_threshold_for),
+        budget_forecast_for=doc.get("budgetForecastFor", defaults.budget_forecast_for),
+        spend_anomaly_for=doc.get("spendAnomalyFor", defaults.spend_anomaly_for),
+        rate_limit_pressure_for=doc.get("rateLimitPressureFor", defaults.rate_limit_pressure_for),
+        cost_per_request_for=doc.get("costPerRequestFor", defaults.cost_per_request_for),
     )
 
 
@@ -350,6 +355,7 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
                     User(
                         id=u["id"],
                         display_name=u.get("displayName"),
+                        tier=u.get("tier"),
                         api_key=ApiKeyRef(
                             secret_name=u.get("apiKey", {}).get("secretName", f"apikey-{u['id']}"),
                             remote_key=u.get("apiKey", {}).get("remoteKey"),
@@ -547,6 +553,13 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     }
     if plan.alerts.cost_per_request_p95 is not None:
         alerts["costPerRequestP95"] = plan.alerts.cost_per_request_p95
+    # The alerts' for durations only when set: the jobs never read them.
+    defaults = Alerts()
+    for key, attr in (("budgetThresholdFor", "budget_threshold_for"), ("budgetForecastFor", "budget_forecast_for"),
+                      ("spendAnomalyFor", "spend_anomaly_for"), ("rateLimitPressureFor", "rate_limit_pressure_for"),
+                      ("costPerRequestFor", "cost_per_request_for")):
+        if getattr(plan.alerts, attr) != getattr(defaults, attr):
+            alerts[key] = getattr(plan.alerts, attr)
     r = plan.reports
     # Written only when set: the jobs never read it, and plans without it
     # stay valid for schemas that predate the ``reports`` section.

@@ -331,6 +331,7 @@ class User:
     id: str
     display_name: str | None
     api_key: ApiKeyRef
+    tier: str | None = None  # None: the team's tier
 
 
 @dataclass(frozen=True)
@@ -379,6 +380,12 @@ class Alerts:
     anomaly_factor: Decimal = Decimal("3")
     cost_per_request_p95: Decimal | None = None
     source_absent_for: str = "15m"
+    # The alerts' ``for`` durations (Prometheus durations).
+    budget_threshold_for: str = "0m"
+    budget_forecast_for: str = "30m"
+    spend_anomaly_for: str = "15m"
+    rate_limit_pressure_for: str = "15m"
+    cost_per_request_for: str = "15m"
 
 
 @dataclass(frozen=True)

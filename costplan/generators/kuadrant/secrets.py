@@ -34,12 +34,13 @@ def owned_key_labels(plan: Plan) -> dict[str, str]:
 
 
 def key_secret_annotations(team: Team, user: User) -> dict[str, str]:
-    """Annotations the AuthPolicy reads a key's identity from."""
+    """Annotations the AuthPolicy reads a key's identity from (the user's own tier, else the team's)."""
+    tier = user.tier or team.tier
     return {
         c.ANNOTATION_COST_CENTER: team.cost_center,
-        c.ANNOTATION_GROUPS: team.tier,
+        c.ANNOTATION_GROUPS: tier,
         c.ANNOTATION_TEAM: team.name,
-        c.ANNOTATION_TIER: team.tier,
+        c.ANNOTATION_TIER: tier,
         c.ANNOTATION_USER_ID: user.id,
     }
 

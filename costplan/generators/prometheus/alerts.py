@@ -18,9 +18,20 @@ from costplan.plan.model import Budget, Plan
 from costplan.plan.pricing import budget_period
 
 VALUE = '{{ $value | printf "%.2f" }}'
-BUDGET_FOR = "0m"  # spend only grows within a period: waiting only delays the alert
-FORECAST_FOR = "30m"
-TREND_FOR = "15m"
+# The alerts' ``for`` durations are plan settings (``alerts.*For``); the
+# budget threshold's default 0m: spend only grows within a period, waiting
+# only delays the alert.
+# Money is compared with thresholds after rounding to this many currency units:
+# float sums of exact amounts (three users summing to exactly 80) come out a
+# few units in the 15th digit off, and must reach the threshold they equal.
+# It is far below any priced unit the report shows and far above float noise
+# for amounts up to billions.
+COMPARE_QUANTUM = "0.000000001"
+
+
+def compared(money: str) -> str:
+    """``money`` rounded for a threshold comparison (see ``COMPARE_QUANTUM``)."""
+    return f"round({money}, {COMPARE_QUANTUM})"
 
 
 def _alert(name: str, expr: str, duration: str, severity: str, labels: dict[str, str],
@@ -65,7 +76,7 @@ def budget_alerts(plan: Plan) -> list[dict[str, Any]]:
             amount = budget.amount * threshold / 100
             percent = format_decimal(threshold)
             out.append(_alert(
-                c.ALERT_BUDGET_THRESHOLD, f"{spend} >= {number(amount)}", BUDGET_FOR,
+                c.ALERT_BUDGET_THRESHOLD, f"{compared(spend)} >= {number(amount)}", plan.alerts.budget_threshold_for,
                 "critical" if threshold >= 100 else "warning",
                 {**_budget_labels(budget), c.LABEL_THRESHOLD: percent},
                 f"{_whose(budget)} reached {percent}% of budget {name}",
@@ -76,8 +87,8 @@ def budget_alerts(plan: Plan) -> list[dict[str, Any]]:
             forecast = _budget_selector(budget, c.METRIC_BUDGET_FORECAST)
             out.append(_alert(
                 c.ALERT_BUDGET_FORECAST,
-                f"{forecast} > {number(budget.amount)} and {spend} < {number(budget.amount)}",
-                FORECAST_FOR, "warning", _budget_labels(budget),
+                f"{compared(forecast)} > {number(budget.amount)} and {compared(spend)} < {number(budget.amount)}",
+                plan.alerts.budget_forecast_for, "warning", _budget_labels(budget),
                 f"{_whose(budget)} is on course to exceed budget {name}",
                 f"At the last 24 hours' rate, {_whose(budget).lower() if not budget.team else _whose(budget)} "
                 f"will spend {VALUE} {cur} by the end of the {budget.period}, over its budget {name} of {total}.",
@@ -98,13 +109,13 @@ def trend_alerts(plan: Plan) -> list[dict[str, Any]]:
     out = [
         _alert(
             c.ALERT_SPEND_ANOMALY, f"{hourly} > {factor} * ({daily} / 24) and {daily} > 0 and {history}",
-            TREND_FOR, "warning", {},
+            plan.alerts.spend_anomaly_for, "warning", {},
             "Spend spike for team {{ $labels.team }}",
             f"Team {{{{ $labels.team }}}} spent {VALUE} {cur} in the last hour, more than {factor} times its "
             "average hourly spend over the last 24 hours.",
         ),
         _alert(
-            c.ALERT_RATE_LIMITED, f"{c.METRIC_RATE_LIMITED_RATIO} > {ratio}", TREND_FOR, "warning", {},
+            c.ALERT_RATE_LIMITED, f"{c.METRIC_RATE_LIMITED_RATIO} > {ratio}", plan.alerts.rate_limit_pressure_for, "warning", {},
             "Requests of team {{ $labels.team }} (tier {{ $labels.tier }}) are being rate limited",
             f"{{{{ $value | humanizePercentage }}}} limited per authorized request (alert above {ratio}) "
             "for team {{ $labels.team }} in tier {{ $labels.tier }}.",
@@ -113,7 +124,7 @@ def trend_alerts(plan: Plan) -> list[dict[str, Any]]:
     if plan.alerts.cost_per_request_p95 is not None:
         limit = number(plan.alerts.cost_per_request_p95)
         out.append(_alert(
-            c.ALERT_COST_PER_REQUEST, f"{c.METRIC_COST_PER_REQUEST_P95} > {limit}", TREND_FOR, "warning", {},
+            c.ALERT_COST_PER_REQUEST, f"{c.METRIC_COST_PER_REQUEST_P95} > {limit}", plan.alerts.cost_per_request_for, "warning", {},
             "Cost per request of model {{ $labels.model }} is high",
             f"p95 cost per request of model {{{{ $labels.model }}}} over the last hour is "
             f'{{{{ $value | printf "%.4f" }}}} {cur}, above {limit} {cur}.',

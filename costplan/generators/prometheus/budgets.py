@@ -1,7 +1,10 @@
 """Period-to-date spend per team and overall, budgets, utilisation, forecast.
 
-The forecast is period-to-date spend plus the last 24 hours' average spend
-rate over the time left in the period (calendar periods only).
+Period-to-date values describe the period of the last closed hour
+(``periods``): in the first hour of a period, the one that just ended,
+complete. The forecast is period-to-date spend plus the last 24 closed
+hours' average spend rate over the time left in that period (calendar
+periods only; nothing is left once it has ended).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from costplan.plan.pricing import budget_period
 BUDGET_KEY = "team, budget, period"
 
 
+def _same(series: str) -> str:
+    return series
+
+
 def budget_periods(plan: Plan) -> list[str]:
     return sorted({budget_period(b) for b in plan.all_budgets()})
 
@@ -27,7 +34,7 @@ def rules(plan: Plan) -> list[dict[str, Any]]:
         return []
     team_hourly = c.spend_rollup("team", c.WINDOW_HOUR)
     out = [
-        record(c.METRIC_SPEND_PTD_BY_TEAM, period_to_date(team_hourly, period), {c.LABEL_PERIOD: period})
+        record(c.METRIC_SPEND_PTD_BY_TEAM, period_to_date(_same, team_hourly, period), {c.LABEL_PERIOD: period})
         for period in periods
     ]
     out.append(record(c.METRIC_SPEND_PTD, f"sum by (period) ({c.METRIC_SPEND_PTD_BY_TEAM})"))
@@ -43,7 +50,9 @@ def rules(plan: Plan) -> list[dict[str, Any]]:
     for period in periods:
         if period not in c.PERIODS:
             continue
-        left = f"scalar({selector(c.METRIC_PERIOD_END, {c.LABEL_PERIOD: period})} - time())"
+        # The period the spend describes (the last closed hour's); none left once it has ended.
+        end = selector(c.METRIC_BILLING_PERIOD_END, {c.LABEL_PERIOD: period})
+        left = f"scalar(clamp_min({end} - time(), 0))"
         spent = selector(c.METRIC_BUDGET_SPEND, {c.LABEL_PERIOD: period})
         team_spent = f'{c.METRIC_BUDGET_SPEND}{{period="{period}", team!=""}}'
         all_spent = f'{c.METRIC_BUDGET_SPEND}{{period="{period}", team=""}}'

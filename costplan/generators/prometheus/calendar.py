@@ -161,17 +161,37 @@ def offset_expr(rule: ZoneRule, v: str, at_midnight: bool = False) -> str:
     return f"({number(rule.standard)} + {number(rule.delta)} * {dst_expr(rule, v, at_midnight)})"
 
 
-def rules(timezone: str) -> list[dict[str, Any]]:
-    """Offset, then local period starts/ends, then their UTC timestamps."""
+@dataclass(frozen=True)
+class CalendarNames:
+    """Metric names of one calendar: the one of the evaluation time, or of the last closed hour."""
+
+    offset: str
+    start_local: str
+    end_local: str
+    start: str
+    end: str
+
+
+NOW = CalendarNames(c.METRIC_TIMEZONE_OFFSET, c.METRIC_PERIOD_START_LOCAL, c.METRIC_PERIOD_END_LOCAL,
+                    c.METRIC_PERIOD_START, c.METRIC_PERIOD_END)
+BILLING = CalendarNames(c.METRIC_BILLING_TIMEZONE_OFFSET, c.METRIC_BILLING_PERIOD_START_LOCAL,
+                        c.METRIC_BILLING_PERIOD_END_LOCAL, c.METRIC_BILLING_PERIOD_START, c.METRIC_BILLING_PERIOD_END)
+# The last second of the clock hour that closed last: the period containing it
+# is the one the hourly series' current value is billed to.
+BILLING_TIME = "(time() - time() % 3600 - 1)"
+
+
+def rules(timezone: str, names: CalendarNames = NOW, moment: str = "time()") -> list[dict[str, Any]]:
+    """Offset, then local period starts/ends, then their UTC timestamps, at ``moment`` (a scalar)."""
     rule = zone_rule(timezone)
-    now = "vector(time())"
-    start_local = c.METRIC_PERIOD_START_LOCAL
-    end_local = c.METRIC_PERIOD_END_LOCAL
-    offset = c.METRIC_TIMEZONE_OFFSET
+    now = f"vector({moment})"
+    start_local = names.start_local
+    end_local = names.end_local
+    offset = names.offset
     day = f'{start_local}{{period="day"}}'
     week = f'{start_local}{{period="week"}}'
     month = f'{start_local}{{period="month"}}'
-    local_now = f"(time() + {offset})"
+    local_now = f"({moment} + {offset})"
     out = [
         record(offset, f"vector({number(rule.standard)})" if not rule.has_dst else offset_expr(rule, now)),
         record(start_local, f"{local_now} - {local_now} % {DAY}", {"period": "day"}),
@@ -180,10 +200,15 @@ def rules(timezone: str) -> list[dict[str, Any]]:
         record(end_local, f"{day} + {DAY}", {"period": "day"}),
         record(end_local, f"{week} + {7 * DAY}", {"period": "week"}),
         record(end_local, f"{month} + days_in_month({month}) * {DAY}", {"period": "month"}),
-        record(c.METRIC_PERIOD_START, f"{start_local} - {offset_expr(rule, start_local, True)}"),
-        record(c.METRIC_PERIOD_END, f"{end_local} - {offset_expr(rule, end_local, True)}"),
+        record(names.start, f"{start_local} - {offset_expr(rule, start_local, True)}"),
+        record(names.end, f"{end_local} - {offset_expr(rule, end_local, True)}"),
     ]
     return out
+
+
+def billing_rules(timezone: str) -> list[dict[str, Any]]:
+    """The calendar of the last closed hour (see ``BILLING_TIME``), for the hourly group."""
+    return rules(timezone, BILLING, BILLING_TIME)
 
 
 # Longest length of each calendar period plus one step, for subquery ranges.

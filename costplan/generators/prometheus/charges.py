@@ -3,12 +3,15 @@
 ``costplan:spend:<window>`` carries one series per charge (``request``,
 ``token``, ``overage``, ``volume``, ``gpu``) and identity (``user``, ``team``,
 ``tier``, ``model``, ``cost_center``; ``token_type`` on token charges).
-``rate5m`` is money per second, ``increase1h`` money in the last hour.
-Linear charges are one join with a price series. The non-linear ones are
-exact in ``increase1h`` (the hourly increase of their period-to-date money)
-and use the current marginal price in ``rate5m``. GPU-hourly models cost the
+``rate5m`` is money per second, ``increase1h`` the money of the clock hour
+that closed last (``periods``). Linear charges are one join with a price
+series. The non-linear ones are exact in ``increase1h`` (period-to-date
+money with and without the hour, ``volume``) and use the current marginal
+price in ``rate5m``. GPU-hourly models cost the
 GPU spend of their namespace on their GPU instance type (not multiplied by
-tier: it is cost, passed through), charged to the namespace's team.
+tier: it is cost, passed through), charged to the namespace's team. The GPU
+cost of a team's other namespaces is the team's own ``gpu`` charge (no user,
+no model), so it counts in the team's spend, budgets and report.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from __future__ import annotations
 from typing import Any
 
 from costplan.core import conventions as c
+from costplan.core.names import promql_string
+from costplan.generators.prometheus.periods import clock_hour, period_to_date
 from costplan.generators.prometheus.promql import by, record, selector
 from costplan.plan.model import GpuHourly, Plan
 from costplan.plan.pricing import owner_team
 
 USER_KEY = "user, team, tier, model"
-# Group evaluation interval of costplan-usage, used to integrate gauges.
-USAGE_INTERVAL_SECONDS = 60
-HOUR_OF_SAMPLES = "59m59s"  # an hour of samples without the one the previous hour already counted
+# Gauges (GPU cost per second) are integrated over the clock hour at steps this many seconds apart.
+GAUGE_STEP_SECONDS = 60
 
 
 def _cost_center(expr: str) -> str:
@@ -72,10 +76,15 @@ def nonlinear_rate_rules(plan: Plan, has_included: bool, volume_units: set[str])
 
 
 def nonlinear_hourly_rule() -> dict[str, Any]:
-    """The last hour's increase of period-to-date money; after a reset, the new value."""
+    """The last closed hour's money: period-to-date money with the hour minus without it (``volume``)."""
     now = f"sum without (period) ({c.METRIC_CHARGE_PTD})"
-    before = f"sum without (period) ({c.METRIC_CHARGE_PTD} offset 1h)"
-    return record(c.METRIC_SPEND_HOURLY, _cost_center(f"(({now} - {before}) >= 0 or {now})"))
+    before = f"sum without (period) ({c.METRIC_CHARGE_PTD_PREVIOUS})"
+    return record(c.METRIC_SPEND_HOURLY, _cost_center(f"({now} - {before} or {now})"))
+
+
+def _gauge_hour(rate: str) -> str:
+    """Money of the last closed clock hour from a per-second gauge, sampled on aligned minutes."""
+    return clock_hour(f"sum_over_time({rate}[59m59s:{GAUGE_STEP_SECONDS}s]) * {GAUGE_STEP_SECONDS}")
 
 
 def gpu_model_rules(plan: Plan) -> list[dict[str, Any]]:
@@ -89,20 +98,55 @@ def gpu_model_rules(plan: Plan) -> list[dict[str, Any]]:
         if owner is not None:
             labels.update({c.LABEL_TEAM: owner.name, c.LABEL_TIER: owner.tier, c.LABEL_COST_CENTER: owner.cost_center})
         rules.append(record(c.METRIC_SPEND_RATE, f"sum({cost})", labels))
-        hourly = f"sum(sum_over_time({cost}[{HOUR_OF_SAMPLES}])) * {USAGE_INTERVAL_SECONDS}"
+        hourly = f"sum({_gauge_hour(cost)})"
         rules.append(record(c.METRIC_SPEND_HOURLY, hourly, labels))
     return rules
 
 
-def rollup_rules() -> list[dict[str, Any]]:
-    rules = []
-    for window in (c.WINDOW_RATE, c.WINDOW_HOUR):
-        for name, labels in c.ROLLUPS.items():
-            rules.append(record(c.spend_rollup(name, window), f"sum by ({by(labels)}) ({_spend(window)})"))
-    for name in c.ROLLUPS:
-        hourly = c.spend_rollup(name, c.WINDOW_HOUR)
-        rules.append(record(c.spend_rollup(name, c.WINDOW_DAY), f"sum_over_time({hourly}[23h59m59s:1h])"))
-    return rules
+def _gpu_model_pairs(plan: Plan) -> str | None:
+    """(namespace, gpu_instance) of the GPU-hourly models, as a vector: their GPU cost is the model's charge."""
+    pairs = sorted({(m.namespace, m.gpu_instance) for m in plan.models
+                    if isinstance(m.pricing, GpuHourly) and m.namespace and m.gpu_instance})
+    if not pairs:
+        return None
+    return " or ".join(
+        f'label_replace(label_replace(vector(1), "namespace", {promql_string(ns)}, "", ""), '
+        f'"gpu_instance", {promql_string(gpu)}, "", "")'
+        for ns, gpu in pairs
+    )
+
+
+def team_gpu_rule(plan: Plan, window: str) -> list[dict[str, Any]]:
+    """GPU cost of a team's namespaces as the team's charge (``charge="gpu"``, no user or model).
+
+    GPUs a GPU-hourly model already charges (its namespace on its instance
+    type) are left out, so no GPU-hour is charged twice.
+    """
+    if not plan.gpu_instances or not any(t.namespaces for t in plan.teams):
+        return []
+    if window == c.WINDOW_RATE:
+        cost = f'sum by (namespace, gpu_instance, team, cost_center) ({c.METRIC_GPU_COST_RATE}{{team!=""}})'
+    else:
+        cost = f'{c.METRIC_GPU_COST_BY_TEAM_HOURLY}{{team!=""}}'
+    pairs = _gpu_model_pairs(plan)
+    if pairs:
+        cost = f"({cost} unless on(namespace, gpu_instance) ({pairs}))"
+    expr = f"sum by (team, cost_center) ({cost}) * on(team, cost_center) group_left(tier) {c.METRIC_TEAM_INFO}{{team!=\"\"}}"
+    return [record(_spend(window), expr, {c.LABEL_CHARGE: c.CHARGE_GPU})]
+
+
+def rollup_rules(window: str) -> list[dict[str, Any]]:
+    return [record(c.spend_rollup(name, window), f"sum by ({by(labels)}) ({_spend(window)})")
+            for name, labels in c.ROLLUPS.items()]
+
+
+def day_rules() -> list[dict[str, Any]]:
+    """The last 24 closed hours: the last one and the 23 before it."""
+    return [
+        record(c.spend_rollup(name, c.WINDOW_DAY),
+               period_to_date(lambda series: series, c.spend_rollup(name, c.WINDOW_HOUR), "rolling_24h"))
+        for name in c.ROLLUPS
+    ]
 
 
 def unit_cost_rules(plan: Plan) -> list[dict[str, Any]]:
@@ -118,25 +162,33 @@ def unit_cost_rules(plan: Plan) -> list[dict[str, Any]]:
         # Limited over authorized; +Inf when every request was limited.
         record(c.METRIC_RATE_LIMITED_RATIO, f"{limited} / on(source, team, tier) ({authorized} or {limited} * 0)"),
     ]
-    if plan.gpu_instances:
-        team_keys = "namespace, team, cost_center, gpu_instance"
-        rules.append(record(
-            c.METRIC_GPU_COST_BY_TEAM_HOURLY,
-            f"sum by ({team_keys}) (sum_over_time({c.METRIC_GPU_COST_RATE}[{HOUR_OF_SAMPLES}])) * {USAGE_INTERVAL_SECONDS}",
-        ))
-        rules.append(record(
-            c.METRIC_GPU_IDLE_COST_HOURLY,
-            "sum by (node, instance_type, gpu_instance) "
-            f"(sum_over_time({c.METRIC_GPU_IDLE_COST_RATE}[{HOUR_OF_SAMPLES}])) * {USAGE_INTERVAL_SECONDS}",
-        ))
     return rules
 
 
+def gpu_team_rules(plan: Plan) -> list[dict[str, Any]]:
+    if not plan.gpu_instances:
+        return []
+    team_keys = "namespace, team, cost_center, gpu_instance"
+    idle_keys = "node, instance_type, gpu_instance"
+    return [
+        record(c.METRIC_GPU_COST_BY_TEAM_HOURLY, f"sum by ({team_keys}) ({_gauge_hour(c.METRIC_GPU_COST_RATE)})"),
+        record(c.METRIC_GPU_IDLE_COST_HOURLY, f"sum by ({idle_keys}) ({_gauge_hour(c.METRIC_GPU_IDLE_COST_RATE)})"),
+    ]
+
+
 def rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[str, Any]]:
+    """Per-second money (group costplan-spend)."""
     out = linear_rules(c.WINDOW_RATE) + nonlinear_rate_rules(plan, has_included, volume_units)
-    out += linear_rules(c.WINDOW_HOUR)
+    out += [rule for rule in gpu_model_rules(plan) if rule["record"] == c.METRIC_SPEND_RATE]
+    out += team_gpu_rule(plan, c.WINDOW_RATE)
+    return out + rollup_rules(c.WINDOW_RATE) + unit_cost_rules(plan)
+
+
+def hourly_rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[str, Any]]:
+    """Money of the last closed hour (group costplan-hourly, after usage and volumes)."""
+    out = gpu_team_rules(plan) + linear_rules(c.WINDOW_HOUR)
     if has_included or volume_units:
         out.append(nonlinear_hourly_rule())
-    out += gpu_model_rules(plan)
-    out += rollup_rules() + unit_cost_rules(plan)
-    return out
+    out += [rule for rule in gpu_model_rules(plan) if rule["record"] == c.METRIC_SPEND_HOURLY]
+    out += team_gpu_rule(plan, c.WINDOW_HOUR)
+    return out + rollup_rules(c.WINDOW_HOUR) + day_rules()

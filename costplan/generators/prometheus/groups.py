@@ -1,10 +1,13 @@
 """The rule groups, in evaluation order, with their intervals.
 
-Prometheus evaluates rules within a group in order, so every group only
-reads series recorded earlier in the same group or by a group before it.
+Prometheus evaluates rules within a group in order, but groups run
+independently, each at its own offset. Every hourly amount and everything
+derived from it is therefore in one group, ``costplan-hourly``, where each
+rule reads only counters, constants and rules above it: the money does not
+depend on group order or timing. It runs every 5 minutes: its values change
+once an hour and it is the expensive one (hourly subqueries over a month).
 Constant series are refreshed every minute so they never go stale (5m
-lookback). Period-to-date groups run every 5 minutes: they change at most
-once an hour and are the expensive ones (hourly subqueries over a month).
+lookback); per-second series (``rate5m``) are for dashboards and alerts.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from costplan.core import conventions as c
 from costplan.generators.prometheus import (
     alerts,
     budgets,
+    calendar,
     charges,
     prices,
     usage,
@@ -27,9 +31,8 @@ from costplan.plan.pricing import priced_tiers
 INTERVALS = {
     c.GROUP_PRICES: "1m",
     c.GROUP_USAGE: "1m",
-    c.GROUP_VOLUME: "5m",
+    c.GROUP_HOURLY: "5m",
     c.GROUP_SPEND: "1m",
-    c.GROUP_BUDGETS: "5m",
     c.GROUP_ALERTS: "1m",
 }
 
@@ -44,9 +47,17 @@ def rule_groups(plan: Plan) -> list[dict[str, Any]]:
     content = {
         c.GROUP_PRICES: prices.rules(plan),
         c.GROUP_USAGE: usage.rules(plan),
-        c.GROUP_VOLUME: volume.rules(plan),
+        # One group, in order, for all money of closed hours: each rule reads
+        # only rules above it in the same evaluation, so no group's timing
+        # or order can change an amount.
+        c.GROUP_HOURLY: (
+            calendar.billing_rules(plan.timezone)
+            + usage.hourly_rules(plan)
+            + volume.rules(plan)
+            + charges.hourly_rules(plan, has_included, volume_units)
+            + budgets.rules(plan)
+        ),
         c.GROUP_SPEND: charges.rules(plan, has_included, volume_units),
-        c.GROUP_BUDGETS: budgets.rules(plan),
         c.GROUP_ALERTS: alerts.rules(plan),
     }
     groups = []

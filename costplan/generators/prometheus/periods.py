@@ -1,29 +1,74 @@
-"""Period-to-date sums over hourly steps (tooling notes, calendar periods).
+"""Clock hours and period-to-date sums of hourly series.
 
-A calendar period-to-date value sums a recorded ``increase1h`` series over
-an hourly subquery that spans the longest possible period, keeping only the
-steps after the period start: inside the subquery ``vector(time())`` is the
-step time, and ``costplan:period_start_seconds @ end()`` the start that holds
-at the rule's evaluation. ``>`` keeps the step that closes at the boundary
-(it covers the previous hour) in the old period. The value therefore covers
-whole hours and lags by at most one hour; nothing leaks across a boundary.
-Rolling windows sum the last ``window`` worth of hourly steps.
+Every ``*:increase1h`` series holds, at any evaluation, the amount of the
+clock hour that closed last: at 10:17 the hour 09:00–10:00. The value is the
+same at every evaluation of the hour after it (later ones also see scrapes
+that arrived late), so it does not matter when, in which order or how often
+the groups run. A reader that wants the hour ending at ``E`` reads the last
+value recorded before ``E + 1h`` (``closed_hour``): at an hourly subquery
+step ``S`` that is the hour ending ``S - 1h``.
+
+An hour belongs to the period that contains its last second. The hourly
+group's billing calendar (``calendar.billing_rules``) is the calendar of the
+last second of the hour that closed last, so in the first hour of a period
+the period-to-date values still describe the period that just ended,
+complete with its last hour; from the second hour on, the new period.
+
+``period_to_date`` sums the current value (the last closed hour) and the
+closed hours before it (hourly subquery steps read with ``closed_hour``)
+that belong to the same period. Rolling windows sum that many hours.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from costplan.core import conventions as c
 from costplan.generators.prometheus.calendar import MAX_PERIOD_SECONDS
 from costplan.generators.prometheus.promql import duration, parse_duration, selector
 
 STEP = "1h"
+HOUR = 3600
+PART = "costplan_part"  # a label that keeps the two parts of a sum apart until they are added
 
 
-def period_to_date(inner: str, period: str) -> str:
+def closed_hour(series: str) -> str:
+    """The hour ending one hour before the evaluation (or subquery step) ``S``: the last value before ``S``.
+
+    ``offset 1s`` leaves out a value recorded exactly at ``S`` (which
+    already describes the hour ending at ``S``); ``[1h]`` finds the last
+    value of the hour before even if some evaluations were missed.
+    """
+    return f"last_over_time({series}[1h] offset 1s)"
+
+
+def clock_hour(inner: str) -> str:
+    """``inner`` (an expression over a ``[59m59s:<step>]`` range) at the last full hour before the evaluation."""
+    return f"last_over_time(({inner})[59m59s:{STEP}])"
+
+
+def period_to_date(build: Callable[[str], str], series: str, period: str) -> str:
+    """``build(series)`` summed over the hours of ``period`` up to the last closed hour.
+
+    ``build`` turns a series expression into the expression to sum (a
+    filter, an aggregation); it is applied to the current value (the last
+    closed hour) and, inside the hourly subquery, to each earlier hour.
+    """
+    current = build(series)
+    earlier = build(closed_hour(series))
     if period in MAX_PERIOD_SECONDS:
-        start = selector(c.METRIC_PERIOD_START, {c.LABEL_PERIOD: period})
+        start = selector(c.METRIC_BILLING_PERIOD_START, {c.LABEL_PERIOD: period})
         span = duration(MAX_PERIOD_SECONDS[period])
-        return f"sum_over_time(({inner} and on() (vector(time()) > on() {start} @ end()))[{span}:{STEP}])"
-    window = period.removeprefix("rolling_")
-    # A subquery includes both ends when aligned: one second less keeps N steps.
-    return f"sum_over_time(({inner})[{duration(parse_duration(window) - 1)}:{STEP}])"
+        # Step S reads the hour ending S - 1h; it is in the period when that hour's end is after the start.
+        keep = f"on() (vector(time()) - {HOUR} > on() {start} @ end())"
+        steps = f"sum_over_time(({earlier} and {keep})[{span}:{STEP}])"
+    else:
+        hours = parse_duration(period.removeprefix("rolling_")) // HOUR
+        if hours <= 1:
+            return current
+        # Aligned steps in [T - range, T]: one second less than hours - 1 keeps hours - 1 steps.
+        steps = f"sum_over_time(({earlier})[{duration((hours - 1) * HOUR - 1)}:{STEP}])"
+    return (
+        f'sum without ({PART}) (label_replace({steps}, "{PART}", "earlier", "", "")'
+        f' or label_replace({current}, "{PART}", "last", "", ""))'
+    )

@@ -89,6 +89,10 @@ def identity_rules(plan: Plan) -> list[dict[str, Any]]:
         rules.append(constant(c.METRIC_TEAM_INFO, 1, labels))
         for namespace in team.namespaces:
             owners.setdefault(namespace, team)
+        for user in team.users:
+            if user.tier and user.tier != team.tier:
+                rules.append(constant(c.METRIC_USER_TIER, 1, {c.LABEL_USER: user.id, c.LABEL_TEAM: team.name,
+                                                             c.LABEL_TIER: user.tier}))
     for namespace, team in sorted(owners.items()):
         labels = {c.LABEL_NAMESPACE: namespace, c.LABEL_TEAM: team.name, c.LABEL_COST_CENTER: team.cost_center}
         rules.append(constant(c.METRIC_NAMESPACE_TEAM, 1, labels))

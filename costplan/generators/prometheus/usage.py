@@ -5,10 +5,10 @@ Each source type's counters become ``costplan:usage_requests:<window>``,
 ``costplan:usage_limited_requests:rate5m``, labelled ``source``, ``model``
 (costplan's model id), ``model_name`` (what the source reported), ``user``,
 ``team`` and ``tier``. Two windows: ``rate5m`` (per second, for dashboards
-and alerts) and ``increase1h`` (per hour, the unit that period-to-date sums
-add up). Counters are only read through ``rate``, ``increase`` or a
-reset-guarded difference, so restarts never produce negative usage, and
-hourly figures tile exactly (see ``_windowed``).
+and alerts) and ``increase1h`` (the clock hour that closed last, the unit
+that period-to-date sums and the report add up). Counters are only read
+through ``rate`` or reset-aware differences, so restarts never produce
+negative usage, and hourly figures tile exactly (see ``_windowed``).
 
 Token types are disjoint: ``input`` is uncached input (sources count cached
 prompt tokens inside input, so cached is subtracted), ``output`` excludes
@@ -39,6 +39,7 @@ from typing import Any
 from costplan.core import conventions as c
 from costplan.core.names import promql_string
 from costplan.generators.kuadrant import limits
+from costplan.generators.prometheus.periods import clock_hour
 from costplan.generators.prometheus.promql import none_of, one_of, record, selector
 from costplan.plan import capabilities as cap
 from costplan.plan.model import Model, Plan, UsageSource
@@ -276,20 +277,35 @@ def _normalise(spec_: Spec, counter: Counter, fn: str, window: str, extra: Mappi
     return expr
 
 
-def _windowed(fn: str, series: str, window: str) -> str:
-    """``rate``, or an hourly increase that tiles exactly.
+# Hourly usage is the sum of the counter's changes between aligned steps this
+# far apart. One scrape at most falls between two steps when scrapes are at
+# least this far apart, so every reset is seen (see ``_windowed``).
+DIFFERENCE_STEP = "15s"
+# How long a counter may go without samples and still be the same counter:
+# an outage shorter than this bills the growth over it when samples return.
+SAME_SERIES_GAP = "1h"
 
-    ``increase()`` extrapolates to the edges of its range when no scrape sits
-    on them, so hourly sums would bill up to one scrape interval more or less
-    per hour, and the increment between two ranges would belong to neither.
-    The difference to the value one window ago telescopes: consecutive hours
-    add up to exactly the counter's growth. Where the counter was reset in
-    the window, or is younger than it, ``increase()`` (reset-aware) is used.
+
+def _windowed(fn: str, series: str, window: str) -> str:
+    """``rate``, or the exact growth of the counter in the clock hour that closed last.
+
+    At steps ``DIFFERENCE_STEP`` apart through the hour, each step adds the
+    change since the latest sample before the previous step (looked up as
+    far back as ``SAME_SERIES_GAP``): the difference when the counter did
+    not go down, the new value when it did (a restart counts from 0), and
+    the whole value when the series has no earlier sample (a series is
+    born at its first request, with a value of at least 1). The steps of
+    consecutive hours meet, so hours tile the counter's growth exactly and
+    never go negative; nothing is extrapolated (``increase()`` would, and
+    would lose a new series' first value). The hour is the clock hour before
+    the evaluation (``periods.clock_hour``), the same at every evaluation in
+    the hour after it.
     """
     if fn != "increase":
         return f"{fn}({series}[{window}])"
-    exact = f"({series} - {series} offset {window})"
-    return f"({exact} unless resets({series}[{window}]) > 0) or increase({series}[{window}])"
+    previous = f"last_over_time({series}[{SAME_SERIES_GAP}] offset {DIFFERENCE_STEP})"
+    change = f"({series} - {previous} >= 0 or {series} * 1)"
+    return clock_hour(f"sum_over_time({change}[59m59s:{DIFFERENCE_STEP}])")
 
 
 def _with_teams(plan: Plan, spec_: Spec, counter: Counter, fn: str, window: str) -> str:
@@ -331,7 +347,7 @@ def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure
     else:
         expr = _counted(plan, spec_, measure, fn, window)
     if measure.kind == "limited":
-        return _complete_tier(spec_, expr)
+        return _complete_tier(spec_, expr, plan)
     if len(models) == 1:
         served = promql_string(models[0].model_name)
         expr = f'label_replace({expr}, "{c.LABEL_MODEL_NAME}", {served}, "{c.LABEL_MODEL_NAME}", "")'
@@ -340,26 +356,39 @@ def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure
     if cap.USER not in spec_.labels and cap.TEAM not in spec_.labels:
         expr = f"{expr} * on({c.LABEL_MODEL}) group_left({c.LABEL_TEAM}, {c.LABEL_TIER}) {c.METRIC_MODEL_OWNER}"
         return expr
-    return _complete_tier(spec_, expr)
+    return _complete_tier(spec_, expr, plan)
 
 
-def _complete_tier(spec_: Spec, expr: str) -> str:
+def _complete_tier(spec_: Spec, expr: str, plan: Plan | None = None) -> str:
+    """The tier of a series without one: the user's own (``users[].tier``) where set, else the team's."""
     if cap.TIER in spec_.labels or (cap.TEAM not in spec_.labels and cap.USER not in spec_.labels):
         return expr
-    return f"{expr} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {c.METRIC_TEAM_INFO}"
+    by_team = f"{c.METRIC_TEAM_INFO}"
+    if plan is None or cap.USER not in spec_.labels or not _own_tiers(plan):
+        return f"{expr} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team}"
+    own = f"on({c.LABEL_USER}, {c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {c.METRIC_USER_TIER}"
+    return (
+        f"({expr} * {own} or ({expr} unless on({c.LABEL_USER}, {c.LABEL_TEAM}) {c.METRIC_USER_TIER})"
+        f" * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team})"
+    )
+
+
+def _own_tiers(plan: Plan) -> bool:
+    return any(u.tier and u.tier != t.tier for t in plan.teams for u in t.users)
 
 
 def models_of(plan: Plan, source: UsageSource) -> list[Model]:
     return [m for m in plan.models if m.usage_source == source.name]
 
 
-def source_rules(plan: Plan, source: UsageSource) -> list[dict[str, Any]]:
+def source_rules(plan: Plan, source: UsageSource, window_names: tuple[str, ...] = tuple(WINDOWS)) -> list[dict[str, Any]]:
     models = models_of(plan, source)
     if not models:
         return []
     spec_ = spec(plan, source)
     rules = []
-    for window_name, (fn, window) in WINDOWS.items():
+    for window_name in window_names:
+        fn, window = WINDOWS[window_name]
         for measure in spec_.measures:
             if measure.kind == "limited" and window_name != c.WINDOW_RATE:
                 continue
@@ -425,9 +454,18 @@ def gpu_rules() -> list[dict[str, Any]]:
 
 
 def rules(plan: Plan) -> list[dict[str, Any]]:
+    """Per-second usage (group costplan-usage); hourly usage is in ``hourly_rules``."""
     out: list[dict[str, Any]] = []
     for source in plan.usage_sources:
-        out.extend(source_rules(plan, source))
+        out.extend(source_rules(plan, source, (c.WINDOW_RATE,)))
     if plan.gpu_instances:
         out.extend(gpu_rules())
+    return out
+
+
+def hourly_rules(plan: Plan) -> list[dict[str, Any]]:
+    """Usage of the last closed clock hour (group costplan-hourly), read straight from the counters."""
+    out: list[dict[str, Any]] = []
+    for source in plan.usage_sources:
+        out.extend(source_rules(plan, source, (c.WINDOW_HOUR,)))
     return out

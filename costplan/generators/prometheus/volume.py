@@ -10,8 +10,13 @@ over the pricing's ``period``; money = Σ_bands step_i × max(volume − start_i
 where step_i is the band's price minus the previous band's (the marginal
 price telescoped), so crossing a band boundary mid-hour is exact.
 
-Both are period-to-date quantities; the spend rules turn them into hourly
-money as their increase over the last hour (reset at period start).
+Both are period-to-date quantities through the last closed clock hour
+(see ``periods``). The money of that hour is ``f(V) − f(V − v)``: the
+money of the period's volume with and without the hour's volume ``v``,
+both computed here from the same evaluation's series. It needs no earlier
+value of any recorded series, so it is exact in the hour that closes a
+period (where ``V − v`` is the period's volume before its last hour) and in
+the hour that opens one (``V − v = 0``), whatever the groups' timing.
 """
 
 from __future__ import annotations
@@ -35,23 +40,39 @@ def _pricings(plan: Plan):
             yield pricing
 
 
+def _previous(ptd: str, hour: str, on: str) -> str:
+    """The period-to-date value without the last closed hour (the whole value when that hour had none)."""
+    return f"({ptd} - on({on}) group_left() {hour} or {ptd})"
+
+
 def included_rules(plan: Plan) -> list[dict[str, Any]]:
     if not any(isinstance(p, PerRequestWithIncludedTokens) for p in _pricings(plan)):
         return []
     period = {c.LABEL_PERIOD: INCLUDED_PERIOD}
     has_allowance = f"on(model, tier) {c.METRIC_INCLUDED_TOKENS_PER_REQUEST} @ end()"
-    requests = period_to_date(f"sum by ({USER_KEY}) ({c.METRIC_USAGE_REQUESTS_HOURLY} and {has_allowance})", INCLUDED_PERIOD)
-    tokens = period_to_date(f"sum by ({USER_KEY}) ({c.METRIC_USAGE_TOKENS_HOURLY} and {has_allowance})", INCLUDED_PERIOD)
-    allowance = (
-        f"({c.METRIC_USAGE_REQUESTS_PTD} * on(model, tier) group_left() {c.METRIC_INCLUDED_TOKENS_PER_REQUEST})"
+
+    def allowed(series: str) -> str:
+        return f"sum by ({USER_KEY}) ({series} and {has_allowance})"
+
+    requests = period_to_date(allowed, c.METRIC_USAGE_REQUESTS_HOURLY, INCLUDED_PERIOD)
+    tokens = period_to_date(allowed, c.METRIC_USAGE_TOKENS_HOURLY, INCLUDED_PERIOD)
+
+    def overage(tokens_ptd: str, requests_ptd: str) -> str:
+        allowance = f"({requests_ptd} * on(model, tier) group_left() {c.METRIC_INCLUDED_TOKENS_PER_REQUEST})"
+        return f"clamp_min({tokens_ptd} - on({USER_KEY}, period) {allowance}, 0)"
+
+    price = f"on(model, tier) group_left() {c.METRIC_PRICE_PER_OVERAGE_TOKEN}"
+    previous = overage(
+        _previous(c.METRIC_USAGE_TOKENS_PTD, allowed(c.METRIC_USAGE_TOKENS_HOURLY), USER_KEY),
+        _previous(c.METRIC_USAGE_REQUESTS_PTD, allowed(c.METRIC_USAGE_REQUESTS_HOURLY), USER_KEY),
     )
-    overage = f"clamp_min({c.METRIC_USAGE_TOKENS_PTD} - on({USER_KEY}, period) {allowance}, 0)"
-    money = f"{c.METRIC_OVERAGE_TOKENS_PTD} * on(model, tier) group_left() {c.METRIC_PRICE_PER_OVERAGE_TOKEN}"
+    charge = {c.LABEL_CHARGE: c.CHARGE_OVERAGE}
     return [
         record(c.METRIC_USAGE_REQUESTS_PTD, requests, period),
         record(c.METRIC_USAGE_TOKENS_PTD, tokens, period),
-        record(c.METRIC_OVERAGE_TOKENS_PTD, overage),
-        record(c.METRIC_CHARGE_PTD, money, {c.LABEL_CHARGE: c.CHARGE_OVERAGE}),
+        record(c.METRIC_OVERAGE_TOKENS_PTD, overage(c.METRIC_USAGE_TOKENS_PTD, c.METRIC_USAGE_REQUESTS_PTD)),
+        record(c.METRIC_CHARGE_PTD, f"{c.METRIC_OVERAGE_TOKENS_PTD} * {price}", charge),
+        record(c.METRIC_CHARGE_PTD_PREVIOUS, f"{previous} * {price}", charge),
     ]
 
 
@@ -76,18 +97,31 @@ def tiered_rules(plan: Plan) -> list[dict[str, Any]]:
         priced = f"on(model, tier) {band(c.METRIC_VOLUME_BAND_START, unit, period, 0)} @ end()"
         labels = {c.LABEL_UNIT: unit, c.LABEL_PERIOD: period}
         volume_sel = selector(c.METRIC_VOLUME_PTD, labels)
-        rules.append(record(c.METRIC_VOLUME_PTD, period_to_date(f"sum by ({TEAM_KEY}) ({usage} and {priced})", period), labels))
-        money_terms, marginal_terms = [], []
+        hour_sel = selector(c.METRIC_VOLUME_HOURLY, labels)
+
+        def priced_sum(series: str, priced: str = priced) -> str:
+            return f"sum by ({TEAM_KEY}) ({series} and {priced})"
+
+        rules.append(record(c.METRIC_VOLUME_HOURLY, priced_sum(usage), labels))
+        rules.append(record(c.METRIC_VOLUME_PTD, period_to_date(priced_sum, usage, period), labels))
+
+        def money(volume: str, unit: str = unit, period: str = period, bands: int = bands) -> str:
+            terms = []
+            for i in range(bands):
+                start = f"on(model, tier) group_left(band) {band(c.METRIC_VOLUME_BAND_START, unit, period, i)}"
+                step = f"on(model, tier, band) group_left() {band(c.METRIC_VOLUME_BAND_PRICE_STEP, unit, period, i)}"
+                terms.append(f"clamp_min({volume} - {start}, 0) * {step}")
+            return f"sum by ({TEAM_KEY}, period) ({' or '.join(terms)})"
+
+        marginal_terms = []
         for i in range(bands):
             start = f"on(model, tier) group_left(band) {band(c.METRIC_VOLUME_BAND_START, unit, period, i)}"
             step = f"on(model, tier, band) group_left() {band(c.METRIC_VOLUME_BAND_PRICE_STEP, unit, period, i)}"
-            money_terms.append(f"clamp_min({volume_sel} - {start}, 0) * {step}")
             marginal_terms.append(f"({volume_sel} >= bool {start}) * {step}")
-        rules.append(record(
-            c.METRIC_CHARGE_PTD,
-            f"sum by ({TEAM_KEY}, period) ({' or '.join(money_terms)})",
-            {c.LABEL_CHARGE: c.CHARGE_VOLUME},
-        ))
+        charge = {c.LABEL_CHARGE: c.CHARGE_VOLUME}
+        before = f"({volume_sel} - on({TEAM_KEY}, unit, period) {hour_sel} or {volume_sel})"
+        rules.append(record(c.METRIC_CHARGE_PTD, money(volume_sel), charge))
+        rules.append(record(c.METRIC_CHARGE_PTD_PREVIOUS, money(before), charge))
         rules.append(record(
             c.METRIC_VOLUME_MARGINAL_PRICE,
             f"sum by ({TEAM_KEY}, unit, period) ({' or '.join(marginal_terms)})",
