@@ -93,7 +93,8 @@ def test_report_total_counts_the_lines_of_the_view(tmp_path):
         server.shutdown()
         server.server_close()
     assert result.exit_code == 0, result.output
-    assert "total 3.000000 USD: 1 team line(s) from 2 daily row(s)" in result.stderr
+    # Money keeps the precision of the plan's finest unit price (seven decimals in the minimal plan).
+    assert "total 3.0000000 USD: 1 team line(s) from 2 daily row(s)" in result.stderr
     assert len(result.stdout.splitlines()) == 2  # header and the one team line
 
 

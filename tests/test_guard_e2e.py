@@ -65,7 +65,7 @@ UTC = dt.UTC
 INPUT = c.spend_rollup("team", c.WINDOW_HOUR)  # what period-to-date budget spend sums
 DATA_START = dt.datetime(2025, 3, 30, 0, 0, tzinfo=UTC)
 DATA_END = dt.datetime(2025, 4, 1, 3, 0, tzinfo=UTC)
-SPEND = {  # hourly amounts, stamped at the end of the hour they cover (as the hourly rule records them)
+SPEND = {  # hourly amounts, by the end of the clock hour they cover
     "research": {"2025-03-31T10:00:00Z": "500", "2025-03-31T11:00:00Z": "300", "2025-03-31T14:00:00Z": "250",
                  "2025-03-31T23:00:00Z": "10"},
     "support": {"2025-03-31T10:00:00Z": "100"},
@@ -79,11 +79,14 @@ def at(text: str) -> dt.datetime:
 
 def openmetrics() -> str:
     lines = [f"# TYPE {INPUT} gauge"]
+    # As the hourly rule records it: the closed hour's amount at every 5-minute
+    # evaluation of the hour that follows.
     for team, samples in SPEND.items():
         for stamp, value in sorted(samples.items()):
-            ms = int(at(stamp).timestamp() * 1000)
-            lines.append(f'{INPUT}{{cost_center="{COST_CENTERS[team]}",team="{team}"}} {value} '
-                         f"{promserver.seconds(ms)}")
+            for minute in range(0, 60, 5):
+                ms = int((at(stamp) + dt.timedelta(minutes=minute)).timestamp() * 1000)
+                lines.append(f'{INPUT}{{cost_center="{COST_CENTERS[team]}",team="{team}"}} {value} '
+                             f"{promserver.seconds(ms)}")
     return "\n".join(lines + ["# EOF"]) + "\n"
 
 

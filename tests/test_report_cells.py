@@ -47,4 +47,4 @@ def test_money_cells_are_unchanged(bundled_plan):
     plan = bundled_plan()
     text = report.chargeback_csv(plan, report.Period(START, END, "2026-10"), rows(plan, "alice"), "team")
     [row] = list(csv.DictReader(io.StringIO(text, newline="")))
-    assert row["cost"] == "1.500000"
+    assert row["cost"] == "1.5000000000"  # the bundled plan prices to 10 decimals; nothing is prefixed

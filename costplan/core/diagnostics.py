@@ -34,7 +34,7 @@ PLAN_CHECKS: dict[str, str] = {
     "overlay": "an environment overlay cannot be merged (e.g. a list item without a name)",
     "unique-name": "two items of one list share a name (or two users share an id)",
     "unknown-reference": "a name refers to a tier, model, GPU instance or usage source that does not exist",
-    "budget-window": "a rolling budget window is not in w/d/h/m/s or is shorter than one hour",
+    "budget-window": "a rolling budget window is not in w/d/h/m/s, is shorter than one hour or longer than 366 days",
     "thresholds-order": "thresholds or volume tiers are not strictly ascending",
     "money": "an amount is negative, not finite or has more than 10 decimal places",
     "number": "a number is not finite, is out of range (below 10^15, at most 28 significant digits), "

@@ -881,6 +881,9 @@ def check_legacy_image(document: Any) -> Iterator[Diagnostic]:
 _BUDGET_WINDOW = re.compile(r"([0-9]+[wdhms])+")
 _WINDOW_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 MIN_BUDGET_WINDOW_SECONDS = 3600  # the spend series is hourly (conventions.OUTPUT_STEP)
+# Prometheus refuses ranges beyond its duration type, and a budget summed over
+# more than a year of hourly steps outlives any retention: one year at most.
+MAX_BUDGET_WINDOW_SECONDS = 366 * 86400
 
 
 def check_budget_windows(document: Any) -> Iterator[Diagnostic]:
@@ -896,9 +899,11 @@ def check_budget_windows(document: Any) -> Iterator[Diagnostic]:
             continue
         if not _BUDGET_WINDOW.fullmatch(window):
             problem = f"{window!r}: a budget window is written in w, d, h, m and s (e.g. 30d, 7d, 36h)"
-        elif sum(int(n) * _WINDOW_SECONDS[u] for n, u in re.findall(r"([0-9]+)([wdhms])", window)) \
+        elif (seconds := sum(int(n) * _WINDOW_SECONDS[u] for n, u in re.findall(r"([0-9]+)([wdhms])", window))) \
                 < MIN_BUDGET_WINDOW_SECONDS:
             problem = f"{window!r}: a budget window is at least 1h (spend is summed per hour)"
+        elif seconds > MAX_BUDGET_WINDOW_SECONDS:
+            problem = f"{window!r}: a budget window is at most 366d (a rolling year)"
         else:
             continue
         yield _at(document, path + ["window"], problem, "budget-window")
