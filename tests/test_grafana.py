@@ -145,3 +145,11 @@ def test_sidecar_mode_emits_a_labelled_configmap(bundled_plan, env):
     assert meta["namespace"] == "monitoring"
     assert list(artifact.data["data"]) == [f"costplan-llm-chargeback-{env}.json"]
     assert dashboard_of(artifact)["title"] == f"LLM costs: llm-chargeback ({env})"
+
+
+def test_spend_is_split_by_charge_with_idle_gpus_beside_it(bundled_plan):
+    from costplan.generators.grafana import build_dashboard, panel_queries
+
+    split = [expr for title, expr in panel_queries(build_dashboard(bundled_plan())) if title.startswith("Spend by charge")]
+    assert len(split) == 2 and "sum by (charge)" in split[0] and "costplan:spend:increase1h" in split[0]
+    assert "costplan:gpu_idle_cost:increase1h" in split[1]

@@ -320,3 +320,20 @@ def test_gpu_price_check_cronjob(bundled_plan):
     job = next(a.data for a in reports.generate(bundled_plan("dev")) if a.name == "costplan-gpu-price-check")
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["check-gpu-prices", "-f", "/etc/costplan/costplan.yaml", "-e", "dev"]
+
+
+def test_a_teams_gpu_hours_are_in_its_monthly_report(bundled_plan):
+    # The hourly rules record a team's namespace GPU cost as its own charge (charge="gpu", no user or
+    # model): 2 GPUs x 3 h x 1.006 = 6.036 next to 1.5 of requests. The team's line is their sum.
+    plan = bundled_plan()
+    start, end = at("2026-10-01T00:00:00Z"), at("2026-10-02T00:00:00Z")
+    rows = report.rows_from_samples(plan, start, end, spend=[
+        sample("1.5", team="ml-research", user="premiumuser1", tier="premium", model="claude-sonnet"),
+        sample("6.036", team="ml-research", cost_center="CC-1001"),
+    ])
+    period = report.month_period("2026-10", ZoneInfo("UTC"))
+    team = list(csv.DictReader(io.StringIO(report.chargeback_csv(plan, period, rows, "team"))))
+    assert [(r["team"], r["cost"]) for r in team] == [("ml-research", "7.5360000000")]
+    detail = list(csv.DictReader(io.StringIO(report.chargeback_csv(plan, period, rows, "detail"))))
+    assert {(r["user"], r["model"], r["cost"]) for r in detail} == {
+        ("", "", "6.0360000000"), ("premiumuser1", "claude-sonnet", "1.5000000000")}

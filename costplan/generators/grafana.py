@@ -107,6 +107,11 @@ def spend_by_team_query() -> str:
     return f"sum by ({c.LABEL_TEAM}) ({_range_sum(c.METRIC_SPEND_HOURLY, IDENTITY_FILTER)})"
 
 
+def spend_by_charge_query() -> str:
+    """The split of spend: requests, tokens, overage, volume and the teams' GPU cost (``charge``)."""
+    return f"sum by ({c.LABEL_CHARGE}) ({_range_sum(c.METRIC_SPEND_HOURLY, IDENTITY_FILTER)})"
+
+
 def hourly_spend_by_team_query() -> str:
     return f"sum by ({c.LABEL_TEAM}) ({c.METRIC_SPEND_HOURLY}{{{IDENTITY_FILTER}}})"
 
@@ -245,11 +250,21 @@ def build_dashboard(plan: Plan) -> dict[str, Any]:
         .with_target(_query(spend_by_team_query(), legend="{{team}}", instant=True))
     )
     builder = builder.with_panel(
+        piechart.Panel()
+        .title("Spend by charge (requests, tokens, GPUs) and idle GPUs")
+        .datasource(DATASOURCE)
+        .unit(money)
+        .span(6)
+        .height(6)
+        .with_target(_query(spend_by_charge_query(), legend="{{charge}}", instant=True))
+        .with_target(_query(gpu_idle_spend_total_query(), legend="idle GPUs (no team)", instant=True, ref="B"))
+    )
+    builder = builder.with_panel(
         timeseries.Panel()
         .title("Spend per hour by team")
         .datasource(DATASOURCE)
         .unit(money)
-        .span(12)
+        .span(6)
         .height(6)
         .interval(HOUR)
         .with_target(_query(hourly_spend_by_team_query(), legend="{{team}}"))
