@@ -19,19 +19,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from costplan.core.money import format_decimal, to_decimal
-from costplan.plan.model import ACTION_THROTTLE, ENFORCING_ACTIONS, Plan
+from costplan.plan.model import ACTION_THROTTLE, ENFORCING_ACTIONS, BudgetAction, Plan
 from costplan.plan.pricing import budget_period
 
 DOCUMENT_KIND = "CostplanGuardConfig"
 _UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600),
           "d": Decimal(86400), "w": Decimal(604800), "y": Decimal(31536000)}
-
-
-@dataclass(frozen=True)
-class GuardAction:
-    at: Decimal
-    action: str
-    tier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +34,7 @@ class GuardBudget:
     name: str
     period: str
     amount: Decimal
-    actions: tuple[GuardAction, ...]
+    actions: tuple[BudgetAction, ...]
 
     @property
     def calendar(self) -> bool:
@@ -100,7 +93,7 @@ def guard_config(plan: Plan) -> GuardConfig:
                 name=b.name,
                 period=budget_period(b),
                 amount=b.amount,
-                actions=tuple(GuardAction(a.at, a.action, a.tier) for a in b.actions if a.action in ENFORCING_ACTIONS),
+                actions=tuple(a for a in b.actions if a.action in ENFORCING_ACTIONS),
             )
             for b in team.budgets
             if any(a.action in ENFORCING_ACTIONS for a in b.actions)
@@ -122,7 +115,7 @@ def guard_config(plan: Plan) -> GuardConfig:
 
 
 def to_document(config: GuardConfig) -> dict[str, Any]:
-    def action(a: GuardAction) -> dict[str, Any]:
+    def action(a: BudgetAction) -> dict[str, Any]:
         return {"action": a.action, "at": format_decimal(a.at), **({"tier": a.tier} if a.tier else {})}
 
     return {
@@ -169,7 +162,7 @@ def from_document(doc: Mapping[str, Any]) -> GuardConfig:
                 budgets=tuple(
                     GuardBudget(
                         name=b["name"], period=b["period"], amount=to_decimal(b["amount"]),
-                        actions=tuple(GuardAction(to_decimal(a["at"]), a["action"], a.get("tier"))
+                        actions=tuple(BudgetAction(to_decimal(a["at"]), a["action"], a.get("tier"))
                                       for a in b["actions"]),
                     )
                     for b in t["budgets"]
