@@ -78,6 +78,9 @@ BROKEN = [
     Broken("price override refers to an unknown model",
            (("      - model: small", "      - model: smal"),),
            one("74:16", "/tiers/1/priceOverrides/0/model", "unknown-reference"), "unknown model 'smal'"),
+    Broken("idle GPU cost charged to an unknown team",
+           (("models:\n", "gpuIdleCost:\n  share: team\n  team: reserch\nmodels:\n"),),
+           one("39:9", "/gpuIdleCost/team", "unknown-reference"), "unknown team 'reserch' (did you mean 'research'?)"),
     # -- uniqueness ------------------------------------------------------
     Broken("duplicate team name",
            (("  - name: support", "  - name: research"),),

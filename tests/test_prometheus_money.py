@@ -380,3 +380,84 @@ def test_budget_thresholds_fire_exactly_at_their_amount_and_forecast_warns(bundl
         # ml-research spent its budget in full: its forecast alert gives way to the threshold alert
         {"eval_time": "150m", "alertname": "CostplanBudgetForecastExceeded", "exp_alerts": [company_at("3827.50")]},
     ])
+
+
+def _gpu_series(allocatable: int) -> list[tuple[str, str]]:
+    """n1 (g5.xlarge, 1.006 per GPU-hour): ml-research runs 2 GPUs, platform's namespace llm 1."""
+    gpu = 'resource="nvidia_com_gpu", unit="integer"'
+    return [
+        (f'kube_pod_container_resource_requests{{namespace="ml-research", pod="train", container="c", node="n1", {gpu}}}', "2x200"),
+        ('kube_pod_status_phase{namespace="ml-research", pod="train", phase="Running"}', "1x200"),
+        (f'kube_pod_container_resource_requests{{namespace="llm", pod="guard", container="c", node="n1", {gpu}}}', "1x200"),
+        ('kube_pod_status_phase{namespace="llm", pod="guard", phase="Running"}', "1x200"),
+        (f'kube_node_status_allocatable{{node="n1", {gpu}}}', f"{allocatable}x200"),
+        ('kube_node_labels{node="n1", label_node_kubernetes_io_instance_type="g5.xlarge"}', "1x200"),
+    ]
+
+
+def test_idle_gpu_cost_shared_by_usage(bundled_plan):
+    from costplan.plan.model import IDLE_BY_USAGE, GpuIdleCost
+
+    plan = dataclasses.replace(bundled_plan(None), gpu_idle_cost=GpuIdleCost(share=IDLE_BY_USAGE))
+    three_hours = "sum_over_time(%s[2h59m59s:1h])"
+    check(plan, _gpu_series(allocatable=6), [
+        # 6 allocatable − 3 requested = 3 idle GPUs × 1.006 = 3.018 an hour, shared 2 : 1 as the
+        # teams' GPU use on g5-xlarge (ml-research 2 GPUs, platform's llm 1): 2.012 and 1.006.
+        expr(money('costplan:spend:increase1h{charge="gpu_idle"}'), "2h", [
+            sample('{charge="gpu_idle", team="ml-research", tier="premium", cost_center="CC-1001"}', 2.012),
+            sample('{charge="gpu_idle", team="platform", tier="enterprise", cost_center="CC-0001"}', 1.006),
+        ]),
+        # The idle cost stays visible on its own: 3.018 an hour.
+        expr(money("costplan:gpu_idle_cost:increase1h"), "2h", [
+            sample('{node="n1", instance_type="g5.xlarge", gpu_instance="g5-xlarge"}', 3.018),
+        ]),
+        # ml-research over 3 hours: its own 2 GPUs 3 × 2.012 = 6.036 plus its idle share 3 × 2.012 = 6.036.
+        expr(money('costplan:spend_by_team:period_to_date{team="ml-research", period="month"}'), "3h", [
+            sample('{team="ml-research", cost_center="CC-1001", period="month"}', 12.072),
+        ]),
+        # ... and in its monthly budget (1500): 12.072 spent
+        expr(money('costplan:budget_spend{team="ml-research", budget="monthly"}'), "3h", [
+            sample('{team="ml-research", budget="monthly", period="month"}', 12.072),
+        ]),
+        expr(money(three_hours % 'costplan:spend:increase1h{charge="gpu_idle", team="platform"}'), "3h", [
+            sample('{charge="gpu_idle", team="platform", tier="enterprise", cost_center="CC-0001"}', 3.018),
+        ]),
+        # Per second, the same split: 2.012 / 3600 for ml-research.
+        expr(money('costplan:spend:rate5m{charge="gpu_idle", team="ml-research"} * 3600'), "2h", [
+            sample('{charge="gpu_idle", team="ml-research", tier="premium", cost_center="CC-1001"}', 2.012),
+        ]),
+    ])
+
+
+def test_idle_gpu_cost_of_a_type_nobody_used_stays_unallocated(bundled_plan):
+    from costplan.generators.grafana import gpu_idle_unallocated_query
+    from costplan.plan.model import IDLE_BY_USAGE, GpuIdleCost
+
+    plan = dataclasses.replace(bundled_plan(None), gpu_idle_cost=GpuIdleCost(share=IDLE_BY_USAGE))
+    gpu = 'resource="nvidia_com_gpu", unit="integer"'
+    series = _gpu_series(allocatable=6) + [
+        (f'kube_node_status_allocatable{{node="n2", {gpu}}}', "8x200"),
+        ('kube_node_labels{node="n2", label_node_kubernetes_io_instance_type="p4d.24xlarge"}', "1x200"),
+    ]
+    check(plan, series, [
+        # n2's 8 idle A100s (32.7726 an hour) are of a type no team ran: nobody is charged for them;
+        # n1's idle GPUs are shared as before (2.012 + 1.006).
+        expr(money('sum by (gpu_instance) (costplan:gpu_idle_cost:increase1h)'), "2h", [
+            sample('{gpu_instance="g5-xlarge"}', 3.018), sample('{gpu_instance="p4d-24xlarge"}', 32.7726),
+        ]),
+        expr(money('sum(costplan:spend:increase1h{charge="gpu_idle"})'), "2h", [sample("{}", 3.018)]),
+        # The dashboard's "idle GPUs no team uses" over two closed hours: 2 × 32.7726 = 65.5452.
+        expr(money(gpu_idle_unallocated_query().replace("$__range", "1h59m59s")), "3h", [sample("{}", 65.5452)]),
+    ])
+
+
+def test_idle_gpu_cost_charged_to_one_team(bundled_plan):
+    from costplan.plan.model import IDLE_TEAM, GpuIdleCost
+
+    plan = dataclasses.replace(bundled_plan(None), gpu_idle_cost=GpuIdleCost(share=IDLE_TEAM, team="platform"))
+    check(plan, _gpu_series(allocatable=6), [
+        # all 3 idle GPUs × 1.006 = 3.018 an hour to platform; ml-research pays none of it
+        expr(money('costplan:spend:increase1h{charge="gpu_idle"}'), "2h", [
+            sample('{charge="gpu_idle", team="platform", tier="enterprise", cost_center="CC-0001"}', 3.018),
+        ]),
+    ])

@@ -191,6 +191,7 @@ def test_a_plan_with_every_key_validates_and_maps():
     assert plan.notifications.email.auth_password.key == "password"
     assert (plan.guard.fail_mode, plan.guard.fail_after, plan.guard.namespace) == ("closed", "10m", "guard")
     assert plan.install.create_namespaces is False
+    assert (plan.gpu_idle_cost.share, plan.gpu_idle_cost.team) == ("team", "search")
 
 
 def test_decimal_strings_are_accepted_as_money(tmp_path, monkeypatch):
@@ -228,6 +229,12 @@ BROKEN = [
     Broken("missing required key is reported at its mapping",
            (("    costCenter: CC-2\n", ""),),
            "93:5", "/teams/1", "schema", "missing required key 'costCenter'"),
+    Broken("idle GPU cost charged to a team needs the team",
+           (("models:\n", "gpuIdleCost:\n  share: team\nmodels:\n"),),
+           "38:3", "/gpuIdleCost", "schema", "missing required key 'team'"),
+    Broken("a payer team only with share team",
+           (("models:\n", "gpuIdleCost:\n  share: byUsage\n  team: research\nmodels:\n"),),
+           "39:3", "/gpuIdleCost/team", "schema", "team"),
     Broken("missing top-level key",
            (("kind: CostPlan\n", ""),),
            "4:1", "", "schema", "missing required key 'kind'"),

@@ -234,6 +234,8 @@ CHARGE_TOKEN = "token"
 CHARGE_OVERAGE = "overage"
 CHARGE_VOLUME = "volume"
 CHARGE_GPU = "gpu"
+# A team's share of idle GPU cost (gpuIdleCost.share byUsage or team).
+CHARGE_GPU_IDLE = "gpu_idle"
 TOKEN_TYPES = ("input", "cached_input", "cache_creation_input", "output", "reasoning")  # disjoint
 TOKEN_TYPE_TOTAL = "total"  # sources that count only total tokens
 PERIODS = ("day", "week", "month")

@@ -42,7 +42,7 @@ from costplan.core.artifacts import Artifact, manifest
 from costplan.core.names import object_name, promql_string
 from costplan.generators.common import WAVE_CONFIG, metadata
 from costplan.generators.prometheus.periods import closed_hour
-from costplan.plan.model import Budget, Plan
+from costplan.plan.model import IDLE_SEPARATE, Budget, Plan
 
 COMPONENT = "grafana"
 DATASOURCE_VAR = "datasource"
@@ -161,6 +161,12 @@ def gpu_idle_spend_total_query() -> str:
     return f"sum({_range_sum(c.METRIC_GPU_IDLE_COST_HOURLY, '')})"
 
 
+def gpu_idle_unallocated_query() -> str:
+    """Idle GPU cost no team was charged (``gpuIdleCost`` shares it): all idle less the teams' shares."""
+    shared = f'sum({_range_sum(c.METRIC_SPEND_HOURLY, f"{c.LABEL_CHARGE}={promql_string(c.CHARGE_GPU_IDLE)}")})'
+    return f"clamp_min({gpu_idle_spend_total_query()} - ({shared} or vector(0)), 0)"
+
+
 def rate_limited_query() -> str:
     return f'max by ({c.LABEL_TIER}) ({c.METRIC_RATE_LIMITED_RATIO}{{{c.LABEL_TIER}=~"$tier"}})'
 
@@ -168,6 +174,13 @@ def rate_limited_query() -> str:
 # --------------------------------------------------------------------------
 # Dashboard
 # --------------------------------------------------------------------------
+
+
+def _idle_target(plan: Plan) -> Any:
+    """Idle GPUs beside the charges: all of them, or (when teams share them) what no team was charged."""
+    if plan.gpu_idle_cost.share == IDLE_SEPARATE:
+        return _query(gpu_idle_spend_total_query(), legend="idle GPUs (no team)", instant=True, ref="B")
+    return _query(gpu_idle_unallocated_query(), legend="idle GPUs no team uses", instant=True, ref="B")
 
 
 def _variables(plan: Plan) -> list[Any]:
@@ -257,7 +270,7 @@ def build_dashboard(plan: Plan) -> dict[str, Any]:
         .span(6)
         .height(6)
         .with_target(_query(spend_by_charge_query(), legend="{{charge}}", instant=True))
-        .with_target(_query(gpu_idle_spend_total_query(), legend="idle GPUs (no team)", instant=True, ref="B"))
+        .with_target(_idle_target(plan))
     )
     builder = builder.with_panel(
         timeseries.Panel()

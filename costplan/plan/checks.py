@@ -268,6 +268,11 @@ def check_references(document: Any) -> Iterator[Diagnostic]:
             yield _unknown(document, path + ["usageSource"], "usage source", model.get("usageSource"), sources)
         if "gpuInstance" in model and model["gpuInstance"] not in gpus:
             yield _unknown(document, path + ["gpuInstance"], "GPU instance", model["gpuInstance"], gpus)
+    idle = _get(document, ["gpuIdleCost"])
+    if isinstance(idle, dict) and "team" in idle:
+        teams = {str(team.get("name")) for _, team in _teams(document) if isinstance(team.get("name"), str)}
+        if idle["team"] not in teams:
+            yield _unknown(document, ["gpuIdleCost", "team"], "team", idle["team"], teams)
     for tier_path, _ in _items(document, ["tiers"]):
         for path, override in _items(document, tier_path + ["priceOverrides"]):
             if override.get("model") not in models:

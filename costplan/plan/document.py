@@ -15,6 +15,7 @@ from typing import Any
 
 from costplan.core.money import to_decimal
 from costplan.plan.model import (
+    IDLE_SEPARATE,
     Alerts,
     ApiKeyAuth,
     ApiKeyRef,
@@ -26,6 +27,7 @@ from costplan.plan.model import (
     EmailServer,
     Gateway,
     GpuHourly,
+    GpuIdleCost,
     GpuInstance,
     Grafana,
     Guard,
@@ -374,6 +376,10 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
         notifications=_notifications(doc.get("notifications")),
         guard=_guard(doc.get("guard")),
         install=Install(create_namespaces=bool((doc.get("install") or {}).get("createNamespaces", True))),
+        gpu_idle_cost=GpuIdleCost(
+            share=str((doc.get("gpuIdleCost") or {}).get("share", IDLE_SEPARATE)),
+            team=(doc.get("gpuIdleCost") or {}).get("team"),
+        ),
     )
 
 
@@ -609,6 +615,11 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         document["guard"] = _guard_doc(plan.guard)
     if plan.install != Install():
         document["install"] = {"createNamespaces": plan.install.create_namespaces}
+    if plan.gpu_idle_cost != GpuIdleCost():
+        idle: dict[str, Any] = {"share": plan.gpu_idle_cost.share}
+        if plan.gpu_idle_cost.team is not None:
+            idle["team"] = plan.gpu_idle_cost.team
+        document["gpuIdleCost"] = idle
     return document
 
 

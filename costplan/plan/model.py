@@ -365,6 +365,26 @@ class Team:
     contacts: tuple[Contact, ...] = ()
 
 
+# Who pays for idle GPUs (``gpuIdleCost.share``).
+IDLE_SEPARATE = "separate"
+IDLE_BY_USAGE = "byUsage"
+IDLE_TEAM = "team"
+
+
+@dataclass(frozen=True)
+class GpuIdleCost:
+    """Who pays for GPUs nodes have and no running pod requests.
+
+    ``separate`` keeps idle cost on its own, billed to nobody (what OpenCost
+    calls an unshared idle); ``byUsage`` shares each hour's idle cost of an
+    instance type among the teams that used that type in the hour, in
+    proportion to their GPU cost of it; ``team`` charges all of it to one team.
+    """
+
+    share: str = IDLE_SEPARATE
+    team: str | None = None
+
+
 @dataclass(frozen=True)
 class Install:
     """How ``costplan apply`` installs the plan: whether it creates the namespaces it targets."""
@@ -524,6 +544,7 @@ class Plan:
     notifications: Notifications = field(default_factory=Notifications)
     guard: Guard = field(default_factory=Guard)
     install: Install = field(default_factory=Install)
+    gpu_idle_cost: GpuIdleCost = field(default_factory=GpuIdleCost)
 
     # -- lookups generators need often ------------------------------------
 

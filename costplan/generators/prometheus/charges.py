@@ -1,7 +1,7 @@
 """Money: usage joined with prices, then rolled up.
 
 ``costplan:spend:<window>`` carries one series per charge (``request``,
-``token``, ``overage``, ``volume``, ``gpu``) and identity (``user``, ``team``,
+``token``, ``overage``, ``volume``, ``gpu``, ``gpu_idle``) and identity (``user``, ``team``,
 ``tier``, ``model``, ``cost_center``; ``token_type`` on token charges).
 ``rate5m`` is money per second, ``increase1h`` the money of the clock hour
 that closed last (``periods``). Linear charges are one join with a price
@@ -11,7 +11,9 @@ price in ``rate5m``. GPU-hourly models cost the
 GPU spend of their namespace on their GPU instance type (not multiplied by
 tier: it is cost, passed through), charged to the namespace's team. The GPU
 cost of a team's other namespaces is the team's own ``gpu`` charge (no user,
-no model), so it counts in the team's spend, budgets and report.
+no model), so it counts in the team's spend, budgets and report. Idle GPU
+cost is the teams' ``gpu_idle`` charge only when the plan shares it
+(``gpuIdleCost``); by default it is reported on its own, billed to nobody.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from costplan.core import conventions as c
 from costplan.core.names import promql_string
 from costplan.generators.prometheus.periods import clock_hour, period_to_date
 from costplan.generators.prometheus.promql import by, record, selector
-from costplan.plan.model import GpuHourly, Plan
+from costplan.plan.model import IDLE_SEPARATE, IDLE_TEAM, GpuHourly, Plan
 from costplan.plan.pricing import owner_team
 
 USER_KEY = "user, team, tier, model"
@@ -135,6 +137,36 @@ def team_gpu_rule(plan: Plan, window: str) -> list[dict[str, Any]]:
     return [record(_spend(window), expr, {c.LABEL_CHARGE: c.CHARGE_GPU})]
 
 
+def idle_share_rule(plan: Plan, window: str) -> list[dict[str, Any]]:
+    """Idle GPU cost charged to teams (``charge="gpu_idle"``), as ``gpuIdleCost.share`` says.
+
+    ``byUsage``: per GPU instance type, idle cost x the team's GPU cost of
+    that type / all teams' GPU cost of it, in the same hour (or second, for
+    ``rate5m``); a type no team used keeps its idle cost unallocated, so no
+    team pays for what nobody asked for. Multiplying before dividing keeps
+    whole shares exact in floating point. ``team``: all of it, to that team.
+    """
+    idle_cost = plan.gpu_idle_cost
+    if not plan.gpu_instances or idle_cost.share == IDLE_SEPARATE:
+        return []
+    if window == c.WINDOW_RATE:
+        used, idle = f'{c.METRIC_GPU_COST_RATE}{{team!=""}}', c.METRIC_GPU_IDLE_COST_RATE
+    else:
+        used, idle = f'{c.METRIC_GPU_COST_BY_TEAM_HOURLY}{{team!=""}}', c.METRIC_GPU_IDLE_COST_HOURLY
+    team_info = f'{c.METRIC_TEAM_INFO}{{team!=""}}'
+    if idle_cost.share == IDLE_TEAM and idle_cost.team is not None:
+        payer = promql_string(idle_cost.team)
+        expr = (f'label_replace(sum({idle}), "team", {payer}, "", "") '
+                f"* on(team) group_left(tier, cost_center) {team_info}")
+    else:
+        weights = f"sum by (team, cost_center, gpu_instance) ({used})"
+        total = f"(sum by (gpu_instance) ({used}) > 0)"
+        idle_by_type = f"sum by (gpu_instance) ({idle})"
+        share = f"{weights} * on(gpu_instance) group_left() {idle_by_type} / on(gpu_instance) group_left() {total}"
+        expr = f"sum by (team, cost_center) ({share}) * on(team, cost_center) group_left(tier) {team_info}"
+    return [record(_spend(window), expr, {c.LABEL_CHARGE: c.CHARGE_GPU_IDLE})]
+
+
 def rollup_rules(window: str) -> list[dict[str, Any]]:
     return [record(c.spend_rollup(name, window), f"sum by ({by(labels)}) ({_spend(window)})")
             for name, labels in c.ROLLUPS.items()]
@@ -180,7 +212,7 @@ def rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[s
     """Per-second money (group costplan-spend)."""
     out = linear_rules(c.WINDOW_RATE) + nonlinear_rate_rules(plan, has_included, volume_units)
     out += [rule for rule in gpu_model_rules(plan) if rule["record"] == c.METRIC_SPEND_RATE]
-    out += team_gpu_rule(plan, c.WINDOW_RATE)
+    out += team_gpu_rule(plan, c.WINDOW_RATE) + idle_share_rule(plan, c.WINDOW_RATE)
     return out + rollup_rules(c.WINDOW_RATE) + unit_cost_rules(plan)
 
 
@@ -190,5 +222,5 @@ def hourly_rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list
     if has_included or volume_units:
         out.append(nonlinear_hourly_rule())
     out += [rule for rule in gpu_model_rules(plan) if rule["record"] == c.METRIC_SPEND_HOURLY]
-    out += team_gpu_rule(plan, c.WINDOW_HOUR)
+    out += team_gpu_rule(plan, c.WINDOW_HOUR) + idle_share_rule(plan, c.WINDOW_HOUR)
     return out + rollup_rules(c.WINDOW_HOUR) + day_rules()
