@@ -60,10 +60,11 @@ def seconds(ms: int) -> str:
     return f"{ms // 1000}.{ms % 1000:03d}5"
 
 
-def backfill_openmetrics(text: str, data_dir: Path, work: Path) -> None:
+def backfill_openmetrics(text: str, data_dir: Path, work: Path, timeout: float = COMMAND_TIMEOUT) -> None:
+    """promtool writes one block per two hours of samples: a month takes it about a minute."""
     source = work / "input.om"
     source.write_text(text)
-    run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data_dir)])
+    run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(source), str(data_dir)], timeout=timeout)
 
 
 class PrometheusServer:
