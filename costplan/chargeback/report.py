@@ -32,17 +32,20 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 import urllib.parse
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusError, Sample, post
+from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusError, Sample, post, vector
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure, UsageProblem
 from costplan.core.money import per_unit
@@ -218,17 +221,34 @@ def window_query(metric: str, by: Sequence[str], start: datetime, end: datetime)
     return f"sum by ({', '.join(by)}) (sum_over_time({closed_hour(metric)}[{span}s:{c.OUTPUT_STEP}]))"
 
 
+ROW_LABELS = (*IDENTITY, c.LABEL_CLUSTER)
+"""What a row is per: the identity and, on a fleet's global view, the cluster the series came from."""
+SERIES = "costplan_series"  # a label that keeps the three sums of one window query apart
+SPEND, REQUESTS, TOKENS = "spend", "requests", "tokens"
+
+
 def spend_query(start: datetime, end: datetime) -> str:
-    return window_query(c.METRIC_SPEND_HOURLY, IDENTITY, start, end)
+    return window_query(c.METRIC_SPEND_HOURLY, ROW_LABELS, start, end)
 
 
 def requests_query(start: datetime, end: datetime) -> str:
     # Usage carries no cost_center; it is completed from the plan's teams.
-    return window_query(c.METRIC_USAGE_REQUESTS_HOURLY, IDENTITY[:4], start, end)
+    return window_query(c.METRIC_USAGE_REQUESTS_HOURLY, (*IDENTITY[:4], c.LABEL_CLUSTER), start, end)
 
 
 def tokens_query(start: datetime, end: datetime) -> str:
-    return window_query(c.METRIC_USAGE_TOKENS_HOURLY, (*IDENTITY[:4], c.LABEL_TOKEN_TYPE), start, end)
+    return window_query(c.METRIC_USAGE_TOKENS_HOURLY, (*IDENTITY[:4], c.LABEL_CLUSTER, c.LABEL_TOKEN_TYPE), start, end)
+
+
+def day_query(start: datetime, end: datetime) -> str:
+    """Spend, requests and tokens of one window in one query, each sum marked by ``costplan_series``.
+
+    The three sums are the same expressions as three separate queries (the
+    same floats, so the same money), joined with ``or``: their series never
+    collide because the marker differs.
+    """
+    parts = ((SPEND, spend_query), (REQUESTS, requests_query), (TOKENS, tokens_query))
+    return " or ".join(f'label_replace({build(start, end)}, "{SERIES}", "{kind}", "", "")' for kind, build in parts)
 
 
 # --------------------------------------------------------------------------
@@ -236,9 +256,9 @@ def tokens_query(start: datetime, end: datetime) -> str:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UsageRow:
-    """Spend and usage of one identity in one window (a FOCUS charge period)."""
+    """Spend and usage of one identity (and cluster) in one window (a FOCUS charge period)."""
 
     start: datetime
     end: datetime
@@ -250,6 +270,7 @@ class UsageRow:
     cost: Decimal
     requests: Decimal = Decimal(0)
     tokens: Mapping[str, Decimal] = field(default_factory=dict)
+    cluster: str = ""
 
     def key(self, labels: Sequence[str]) -> tuple[str, ...]:
         return tuple(getattr(self, label) for label in labels)
@@ -259,12 +280,57 @@ class UsageRow:
         return sum(self.tokens.values(), Decimal(0))
 
 
-def _identity(labels: Mapping[str, str], plan: Plan) -> tuple[str, ...]:
-    values = {label: labels.get(label, "") for label in IDENTITY}
-    if not values[c.LABEL_COST_CENTER] and values[c.LABEL_TEAM]:
-        team = next((t for t in plan.teams if t.name == values[c.LABEL_TEAM]), None)
-        values[c.LABEL_COST_CENTER] = team.cost_center if team else ""
-    return tuple(values[label] for label in IDENTITY)
+class _Window:
+    """The rows of one window, summed by row key as samples arrive (no sample is kept)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.cost_centers = {team.name: team.cost_center for team in plan.teams}
+        self.quantum = money_quantum(plan)
+        self.costs: dict[tuple[str, ...], Decimal] = {}
+        self.counts: dict[tuple[str, ...], Decimal] = {}
+        self.tokens: dict[tuple[str, ...], dict[str, Decimal]] = {}
+
+    def key(self, labels: Mapping[str, str]) -> tuple[str, ...]:
+        team = labels.get(c.LABEL_TEAM, "")
+        cost_center = labels.get(c.LABEL_COST_CENTER, "") or (self.cost_centers.get(team, "") if team else "")
+        return (team, labels.get(c.LABEL_USER, ""), labels.get(c.LABEL_TIER, ""), labels.get(c.LABEL_MODEL, ""),
+                cost_center, labels.get(c.LABEL_CLUSTER, ""))
+
+    def add(self, kind: str, labels: Mapping[str, str], value: Decimal) -> None:
+        key = self.key(labels)
+        if kind == SPEND:
+            self.costs[key] = self.costs.get(key, Decimal(0)) + value
+        elif kind == REQUESTS:
+            self.counts[key] = self.counts.get(key, Decimal(0)) + value
+        elif kind == TOKENS:
+            bucket = self.tokens.setdefault(key, {})
+            token_type = labels.get(c.LABEL_TOKEN_TYPE, "")
+            bucket[token_type] = bucket.get(token_type, Decimal(0)) + value
+
+    def rows(self, start: datetime, end: datetime) -> list[UsageRow]:
+        zero = Decimal(0)
+        rows = []
+        for key in sorted(set(self.costs) | set(self.counts) | set(self.tokens)):
+            team, user, tier, model, cost_center, cluster = key
+            rows.append(
+                UsageRow(
+                    start=start,
+                    end=end,
+                    team=team,
+                    user=user,
+                    tier=tier,
+                    model=model,
+                    cost_center=cost_center,
+                    cost=self.costs.get(key, zero).quantize(self.quantum, ROUND_HALF_EVEN),
+                    requests=self.counts.get(key, zero).quantize(UNIT_QUANTUM, ROUND_HALF_EVEN),
+                    tokens={
+                        kind: value.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN)
+                        for kind, value in sorted(self.tokens.get(key, {}).items())
+                    },
+                    cluster=cluster,
+                )
+            )
+        return rows
 
 
 def rows_from_samples(
@@ -276,42 +342,23 @@ def rows_from_samples(
     tokens: Iterable[Sample] = (),
 ) -> list[UsageRow]:
     """Join the three answers of one window on identity and round them (pure)."""
-    quantum = money_quantum(plan)
-    costs: dict[tuple[str, ...], Decimal] = {}
-    counts: dict[tuple[str, ...], Decimal] = {}
-    token_counts: dict[tuple[str, ...], dict[str, Decimal]] = {}
-    for sample in spend:
-        key = _identity(sample.labels, plan)
-        costs[key] = costs.get(key, Decimal(0)) + sample.value
-    for sample in requests:
-        key = _identity(sample.labels, plan)
-        counts[key] = counts.get(key, Decimal(0)) + sample.value
-    for sample in tokens:
-        key = _identity(sample.labels, plan)
-        kind = sample.labels.get(c.LABEL_TOKEN_TYPE, "")
-        bucket = token_counts.setdefault(key, {})
-        bucket[kind] = bucket.get(kind, Decimal(0)) + sample.value
-    rows = []
-    for key in sorted(set(costs) | set(counts) | set(token_counts)):
-        team, user, tier, model, cost_center = key
-        rows.append(
-            UsageRow(
-                start=start,
-                end=end,
-                team=team,
-                user=user,
-                tier=tier,
-                model=model,
-                cost_center=cost_center,
-                cost=costs.get(key, Decimal(0)).quantize(quantum, ROUND_HALF_EVEN),
-                requests=counts.get(key, Decimal(0)).quantize(UNIT_QUANTUM, ROUND_HALF_EVEN),
-                tokens={
-                    kind: value.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN)
-                    for kind, value in sorted(token_counts.get(key, {}).items())
-                },
-            )
-        )
-    return rows
+    window = _Window(plan)
+    for kind, samples in ((SPEND, spend), (REQUESTS, requests), (TOKENS, tokens)):
+        for sample in samples:
+            window.add(kind, sample.labels, sample.value)
+    return window.rows(start, end)
+
+
+def rows_from_answer(plan: Plan, start: datetime, end: datetime, payload: dict[str, Any], where: str) -> list[UsageRow]:
+    """The rows of one ``day_query`` answer (pure): each sample summed in as it is read."""
+    window = _Window(plan)
+    for labels, value in vector(payload, where):
+        window.add(labels.get(SERIES, ""), labels, value)
+    return window.rows(start, end)
+
+
+QUERIES_IN_FLIGHT = 2
+"""Window queries sent ahead of the one being read: the server evaluates while the client sums."""
 
 
 def collect(
@@ -319,24 +366,37 @@ def collect(
     plan: Plan,
     period: Period,
     progress: Callable[[str], None] = lambda _: None,
+    in_flight: int = QUERIES_IN_FLIGHT,
 ) -> list[UsageRow]:
-    """Query every window of the period (I/O at the edge)."""
+    """One query per window (spend, requests and tokens together), a few in flight (I/O at the edge).
+
+    Answers are read in window order, so rows and progress are the same
+    whatever order the server answers in; at most ``in_flight`` answers are
+    held at once.
+    """
     tz = ZoneInfo(plan.timezone)
     parts = windows(period, tz)
     rows: list[UsageRow] = []
-    for index, (start, end) in enumerate(parts, 1):
-        if len(parts) > 1:
-            progress(f"querying {start.astimezone(tz):%Y-%m-%d} ({index}/{len(parts)})")
-        window = rows_from_samples(
-            plan,
-            start,
-            end,
-            client.query(spend_query(start, end), read_time(end)),
-            client.query(requests_query(start, end), read_time(end)),
-            client.query(tokens_query(start, end), read_time(end)),
-        )
-        _refuse_negative(window, client.base_url)
-        rows.extend(window)
+
+    def fetch(window: tuple[datetime, datetime]) -> dict[str, Any]:
+        return client.query_payload(day_query(*window), read_time(window[1]))
+
+    with ThreadPoolExecutor(max_workers=max(1, in_flight)) as pool:
+        pending: deque[Future[dict[str, Any]]] = deque()
+        ahead = iter(parts)
+        for window in itertools.islice(ahead, max(1, in_flight)):
+            pending.append(pool.submit(fetch, window))
+        for index, (start, end) in enumerate(parts, 1):
+            payload = pending.popleft().result()
+            following = next(ahead, None)
+            if following is not None:
+                pending.append(pool.submit(fetch, following))
+            window_rows = rows_from_answer(plan, start, end, payload, client.base_url)
+            del payload
+            _refuse_negative(window_rows, client.base_url)
+            rows.extend(window_rows)
+            if len(parts) > 1:
+                progress(f"read {start.astimezone(tz):%Y-%m-%d} ({index}/{len(parts)}): {len(window_rows)} row(s)")
     return rows
 
 
@@ -587,7 +647,7 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
     writer.writeheader()
     models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
     quantum = money_quantum(plan)
-    for row in sorted(rows, key=lambda r: (r.start, r.key(IDENTITY))):
+    for row in sorted(rows, key=lambda r: (r.start, r.key(ROW_LABELS))):
         model = models.get(row.model)
         bill_start, bill_end = billing_period(row.start, tz)
         quantity, unit = _pricing_quantity(plan, row)
@@ -641,7 +701,7 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
                 "x_Model": row.model,
                 "x_CostCenter": row.cost_center,
                 "x_Environment": plan.environment,
-                "x_Cluster": plan.cluster,
+                "x_Cluster": row.cluster or plan.cluster,
                 "x_Requests": units(row.requests),
                 "x_InputTokens": units(row.tokens.get(c.TOKEN_TYPE_INPUT, Decimal(0))),
                 "x_OutputTokens": units(row.tokens.get(c.TOKEN_TYPE_OUTPUT, Decimal(0))),
