@@ -79,7 +79,7 @@ def test_window_query_reads_each_closed_hour_in_the_hour_after_it():
         "(sum_over_time(last_over_time(costplan:spend:increase1h[1h] offset 1s)[86399s:1h]))"
     )
     assert report.requests_query(at("2026-10-01T00:00:00Z"), at("2026-10-01T01:00:00Z")) == (
-        "sum by (team, user, tier, model) "
+        "sum by (team, user, tier, model, cluster) "
         "(sum_over_time(last_over_time(costplan:usage_requests:increase1h[1h] offset 1s)[3599s:1h]))"
     )
 

@@ -306,6 +306,8 @@ class _Window:
             bucket = self.tokens.setdefault(key, {})
             token_type = labels.get(c.LABEL_TOKEN_TYPE, "")
             bucket[token_type] = bucket.get(token_type, Decimal(0)) + value
+        else:
+            raise ValueError(kind)
 
     def rows(self, start: datetime, end: datetime) -> list[UsageRow]:
         zero = Decimal(0)
@@ -353,7 +355,11 @@ def rows_from_answer(plan: Plan, start: datetime, end: datetime, payload: dict[s
     """The rows of one ``day_query`` answer (pure): each sample summed in as it is read."""
     window = _Window(plan)
     for labels, value in vector(payload, where):
-        window.add(labels.get(SERIES, ""), labels, value)
+        kind = labels.get(SERIES, "")
+        if kind not in (SPEND, REQUESTS, TOKENS):
+            raise PrometheusError(f"Prometheus at {where} answered a sample the query cannot produce "
+                                  f"(no {SERIES} label): a proxy or another API answered")
+        window.add(kind, labels, value)
     return window.rows(start, end)
 
 
