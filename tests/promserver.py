@@ -79,6 +79,7 @@ class PrometheusServer:
         self.config.write_text("global:\n  evaluation_interval: 1m\n")
         self.log_path = work / "prometheus.log"
         self.process: subprocess.Popen | None = None
+        self.flags: list[str] = []  # more command-line flags (e.g. query limits for benchmarks)
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +87,7 @@ class PrometheusServer:
         try:
             self.process = subprocess.Popen(
                 [PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={self.data_dir}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=3650d"],
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=3650d", *self.flags],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         finally:
