@@ -234,7 +234,7 @@ class QueryEndpoint:
             raise UsageProblem(f"tenant {printable(self.tenant)[:40]!r} is not a valid tenant ID "
                                   "(1-150 letters, digits and !-_.*'()|)")
         if self.bearer_token_file is not None and endpoint.authorization is not None:
-            raise UsageProblem(f"the query URL {endpoint.display} carries credentials and a bearer token file "
+            raise UsageProblem(f"the query URL {endpoint.display} carries credentials and --bearer-token-file "
                                   "is given: use one of them")
 
     @property
@@ -258,12 +258,12 @@ def read_token(path: str) -> str:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_TOKEN_BYTES + 1)
     except OSError as exc:
-        raise PrometheusError(f"cannot read the bearer token file {shown}: {exc.strerror or type(exc).__name__}") from None
+        raise PrometheusError(f"cannot read the --bearer-token-file {shown}: {exc.strerror or type(exc).__name__}") from None
     if len(raw) > MAX_TOKEN_BYTES:
-        raise PrometheusError(f"the bearer token file {shown} is larger than {MAX_TOKEN_BYTES // 1024} KiB")
+        raise PrometheusError(f"the --bearer-token-file {shown} is larger than {MAX_TOKEN_BYTES // 1024} KiB")
     token = raw.decode("ascii", "replace").strip()
     if not _TOKEN.fullmatch(token):
-        raise PrometheusError(f"the bearer token file {shown} holds no token (one line of printable ASCII)")
+        raise PrometheusError(f"the --bearer-token-file {shown} holds no token (one line of printable ASCII)")
     return token
 
 
