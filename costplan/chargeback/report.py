@@ -70,6 +70,7 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
     "user": (c.LABEL_TEAM, c.LABEL_USER),
     "model": (c.LABEL_MODEL,),
     "cost-center": (c.LABEL_COST_CENTER,),
+    "cluster": (c.LABEL_CLUSTER,),
 }
 TOKEN_COLUMNS = (c.TOKEN_TYPE_INPUT, c.TOKEN_TYPE_OUTPUT, c.TOKEN_TYPE_CACHED, c.TOKEN_TYPE_REASONING, c.TOKEN_TYPE_TOTAL)
 
@@ -446,8 +447,30 @@ class Line:
     tokens: Mapping[str, Decimal]
 
 
+def has_clusters(rows: Iterable[UsageRow]) -> bool:
+    """Whether any row came from a series with a ``cluster`` label (a fleet's global view)."""
+    return any(row.cluster for row in rows)
+
+
+def view_labels(group: str, rows: Sequence[UsageRow]) -> tuple[str, ...]:
+    """A view's columns: its group's labels, and ``cluster`` after them when the rows have clusters.
+
+    Without a ``cluster`` label anywhere (one cluster, one Prometheus) the
+    views are exactly the single-cluster ones.
+    """
+    labels = GROUPS[group]
+    if c.LABEL_CLUSTER in labels or not has_clusters(rows):
+        return labels
+    return (*labels, c.LABEL_CLUSTER)
+
+
 def aggregate(rows: Iterable[UsageRow], labels: Sequence[str]) -> list[Line]:
-    """Sum rows by ``labels``; lines ordered by cost (highest first), then key."""
+    """Sum rows by ``labels``; lines ordered by cost (highest first), then key.
+
+    With ``cluster`` as the last of several labels, the lines of one group
+    (e.g. one team's clusters) stay together: ordered by the group's total,
+    then within it by cost.
+    """
     costs: dict[tuple[str, ...], Decimal] = {}
     requests: dict[tuple[str, ...], Decimal] = {}
     tokens: dict[tuple[str, ...], dict[str, Decimal]] = {}
@@ -459,6 +482,11 @@ def aggregate(rows: Iterable[UsageRow], labels: Sequence[str]) -> list[Line]:
         for kind, count in row.tokens.items():
             bucket[kind] = bucket.get(kind, Decimal(0)) + count
     lines = [Line(key, costs[key], requests[key], tokens[key]) for key in costs]
+    if len(labels) > 1 and labels[-1] == c.LABEL_CLUSTER:
+        parents: dict[tuple[str, ...], Decimal] = {}
+        for line in lines:
+            parents[line.key[:-1]] = parents.get(line.key[:-1], Decimal(0)) + line.cost
+        return sorted(lines, key=lambda line: (-parents[line.key[:-1]], line.key[:-1], -line.cost, line.key))
     return sorted(lines, key=lambda line: (-line.cost, line.key))
 
 
@@ -511,7 +539,7 @@ class _NeutralisedWriter:
 
 
 def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: str = "team") -> str:
-    labels = GROUPS[group]
+    labels = view_labels(group, rows)
     buffer = io.StringIO()
     writer = _NeutralisedWriter(csv.writer(buffer, lineterminator="\n"))
     writer.writerow(
@@ -533,21 +561,38 @@ def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: 
 
 
 def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict:
-    """Every view in one document; money as exact strings."""
+    """Every view in one document; money as exact strings.
+
+    When the rows have clusters, every line of the team, user, model and
+    cost-center views carries ``clusters``: its split by cluster (the
+    cluster lines add up to the line exactly); detail lines carry their
+    ``cluster``; ``byCluster`` totals each cluster.
+    """
+    quantum = money_quantum(plan)
+    clusters = has_clusters(rows)
+
+    def amounts(line: Line) -> dict:
+        return {
+            "requests": units(line.requests),
+            "tokens": {kind: units(_tokens_of(line.tokens, kind)) for kind in TOKEN_COLUMNS},
+            "cost": money(line.cost, quantum),
+        }
 
     def view(group: str) -> list[dict]:
-        labels = GROUPS[group]
-        return [
-            {
-                **dict(zip(labels, line.key, strict=False)),
-                "requests": units(line.requests),
-                "tokens": {kind: units(_tokens_of(line.tokens, kind)) for kind in TOKEN_COLUMNS},
-                "cost": money(line.cost, money_quantum(plan)),
-            }
-            for line in aggregate(rows, labels)
-        ]
+        labels = GROUPS[group] if group != "detail" else view_labels(group, rows)
+        split: dict[tuple[str, ...], list[dict]] = {}
+        if clusters and group not in ("detail", "cluster"):
+            for line in aggregate(rows, (*labels, c.LABEL_CLUSTER)):
+                split.setdefault(line.key[:-1], []).append({c.LABEL_CLUSTER: line.key[-1], **amounts(line)})
+        out = []
+        for line in aggregate(rows, labels):
+            entry = {**dict(zip(labels, line.key, strict=False)), **amounts(line)}
+            if line.key in split:
+                entry["clusters"] = split[line.key]
+            out.append(entry)
+        return out
 
-    return {
+    document = {
         "plan": plan.name,
         "environment": plan.environment,
         "cluster": plan.cluster,
@@ -561,6 +606,9 @@ def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) ->
         "byCostCenter": view("cost-center"),
         "detail": view("detail"),
     }
+    if clusters:
+        document["byCluster"] = view("cluster")
+    return document
 
 
 def chargeback_json(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> str:
@@ -698,7 +746,8 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
                 "SubAccountName": row.team,
                 "SubAccountType": "Team",
                 "Tags": json.dumps(
-                    {"cost_center": row.cost_center, "team": row.team, "tier": row.tier, "user": row.user},
+                    {"cost_center": row.cost_center, "team": row.team, "tier": row.tier, "user": row.user,
+                     **({c.LABEL_CLUSTER: row.cluster} if row.cluster else {})},
                     sort_keys=True,
                 ),
                 "x_Team": row.team,
@@ -720,7 +769,7 @@ def output_files(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict[s
     """Every report file for ``--output-dir``, by file name."""
     base = f"chargeback-{plan.environment}-{period.label}"
     files = {f"{base}.csv": chargeback_csv(plan, period, rows, "detail")}
-    for group in ("team", "user", "model", "cost-center"):
+    for group in ("team", "user", "model", "cost-center", *(("cluster",) if has_clusters(rows) else ())):
         files[f"{base}-by-{group}.csv"] = chargeback_csv(plan, period, rows, group)
     files[f"{base}.json"] = chargeback_json(plan, period, rows)
     files[f"focus-{plan.environment}-{period.label}.csv"] = focus_csv(plan, rows)

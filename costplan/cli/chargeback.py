@@ -82,7 +82,7 @@ def report_command(
             f"Prometheus at {client.base_url} has no {c.METRIC_SPEND_HOURLY} samples between {chargeback.utc(period.start)} and "
             f"{chargeback.utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
         )
-    lines = len(chargeback.aggregate(rows, chargeback.GROUPS[group_by]))
+    lines = len(chargeback.aggregate(rows, chargeback.view_labels(group_by, rows)))
     say(f"total {chargeback.money(chargeback.total(rows), chargeback.money_quantum(plan))} {plan.currency}: "
         f"{lines} {group_by} line(s) from {len(rows)} daily row(s), {client.queries} quer{'y' if client.queries == 1 else 'ies'}")
     if output_dir is not None:
