@@ -34,6 +34,7 @@ import csv
 import io
 import itertools
 import json
+import operator
 import re
 import urllib.parse
 from collections import deque
@@ -93,6 +94,9 @@ def _unit_prices(plan: Plan, pricing: object) -> Iterable[Decimal]:
         yield from (gpu.hourly_rate_per_gpu for gpu in plan.gpu_instances)
 
 
+_QUANTA: dict[int, tuple[Plan, Decimal]] = {}
+
+
 def money_quantum(plan: Plan) -> Decimal:
     """The plan's money precision: as many decimals as its finest unit price has.
 
@@ -100,6 +104,9 @@ def money_quantum(plan: Plan) -> Decimal:
     a price of 0.15 per million tokens (0.00000015 a token) keeps eight, so
     one token's money never prints as zero.
     """
+    known = _QUANTA.get(id(plan))
+    if known is not None and known[0] is plan:
+        return known[1]  # the shaping functions ask once per row
     places = 6  # MONEY_QUANTUM
     for model in plan.models:
         for _, pricing, multiplier in priced_tiers(plan, model):
@@ -107,7 +114,11 @@ def money_quantum(plan: Plan) -> Decimal:
                 exponent = (price * multiplier).normalize().as_tuple().exponent
                 if isinstance(exponent, int):
                     places = max(places, -exponent)
-    return Decimal(1).scaleb(-min(places, MAX_MONEY_PLACES))
+    quantum = Decimal(1).scaleb(-min(places, MAX_MONEY_PLACES))
+    if len(_QUANTA) > 16:
+        _QUANTA.clear()
+    _QUANTA[id(plan)] = (plan, quantum)
+    return quantum
 
 
 class PeriodError(UsageProblem):
@@ -474,8 +485,10 @@ def aggregate(rows: Iterable[UsageRow], labels: Sequence[str]) -> list[Line]:
     costs: dict[tuple[str, ...], Decimal] = {}
     requests: dict[tuple[str, ...], Decimal] = {}
     tokens: dict[tuple[str, ...], dict[str, Decimal]] = {}
+    get = operator.attrgetter(*labels)
+    single = len(labels) == 1
     for row in rows:
-        key = row.key(labels)
+        key = (get(row),) if single else get(row)
         costs[key] = costs.get(key, Decimal(0)) + row.cost
         requests[key] = requests.get(key, Decimal(0)) + row.requests
         bucket = tokens.setdefault(key, {})
@@ -533,9 +546,16 @@ class _NeutralisedWriter:
 
     def writerow(self, row: Any) -> None:
         if isinstance(row, dict):
-            self._writer.writerow({key: csv_cell(value) for key, value in row.items()})
+            self._writer.writerow({key: _cell(value) for key, value in row.items()})
         else:
-            self._writer.writerow([csv_cell(value) for value in row])
+            self._writer.writerow([_cell(value) for value in row])
+
+
+def _cell(value: object) -> object:
+    """``csv_cell`` for the cells it would change only (most cells are numbers and plain names)."""
+    if isinstance(value, str) and value and (value[0] in _FORMULA_START or "\r" in value):
+        return csv_cell(value)
+    return value
 
 
 def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: str = "team") -> str:
@@ -697,31 +717,41 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
     """FOCUS 1.2-shaped rows: one per day x team x user x tier x model."""
     tz = ZoneInfo(plan.timezone)
     buffer = io.StringIO()
-    writer = _NeutralisedWriter(csv.DictWriter(buffer, fieldnames=FOCUS_COLUMNS, lineterminator="\n"))
-    writer.writeheader()
+    writer = _NeutralisedWriter(csv.writer(buffer, lineterminator="\n"))
+    writer.writerow(FOCUS_COLUMNS)
     models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
     quantum = money_quantum(plan)
-    for row in sorted(rows, key=lambda r: (r.start, r.key(ROW_LABELS))):
+    identity = operator.attrgetter(*ROW_LABELS)
+    times: dict[datetime, str] = {}
+    billing: dict[datetime, tuple[str, str]] = {}
+
+    def stamp(moment: datetime) -> str:
+        if moment not in times:
+            times[moment] = utc(moment)
+        return times[moment]
+
+    for row in sorted(rows, key=lambda r: (r.start, identity(r))):
         model = models.get(row.model)
-        bill_start, bill_end = billing_period(row.start, tz)
+        if row.start not in billing:
+            billing[row.start] = tuple(map(utc, billing_period(row.start, tz)))  # type: ignore[assignment]
+        bill_start, bill_end = billing[row.start]
         quantity, unit = _pricing_quantity(plan, row)
         consumed, consumed_unit = (
             (units(row.total_tokens), "Tokens") if row.total_tokens else (units(row.requests), "Requests")
         )
         provider = model.provider if model else ""
-        writer.writerow(
-            {
+        record = {
                 "BillingAccountId": plan.name,
                 "BillingAccountName": plan.name,
                 "BillingCurrency": plan.currency,
-                "BillingPeriodStart": utc(bill_start),
-                "BillingPeriodEnd": utc(bill_end),
+                "BillingPeriodStart": bill_start,
+                "BillingPeriodEnd": bill_end,
                 "ChargeCategory": "Usage",
                 "ChargeClass": "",
                 "ChargeDescription": f"{row.model} used by {row.user or 'unattributed'} ({row.team or 'no team'})",
                 "ChargeFrequency": "Usage-Based",
-                "ChargePeriodStart": utc(row.start),
-                "ChargePeriodEnd": utc(row.end),
+                "ChargePeriodStart": stamp(row.start),
+                "ChargePeriodEnd": stamp(row.end),
                 "BilledCost": money(row.cost, quantum),
                 "EffectiveCost": money(row.cost, quantum),
                 "ListCost": money(_list_cost(plan, row), quantum),
@@ -760,8 +790,8 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
                 "x_Requests": units(row.requests),
                 "x_InputTokens": units(row.tokens.get(c.TOKEN_TYPE_INPUT, Decimal(0))),
                 "x_OutputTokens": units(row.tokens.get(c.TOKEN_TYPE_OUTPUT, Decimal(0))),
-            }
-        )
+        }
+        writer.writerow([record[column] for column in FOCUS_COLUMNS])
     return buffer.getvalue()
 
 
