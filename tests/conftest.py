@@ -82,6 +82,7 @@ PROMETHEUS_SUITES = {
     "test_report_chain",
     "test_report_e2e",
     "test_report_golden",
+    "test_report_victoriametrics",
 }
 
 
