@@ -13,12 +13,22 @@ aligned subquery includes both ends, so the range is one second shorter
 than the window.
 
 The period is split into days at midnight in the plan's timezone (23- or
-25-hour days around DST changes). One query per day keeps each query small,
-gives progress on stderr, and yields the daily charge periods of the FOCUS
-export.
+25-hour days around DST changes). One instant query per day (``day_query``:
+spend, requests and tokens, each summed by row on the server, told apart by
+a marker label) keeps each answer small, gives progress on stderr, and
+yields the daily charge periods of the FOCUS export. A range query with a
+daily step would be one request, but query frontends (Thanos, Mimir) and
+VictoriaMetrics' response cache shift a range query's start to a multiple
+of its step, which would move every day's boundary; instant queries mean
+the same on every engine. Two queries are in flight while an answer is
+folded into rows, and no sample outlives its answer.
+
+A series' ``cluster`` label (a fleet's global view) is kept: rows are per
+cluster, and views split by cluster only when some row has one, so
+single-cluster output does not change.
 
 Rounding: Prometheus returns sums as floats. Each daily value of one
-(team, user, tier, model, cost center) is parsed with ``Decimal(str)`` and
+(team, user, tier, model, cost center, cluster) is parsed with ``Decimal(str)`` and
 rounded half-even to the plan's money precision (``money_quantum``: as
 many decimals as its finest unit price, at least six); request and token counts
 to whole units. Every total is an exact ``Decimal`` sum of those rounded
@@ -733,7 +743,8 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
     for row in sorted(rows, key=lambda r: (r.start, identity(r))):
         model = models.get(row.model)
         if row.start not in billing:
-            billing[row.start] = tuple(map(utc, billing_period(row.start, tz)))  # type: ignore[assignment]
+            first, last = billing_period(row.start, tz)
+            billing[row.start] = (utc(first), utc(last))
         bill_start, bill_end = billing[row.start]
         quantity, unit = _pricing_quantity(plan, row)
         consumed, consumed_unit = (
@@ -741,55 +752,55 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
         )
         provider = model.provider if model else ""
         record = {
-                "BillingAccountId": plan.name,
-                "BillingAccountName": plan.name,
-                "BillingCurrency": plan.currency,
-                "BillingPeriodStart": bill_start,
-                "BillingPeriodEnd": bill_end,
-                "ChargeCategory": "Usage",
-                "ChargeClass": "",
-                "ChargeDescription": f"{row.model} used by {row.user or 'unattributed'} ({row.team or 'no team'})",
-                "ChargeFrequency": "Usage-Based",
-                "ChargePeriodStart": stamp(row.start),
-                "ChargePeriodEnd": stamp(row.end),
-                "BilledCost": money(row.cost, quantum),
-                "EffectiveCost": money(row.cost, quantum),
-                "ListCost": money(_list_cost(plan, row), quantum),
-                "ContractedCost": money(row.cost, quantum),
-                "ListUnitPrice": "",
-                "ContractedUnitPrice": "",
-                "PricingCategory": "Standard",
-                "PricingQuantity": quantity,
-                "PricingUnit": unit,
-                "ConsumedQuantity": consumed,
-                "ConsumedUnit": consumed_unit,
-                "InvoiceIssuerName": plan.name,
-                "ProviderName": provider,
-                "PublisherName": provider,
-                "ResourceId": row.model,
-                "ResourceName": model.model_name if model else row.model,
-                "ResourceType": "LLM",
-                "ServiceCategory": "AI and Machine Learning",
-                "ServiceSubcategory": "Generative AI",
-                "ServiceName": row.model,
-                "SubAccountId": row.team,
-                "SubAccountName": row.team,
-                "SubAccountType": "Team",
-                "Tags": json.dumps(
-                    {"cost_center": row.cost_center, "team": row.team, "tier": row.tier, "user": row.user,
-                     **({c.LABEL_CLUSTER: row.cluster} if row.cluster else {})},
-                    sort_keys=True,
-                ),
-                "x_Team": row.team,
-                "x_User": row.user,
-                "x_Tier": row.tier,
-                "x_Model": row.model,
-                "x_CostCenter": row.cost_center,
-                "x_Environment": plan.environment,
-                "x_Cluster": row.cluster or plan.cluster,
-                "x_Requests": units(row.requests),
-                "x_InputTokens": units(row.tokens.get(c.TOKEN_TYPE_INPUT, Decimal(0))),
-                "x_OutputTokens": units(row.tokens.get(c.TOKEN_TYPE_OUTPUT, Decimal(0))),
+            "BillingAccountId": plan.name,
+            "BillingAccountName": plan.name,
+            "BillingCurrency": plan.currency,
+            "BillingPeriodStart": bill_start,
+            "BillingPeriodEnd": bill_end,
+            "ChargeCategory": "Usage",
+            "ChargeClass": "",
+            "ChargeDescription": f"{row.model} used by {row.user or 'unattributed'} ({row.team or 'no team'})",
+            "ChargeFrequency": "Usage-Based",
+            "ChargePeriodStart": stamp(row.start),
+            "ChargePeriodEnd": stamp(row.end),
+            "BilledCost": money(row.cost, quantum),
+            "EffectiveCost": money(row.cost, quantum),
+            "ListCost": money(_list_cost(plan, row), quantum),
+            "ContractedCost": money(row.cost, quantum),
+            "ListUnitPrice": "",
+            "ContractedUnitPrice": "",
+            "PricingCategory": "Standard",
+            "PricingQuantity": quantity,
+            "PricingUnit": unit,
+            "ConsumedQuantity": consumed,
+            "ConsumedUnit": consumed_unit,
+            "InvoiceIssuerName": plan.name,
+            "ProviderName": provider,
+            "PublisherName": provider,
+            "ResourceId": row.model,
+            "ResourceName": model.model_name if model else row.model,
+            "ResourceType": "LLM",
+            "ServiceCategory": "AI and Machine Learning",
+            "ServiceSubcategory": "Generative AI",
+            "ServiceName": row.model,
+            "SubAccountId": row.team,
+            "SubAccountName": row.team,
+            "SubAccountType": "Team",
+            "Tags": json.dumps(
+                {"cost_center": row.cost_center, "team": row.team, "tier": row.tier, "user": row.user,
+                 **({c.LABEL_CLUSTER: row.cluster} if row.cluster else {})},
+                sort_keys=True,
+            ),
+            "x_Team": row.team,
+            "x_User": row.user,
+            "x_Tier": row.tier,
+            "x_Model": row.model,
+            "x_CostCenter": row.cost_center,
+            "x_Environment": plan.environment,
+            "x_Cluster": row.cluster or plan.cluster,
+            "x_Requests": units(row.requests),
+            "x_InputTokens": units(row.tokens.get(c.TOKEN_TYPE_INPUT, Decimal(0))),
+            "x_OutputTokens": units(row.tokens.get(c.TOKEN_TYPE_OUTPUT, Decimal(0))),
         }
         writer.writerow([record[column] for column in FOCUS_COLUMNS])
     return buffer.getvalue()
