@@ -99,6 +99,31 @@ def backfill(data: Path, work: Path, users: int) -> int:
     return count
 
 
+def settled(url: str, quiet: float = 30.0, limit: float = 1800.0) -> int:
+    """Wait until the server's startup compaction of the backfilled blocks is over; the blocks left.
+
+    Prometheus merges the two-hour blocks into larger ones after it starts;
+    measuring during that would time the compaction too.
+    """
+    def blocks() -> tuple[int, int]:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        loaded = re.search(r"^prometheus_tsdb_blocks_loaded (\S+)$", text, re.M)
+        runs = re.search(r"^prometheus_tsdb_compactions_total (\S+)$", text, re.M)
+        return int(float(loaded.group(1))) if loaded else -1, int(float(runs.group(1))) if runs else -1
+
+    deadline = time.monotonic() + limit
+    last, since = blocks(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        now = blocks()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last[0]
+
+
 def timed_query(url: str, expr: str, at: datetime) -> tuple[float, int]:
     body = urllib.parse.urlencode({"query": expr, "time": f"{at.timestamp():.3f}"}).encode()
     started = time.perf_counter()
@@ -137,6 +162,7 @@ def bench(users: int) -> None:
         server.flags = ["--query.max-samples=1000000000", "--query.timeout=10m"]
         server.start()
         try:
+            blocks = settled(server.url)
             at = report.read_time(MONTH.end)
             combined = report.day_query(MONTH.start, MONTH.end)
             spend = report.spend_query(MONTH.start, MONTH.end)
@@ -147,7 +173,8 @@ def bench(users: int) -> None:
             rows = sum(1 for _ in (work / "out" / "focus-base-2025-03.csv").open()) - 1
         finally:
             server.stop()
-    print(f"users={users} samples={samples} (prepared in {prepared:.0f} s) spend series={series}")
+    print(f"users={users} samples={samples} (prepared in {prepared:.0f} s, {blocks} blocks after compaction) "
+          f"spend series={series}")
     print(f"  one query (spend+requests+tokens, month): {one:.2f} s; spend alone: {spend_only:.2f} s")
     print(f"  costplan report: {elapsed:.2f} s, peak RSS {peak:.0f} MiB, {queries} queries, {rows} FOCUS rows, "
           f"total {total}")

@@ -48,7 +48,7 @@ import operator
 import re
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -808,13 +808,17 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
 
 def output_files(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict[str, str]:
     """Every report file for ``--output-dir``, by file name."""
+    return dict(each_output_file(plan, period, rows))
+
+
+def each_output_file(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> Iterator[tuple[str, str]]:
+    """``output_files`` one at a time, so a writer holds one file's text at once, not all seven."""
     base = f"chargeback-{plan.environment}-{period.label}"
-    files = {f"{base}.csv": chargeback_csv(plan, period, rows, "detail")}
+    yield f"{base}.csv", chargeback_csv(plan, period, rows, "detail")
     for group in ("team", "user", "model", "cost-center", *(("cluster",) if has_clusters(rows) else ())):
-        files[f"{base}-by-{group}.csv"] = chargeback_csv(plan, period, rows, group)
-    files[f"{base}.json"] = chargeback_json(plan, period, rows)
-    files[f"focus-{plan.environment}-{period.label}.csv"] = focus_csv(plan, rows)
-    return files
+        yield f"{base}-by-{group}.csv", chargeback_csv(plan, period, rows, group)
+    yield f"{base}.json", chargeback_json(plan, period, rows)
+    yield f"focus-{plan.environment}-{period.label}.csv", focus_csv(plan, rows)
 
 
 def webhook_endpoint(url: str) -> Endpoint:

@@ -87,7 +87,7 @@ def report_command(
         f"{lines} {group_by} line(s) from {len(rows)} daily row(s), {client.queries} quer{'y' if client.queries == 1 else 'ies'}")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in chargeback.output_files(plan, period, rows).items():
+        for name, text in chargeback.each_output_file(plan, period, rows):
             (output_dir / name).write_text(text, encoding="utf-8")
             say(f"wrote {output_dir / name}")
     elif output_format == "json":
