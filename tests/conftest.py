@@ -81,6 +81,8 @@ PROMETHEUS_SUITES = {
     "test_prometheus_money_semantics",
     "test_report_chain",
     "test_report_e2e",
+    "test_report_golden",
+    "test_report_victoriametrics",
 }
 
 

@@ -60,10 +60,11 @@ def seconds(ms: int) -> str:
     return f"{ms // 1000}.{ms % 1000:03d}5"
 
 
-def backfill_openmetrics(text: str, data_dir: Path, work: Path) -> None:
+def backfill_openmetrics(text: str, data_dir: Path, work: Path, timeout: float = COMMAND_TIMEOUT) -> None:
+    """promtool writes one block per two hours of samples: a month takes it about a minute."""
     source = work / "input.om"
     source.write_text(text)
-    run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data_dir)])
+    run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(source), str(data_dir)], timeout=timeout)
 
 
 class PrometheusServer:
@@ -78,6 +79,7 @@ class PrometheusServer:
         self.config.write_text("global:\n  evaluation_interval: 1m\n")
         self.log_path = work / "prometheus.log"
         self.process: subprocess.Popen | None = None
+        self.flags: list[str] = []  # more command-line flags (e.g. query limits for benchmarks)
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ class PrometheusServer:
         try:
             self.process = subprocess.Popen(
                 [PROMETHEUS, f"--config.file={self.config}", f"--storage.tsdb.path={self.data_dir}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=3650d"],
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=3650d", *self.flags],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         finally:

@@ -68,7 +68,7 @@ def test_readme_documents_every_reports_key():
 
 def test_report_total_counts_the_lines_of_the_view(tmp_path):
     body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-        {"metric": {"team": "research", "user": user, "tier": "free", "model": "small"}, "value": [1, "1.5"]}
+        {"metric": {"costplan_series": "spend", "team": "research", "user": user, "tier": "free", "model": "small"}, "value": [1, "1.5"]}
         for user in ("alice", "bob")]}}).encode()
 
     class Answer(http.server.BaseHTTPRequestHandler):

@@ -182,7 +182,7 @@ def test_report_refuses_negative_spend_and_huge_values_with_exit_4(server, tmp_p
     plan = tmp_path / "costplan.yaml"
     plan.write_text(patched_minimal())
     for value, message in (("-5", "negative spend"), ("1e22", "implausibly large")):
-        labels = '{"team":"research","user":"alice","model":"small"}'
+        labels = '{"team":"research","user":"alice","model":"small","costplan_series":"spend"}'
         body = vector(f'[{{"metric":{labels},"value":[1,"{value}"]}}]')
         url = server(lambda conn, body=body: conn.sendall(http_answer(body)))
         result = CliRunner().invoke(main, ["report", "-f", str(plan), "--start", "2025-03-01", "--end", "2025-03-02",

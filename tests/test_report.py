@@ -75,11 +75,11 @@ def test_window_query_reads_each_closed_hour_in_the_hour_after_it():
     # Queried at 02 Oct 01:00: steps 01 Oct 01:00 .. 02 Oct 01:00, each the hour before it.
     assert report.read_time(at("2026-10-02T00:00:00Z")) == at("2026-10-02T01:00:00Z")
     assert query == (
-        "sum by (team, user, tier, model, cost_center) "
+        "sum by (team, user, tier, model, cost_center, cluster) "
         "(sum_over_time(last_over_time(costplan:spend:increase1h[1h] offset 1s)[86399s:1h]))"
     )
     assert report.requests_query(at("2026-10-01T00:00:00Z"), at("2026-10-01T01:00:00Z")) == (
-        "sum by (team, user, tier, model) "
+        "sum by (team, user, tier, model, cluster) "
         "(sum_over_time(last_over_time(costplan:usage_requests:increase1h[1h] offset 1s)[3599s:1h]))"
     )
 

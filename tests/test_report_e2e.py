@@ -153,7 +153,7 @@ def test_march_chargeback_by_team_is_exact(prometheus_url):
     assert rows["ml-research"]["output_tokens"] == "3000"
     assert rows["platform"]["requests"] == "480"  # 20 x 24
     assert rows["platform"]["cost_center"] == "CC-0001"
-    assert "querying 2025-03-31 (31/31)" in result.stderr
+    assert "read 2025-03-31 (31/31)" in result.stderr
 
 
 def test_all_files_and_focus_total(prometheus_url, tmp_path: Path):

@@ -18,15 +18,16 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import re
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from costplan.core.errors import ExternalFailure
+from costplan.core.errors import ExternalFailure, UsageProblem
 from costplan.core.redact import printable, redact_url
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -202,31 +203,102 @@ def _too_large(what: str, endpoint: Endpoint, max_bytes: int) -> str:
     return f"{what} at {endpoint.display} answered more than {max_bytes // (1024 * 1024)} MiB; refused"
 
 
+TENANT_HEADER = "X-Scope-OrgID"
+"""The tenant header of Mimir, Cortex and Thanos (``--query.tenant-header`` default) query APIs."""
+MAX_TOKEN_BYTES = 16 * 1024
+_TENANT = re.compile(r"[A-Za-z0-9!._*'()|-]{1,150}")  # Mimir's tenant ID characters ('|' joins tenants)
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # a bearer token is printable ASCII without spaces
+
+
+@dataclass(frozen=True)
+class QueryEndpoint:
+    """Where Prometheus-API queries go: a Prometheus, Thanos Query, Mimir or VictoriaMetrics.
+
+    ``url`` is the API root (``/api/v1/query`` is appended): a Prometheus or
+    Thanos Query at its root, Mimir's ``http://mimir/prometheus``,
+    VictoriaMetrics single-node at its root, cluster at
+    ``http://vmselect:8481/select/<accountID>/prometheus``. ``tenant`` is sent
+    as ``X-Scope-OrgID``; ``bearer_token_file`` is read at every request (a
+    mounted Secret rotates without a restart) and sent as ``Authorization:
+    Bearer``. Neither the token nor the URL's credentials ever appear in a
+    message: messages name the URL by scheme, host and port only.
+    """
+
+    url: str
+    tenant: str | None = None
+    bearer_token_file: str | None = None
+
+    def __post_init__(self) -> None:
+        endpoint = Endpoint.parse(self.url)
+        if self.tenant is not None and not _TENANT.fullmatch(self.tenant):
+            raise UsageProblem(f"tenant {printable(self.tenant)[:40]!r} is not a valid tenant ID "
+                                  "(1-150 letters, digits and !-_.*'()|)")
+        if self.bearer_token_file is not None and endpoint.authorization is not None:
+            raise UsageProblem(f"the query URL {endpoint.display} carries credentials and --bearer-token-file "
+                                  "is given: use one of them")
+
+    @property
+    def display(self) -> str:
+        return redact_url(self.url)
+
+    def headers(self) -> dict[str, str]:
+        """The tenant and ``Authorization`` headers, the token read from its file now."""
+        headers = {}
+        if self.tenant is not None:
+            headers[TENANT_HEADER] = self.tenant
+        if self.bearer_token_file is not None:
+            headers["Authorization"] = f"Bearer {read_token(self.bearer_token_file)}"
+        return headers
+
+
+def read_token(path: str) -> str:
+    """The token in ``path`` without surrounding whitespace; errors name the file, never its content."""
+    shown = printable(path)[:200]
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        raise PrometheusError(f"cannot read the --bearer-token-file {shown}: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise PrometheusError(f"the --bearer-token-file {shown} is larger than {MAX_TOKEN_BYTES // 1024} KiB")
+    token = raw.decode("ascii", "replace").strip()
+    if not _TOKEN.fullmatch(token):
+        raise PrometheusError(f"the --bearer-token-file {shown} holds no token (one line of printable ASCII)")
+    return token
+
+
 class PrometheusClient:
     """``query(expr, at)`` against ``<base_url>/api/v1/query``; ``timeout`` bounds each query as a whole."""
 
-    def __init__(self, base_url: str, timeout: float = 60.0, max_bytes: int = MAX_RESPONSE_BYTES):
-        self.endpoint = Endpoint.parse(base_url)
+    def __init__(self, base_url: str | QueryEndpoint, timeout: float = 60.0, max_bytes: int = MAX_RESPONSE_BYTES):
+        self.target = base_url if isinstance(base_url, QueryEndpoint) else QueryEndpoint(base_url)
+        self.endpoint = Endpoint.parse(self.target.url)
         self.base_url = self.endpoint.display
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.queries = 0
 
     def query(self, expr: str, at: datetime) -> list[Sample]:
         """Evaluate ``expr`` at ``at`` (timezone-aware); an instant vector is expected.
 
         Non-finite values (NaN from 0/0, ±Inf) are dropped: they are never money.
         """
+        return _samples(self.query_payload(expr, at), self.base_url)
+
+    def query_payload(self, expr: str, at: datetime) -> dict[str, Any]:
+        """The checked JSON answer of an instant query (``data.result`` still to be read)."""
         body = urllib.parse.urlencode({"query": expr, "time": _timestamp(at)}).encode()
+        self.queries += 1
         answer = post(
             self.endpoint,
             "/api/v1/query",
             body,
-            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json",
+             **self.target.headers()},
             self.timeout,
             self.max_bytes,
         )
-        payload = self._payload(answer)
-        return _samples(payload, self.base_url)
+        return self._payload(answer)
 
     def _payload(self, answer: Answer) -> dict[str, Any]:
         try:
@@ -247,6 +319,11 @@ class PrometheusClient:
 
 def _samples(payload: dict[str, Any], where: str) -> list[Sample]:
     """The instant vector of a query answer, every part of it checked (a broken answer is an error)."""
+    return [Sample(labels, value) for labels, value in vector(payload, where)]
+
+
+def vector(payload: dict[str, Any], where: str) -> Iterator[tuple[dict[str, str], Decimal]]:
+    """``(labels, value)`` of every finite sample of an instant-vector answer, checked one by one."""
     data = payload.get("data")
     if not isinstance(data, dict):
         raise PrometheusError(f"Prometheus at {where} answered without a data object")
@@ -257,7 +334,6 @@ def _samples(payload: dict[str, Any], where: str) -> list[Sample]:
     result = data.get("result")
     if not isinstance(result, list):
         raise PrometheusError(f"Prometheus at {where} answered a vector that is not a list")
-    samples = []
     for index, item in enumerate(result):
         problem = f"Prometheus at {where} answered a malformed sample (result[{index}])"
         if not isinstance(item, dict):
@@ -272,8 +348,7 @@ def _samples(payload: dict[str, Any], where: str) -> list[Sample]:
             continue
         if abs(number) >= MAX_SAMPLE_VALUE:
             raise PrometheusError(f"{problem}: the value {printable(value[1])[:40]} is implausibly large")
-        samples.append(Sample(labels=dict(metric), value=number))
-    return samples
+        yield metric, number
 
 
 def _timestamp(at: datetime) -> str:

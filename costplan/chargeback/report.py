@@ -13,12 +13,22 @@ aligned subquery includes both ends, so the range is one second shorter
 than the window.
 
 The period is split into days at midnight in the plan's timezone (23- or
-25-hour days around DST changes). One query per day keeps each query small,
-gives progress on stderr, and yields the daily charge periods of the FOCUS
-export.
+25-hour days around DST changes). One instant query per day (``day_query``:
+spend, requests and tokens, each summed by row on the server, told apart by
+a marker label) keeps each answer small, gives progress on stderr, and
+yields the daily charge periods of the FOCUS export. A range query with a
+daily step would be one request, but query frontends (Thanos, Mimir) and
+VictoriaMetrics' response cache shift a range query's start to a multiple
+of its step, which would move every day's boundary; instant queries mean
+the same on every engine. Two queries are in flight while an answer is
+folded into rows, and no sample outlives its answer.
+
+A series' ``cluster`` label (a fleet's global view) is kept: rows are per
+cluster, and views split by cluster only when some row has one, so
+single-cluster output does not change.
 
 Rounding: Prometheus returns sums as floats. Each daily value of one
-(team, user, tier, model, cost center) is parsed with ``Decimal(str)`` and
+(team, user, tier, model, cost center, cluster) is parsed with ``Decimal(str)`` and
 rounded half-even to the plan's money precision (``money_quantum``: as
 many decimals as its finest unit price, at least six); request and token counts
 to whole units. Every total is an exact ``Decimal`` sum of those rounded
@@ -32,17 +42,21 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import operator
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusError, Sample, post
+from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusError, Sample, post, vector
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure, UsageProblem
 from costplan.core.money import per_unit
@@ -67,6 +81,7 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
     "user": (c.LABEL_TEAM, c.LABEL_USER),
     "model": (c.LABEL_MODEL,),
     "cost-center": (c.LABEL_COST_CENTER,),
+    "cluster": (c.LABEL_CLUSTER,),
 }
 TOKEN_COLUMNS = (c.TOKEN_TYPE_INPUT, c.TOKEN_TYPE_OUTPUT, c.TOKEN_TYPE_CACHED, c.TOKEN_TYPE_REASONING, c.TOKEN_TYPE_TOTAL)
 
@@ -89,6 +104,9 @@ def _unit_prices(plan: Plan, pricing: object) -> Iterable[Decimal]:
         yield from (gpu.hourly_rate_per_gpu for gpu in plan.gpu_instances)
 
 
+_QUANTA: dict[int, tuple[Plan, Decimal]] = {}
+
+
 def money_quantum(plan: Plan) -> Decimal:
     """The plan's money precision: as many decimals as its finest unit price has.
 
@@ -96,6 +114,9 @@ def money_quantum(plan: Plan) -> Decimal:
     a price of 0.15 per million tokens (0.00000015 a token) keeps eight, so
     one token's money never prints as zero.
     """
+    known = _QUANTA.get(id(plan))
+    if known is not None and known[0] is plan:
+        return known[1]  # the shaping functions ask once per row
     places = 6  # MONEY_QUANTUM
     for model in plan.models:
         for _, pricing, multiplier in priced_tiers(plan, model):
@@ -103,7 +124,11 @@ def money_quantum(plan: Plan) -> Decimal:
                 exponent = (price * multiplier).normalize().as_tuple().exponent
                 if isinstance(exponent, int):
                     places = max(places, -exponent)
-    return Decimal(1).scaleb(-min(places, MAX_MONEY_PLACES))
+    quantum = Decimal(1).scaleb(-min(places, MAX_MONEY_PLACES))
+    if len(_QUANTA) > 16:
+        _QUANTA.clear()
+    _QUANTA[id(plan)] = (plan, quantum)
+    return quantum
 
 
 class PeriodError(UsageProblem):
@@ -218,17 +243,34 @@ def window_query(metric: str, by: Sequence[str], start: datetime, end: datetime)
     return f"sum by ({', '.join(by)}) (sum_over_time({closed_hour(metric)}[{span}s:{c.OUTPUT_STEP}]))"
 
 
+ROW_LABELS = (*IDENTITY, c.LABEL_CLUSTER)
+"""What a row is per: the identity and, on a fleet's global view, the cluster the series came from."""
+SERIES = "costplan_series"  # a label that keeps the three sums of one window query apart
+SPEND, REQUESTS, TOKENS = "spend", "requests", "tokens"
+
+
 def spend_query(start: datetime, end: datetime) -> str:
-    return window_query(c.METRIC_SPEND_HOURLY, IDENTITY, start, end)
+    return window_query(c.METRIC_SPEND_HOURLY, ROW_LABELS, start, end)
 
 
 def requests_query(start: datetime, end: datetime) -> str:
     # Usage carries no cost_center; it is completed from the plan's teams.
-    return window_query(c.METRIC_USAGE_REQUESTS_HOURLY, IDENTITY[:4], start, end)
+    return window_query(c.METRIC_USAGE_REQUESTS_HOURLY, (*IDENTITY[:4], c.LABEL_CLUSTER), start, end)
 
 
 def tokens_query(start: datetime, end: datetime) -> str:
-    return window_query(c.METRIC_USAGE_TOKENS_HOURLY, (*IDENTITY[:4], c.LABEL_TOKEN_TYPE), start, end)
+    return window_query(c.METRIC_USAGE_TOKENS_HOURLY, (*IDENTITY[:4], c.LABEL_CLUSTER, c.LABEL_TOKEN_TYPE), start, end)
+
+
+def day_query(start: datetime, end: datetime) -> str:
+    """Spend, requests and tokens of one window in one query, each sum marked by ``costplan_series``.
+
+    The three sums are the same expressions as three separate queries (the
+    same floats, so the same money), joined with ``or``: their series never
+    collide because the marker differs.
+    """
+    parts = ((SPEND, spend_query), (REQUESTS, requests_query), (TOKENS, tokens_query))
+    return " or ".join(f'label_replace({build(start, end)}, "{SERIES}", "{kind}", "", "")' for kind, build in parts)
 
 
 # --------------------------------------------------------------------------
@@ -236,9 +278,9 @@ def tokens_query(start: datetime, end: datetime) -> str:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UsageRow:
-    """Spend and usage of one identity in one window (a FOCUS charge period)."""
+    """Spend and usage of one identity (and cluster) in one window (a FOCUS charge period)."""
 
     start: datetime
     end: datetime
@@ -250,6 +292,7 @@ class UsageRow:
     cost: Decimal
     requests: Decimal = Decimal(0)
     tokens: Mapping[str, Decimal] = field(default_factory=dict)
+    cluster: str = ""
 
     def key(self, labels: Sequence[str]) -> tuple[str, ...]:
         return tuple(getattr(self, label) for label in labels)
@@ -259,12 +302,59 @@ class UsageRow:
         return sum(self.tokens.values(), Decimal(0))
 
 
-def _identity(labels: Mapping[str, str], plan: Plan) -> tuple[str, ...]:
-    values = {label: labels.get(label, "") for label in IDENTITY}
-    if not values[c.LABEL_COST_CENTER] and values[c.LABEL_TEAM]:
-        team = next((t for t in plan.teams if t.name == values[c.LABEL_TEAM]), None)
-        values[c.LABEL_COST_CENTER] = team.cost_center if team else ""
-    return tuple(values[label] for label in IDENTITY)
+class _Window:
+    """The rows of one window, summed by row key as samples arrive (no sample is kept)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.cost_centers = {team.name: team.cost_center for team in plan.teams}
+        self.quantum = money_quantum(plan)
+        self.costs: dict[tuple[str, ...], Decimal] = {}
+        self.counts: dict[tuple[str, ...], Decimal] = {}
+        self.tokens: dict[tuple[str, ...], dict[str, Decimal]] = {}
+
+    def key(self, labels: Mapping[str, str]) -> tuple[str, ...]:
+        team = labels.get(c.LABEL_TEAM, "")
+        cost_center = labels.get(c.LABEL_COST_CENTER, "") or (self.cost_centers.get(team, "") if team else "")
+        return (team, labels.get(c.LABEL_USER, ""), labels.get(c.LABEL_TIER, ""), labels.get(c.LABEL_MODEL, ""),
+                cost_center, labels.get(c.LABEL_CLUSTER, ""))
+
+    def add(self, kind: str, labels: Mapping[str, str], value: Decimal) -> None:
+        key = self.key(labels)
+        if kind == SPEND:
+            self.costs[key] = self.costs.get(key, Decimal(0)) + value
+        elif kind == REQUESTS:
+            self.counts[key] = self.counts.get(key, Decimal(0)) + value
+        elif kind == TOKENS:
+            bucket = self.tokens.setdefault(key, {})
+            token_type = labels.get(c.LABEL_TOKEN_TYPE, "")
+            bucket[token_type] = bucket.get(token_type, Decimal(0)) + value
+        else:
+            raise ValueError(kind)
+
+    def rows(self, start: datetime, end: datetime) -> list[UsageRow]:
+        zero = Decimal(0)
+        rows = []
+        for key in sorted(set(self.costs) | set(self.counts) | set(self.tokens)):
+            team, user, tier, model, cost_center, cluster = key
+            rows.append(
+                UsageRow(
+                    start=start,
+                    end=end,
+                    team=team,
+                    user=user,
+                    tier=tier,
+                    model=model,
+                    cost_center=cost_center,
+                    cost=self.costs.get(key, zero).quantize(self.quantum, ROUND_HALF_EVEN),
+                    requests=self.counts.get(key, zero).quantize(UNIT_QUANTUM, ROUND_HALF_EVEN),
+                    tokens={
+                        kind: value.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN)
+                        for kind, value in sorted(self.tokens.get(key, {}).items())
+                    },
+                    cluster=cluster,
+                )
+            )
+        return rows
 
 
 def rows_from_samples(
@@ -276,42 +366,27 @@ def rows_from_samples(
     tokens: Iterable[Sample] = (),
 ) -> list[UsageRow]:
     """Join the three answers of one window on identity and round them (pure)."""
-    quantum = money_quantum(plan)
-    costs: dict[tuple[str, ...], Decimal] = {}
-    counts: dict[tuple[str, ...], Decimal] = {}
-    token_counts: dict[tuple[str, ...], dict[str, Decimal]] = {}
-    for sample in spend:
-        key = _identity(sample.labels, plan)
-        costs[key] = costs.get(key, Decimal(0)) + sample.value
-    for sample in requests:
-        key = _identity(sample.labels, plan)
-        counts[key] = counts.get(key, Decimal(0)) + sample.value
-    for sample in tokens:
-        key = _identity(sample.labels, plan)
-        kind = sample.labels.get(c.LABEL_TOKEN_TYPE, "")
-        bucket = token_counts.setdefault(key, {})
-        bucket[kind] = bucket.get(kind, Decimal(0)) + sample.value
-    rows = []
-    for key in sorted(set(costs) | set(counts) | set(token_counts)):
-        team, user, tier, model, cost_center = key
-        rows.append(
-            UsageRow(
-                start=start,
-                end=end,
-                team=team,
-                user=user,
-                tier=tier,
-                model=model,
-                cost_center=cost_center,
-                cost=costs.get(key, Decimal(0)).quantize(quantum, ROUND_HALF_EVEN),
-                requests=counts.get(key, Decimal(0)).quantize(UNIT_QUANTUM, ROUND_HALF_EVEN),
-                tokens={
-                    kind: value.quantize(UNIT_QUANTUM, ROUND_HALF_EVEN)
-                    for kind, value in sorted(token_counts.get(key, {}).items())
-                },
-            )
-        )
-    return rows
+    window = _Window(plan)
+    for kind, samples in ((SPEND, spend), (REQUESTS, requests), (TOKENS, tokens)):
+        for sample in samples:
+            window.add(kind, sample.labels, sample.value)
+    return window.rows(start, end)
+
+
+def rows_from_answer(plan: Plan, start: datetime, end: datetime, payload: dict[str, Any], where: str) -> list[UsageRow]:
+    """The rows of one ``day_query`` answer (pure): each sample summed in as it is read."""
+    window = _Window(plan)
+    for labels, value in vector(payload, where):
+        kind = labels.get(SERIES, "")
+        if kind not in (SPEND, REQUESTS, TOKENS):
+            raise PrometheusError(f"Prometheus at {where} answered a sample the query cannot produce "
+                                  f"(no {SERIES} label): a proxy or another API answered")
+        window.add(kind, labels, value)
+    return window.rows(start, end)
+
+
+QUERIES_IN_FLIGHT = 2
+"""Window queries sent ahead of the one being read: the server evaluates while the client sums."""
 
 
 def collect(
@@ -319,24 +394,37 @@ def collect(
     plan: Plan,
     period: Period,
     progress: Callable[[str], None] = lambda _: None,
+    in_flight: int = QUERIES_IN_FLIGHT,
 ) -> list[UsageRow]:
-    """Query every window of the period (I/O at the edge)."""
+    """One query per window (spend, requests and tokens together), a few in flight (I/O at the edge).
+
+    Answers are read in window order, so rows and progress are the same
+    whatever order the server answers in; at most ``in_flight`` answers are
+    held at once.
+    """
     tz = ZoneInfo(plan.timezone)
     parts = windows(period, tz)
     rows: list[UsageRow] = []
-    for index, (start, end) in enumerate(parts, 1):
-        if len(parts) > 1:
-            progress(f"querying {start.astimezone(tz):%Y-%m-%d} ({index}/{len(parts)})")
-        window = rows_from_samples(
-            plan,
-            start,
-            end,
-            client.query(spend_query(start, end), read_time(end)),
-            client.query(requests_query(start, end), read_time(end)),
-            client.query(tokens_query(start, end), read_time(end)),
-        )
-        _refuse_negative(window, client.base_url)
-        rows.extend(window)
+
+    def fetch(window: tuple[datetime, datetime]) -> dict[str, Any]:
+        return client.query_payload(day_query(*window), read_time(window[1]))
+
+    with ThreadPoolExecutor(max_workers=max(1, in_flight)) as pool:
+        pending: deque[Future[dict[str, Any]]] = deque()
+        ahead = iter(parts)
+        for window in itertools.islice(ahead, max(1, in_flight)):
+            pending.append(pool.submit(fetch, window))
+        for index, (start, end) in enumerate(parts, 1):
+            payload = pending.popleft().result()
+            following = next(ahead, None)
+            if following is not None:
+                pending.append(pool.submit(fetch, following))
+            window_rows = rows_from_answer(plan, start, end, payload, client.base_url)
+            del payload
+            _refuse_negative(window_rows, client.base_url)
+            rows.extend(window_rows)
+            if len(parts) > 1:
+                progress(f"read {start.astimezone(tz):%Y-%m-%d} ({index}/{len(parts)}): {len(window_rows)} row(s)")
     return rows
 
 
@@ -380,19 +468,48 @@ class Line:
     tokens: Mapping[str, Decimal]
 
 
+def has_clusters(rows: Iterable[UsageRow]) -> bool:
+    """Whether any row came from a series with a ``cluster`` label (a fleet's global view)."""
+    return any(row.cluster for row in rows)
+
+
+def view_labels(group: str, rows: Sequence[UsageRow]) -> tuple[str, ...]:
+    """A view's columns: its group's labels, and ``cluster`` after them when the rows have clusters.
+
+    Without a ``cluster`` label anywhere (one cluster, one Prometheus) the
+    views are exactly the single-cluster ones.
+    """
+    labels = GROUPS[group]
+    if c.LABEL_CLUSTER in labels or not has_clusters(rows):
+        return labels
+    return (*labels, c.LABEL_CLUSTER)
+
+
 def aggregate(rows: Iterable[UsageRow], labels: Sequence[str]) -> list[Line]:
-    """Sum rows by ``labels``; lines ordered by cost (highest first), then key."""
+    """Sum rows by ``labels``; lines ordered by cost (highest first), then key.
+
+    With ``cluster`` as the last of several labels, the lines of one group
+    (e.g. one team's clusters) stay together: ordered by the group's total,
+    then within it by cost.
+    """
     costs: dict[tuple[str, ...], Decimal] = {}
     requests: dict[tuple[str, ...], Decimal] = {}
     tokens: dict[tuple[str, ...], dict[str, Decimal]] = {}
+    get = operator.attrgetter(*labels)
+    single = len(labels) == 1
     for row in rows:
-        key = row.key(labels)
+        key = (get(row),) if single else get(row)
         costs[key] = costs.get(key, Decimal(0)) + row.cost
         requests[key] = requests.get(key, Decimal(0)) + row.requests
         bucket = tokens.setdefault(key, {})
         for kind, count in row.tokens.items():
             bucket[kind] = bucket.get(kind, Decimal(0)) + count
     lines = [Line(key, costs[key], requests[key], tokens[key]) for key in costs]
+    if len(labels) > 1 and labels[-1] == c.LABEL_CLUSTER:
+        parents: dict[tuple[str, ...], Decimal] = {}
+        for line in lines:
+            parents[line.key[:-1]] = parents.get(line.key[:-1], Decimal(0)) + line.cost
+        return sorted(lines, key=lambda line: (-parents[line.key[:-1]], line.key[:-1], -line.cost, line.key))
     return sorted(lines, key=lambda line: (-line.cost, line.key))
 
 
@@ -439,13 +556,20 @@ class _NeutralisedWriter:
 
     def writerow(self, row: Any) -> None:
         if isinstance(row, dict):
-            self._writer.writerow({key: csv_cell(value) for key, value in row.items()})
+            self._writer.writerow({key: _cell(value) for key, value in row.items()})
         else:
-            self._writer.writerow([csv_cell(value) for value in row])
+            self._writer.writerow([_cell(value) for value in row])
+
+
+def _cell(value: object) -> object:
+    """``csv_cell`` for the cells it would change only (most cells are numbers and plain names)."""
+    if isinstance(value, str) and value and (value[0] in _FORMULA_START or "\r" in value):
+        return csv_cell(value)
+    return value
 
 
 def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: str = "team") -> str:
-    labels = GROUPS[group]
+    labels = view_labels(group, rows)
     buffer = io.StringIO()
     writer = _NeutralisedWriter(csv.writer(buffer, lineterminator="\n"))
     writer.writerow(
@@ -467,21 +591,38 @@ def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: 
 
 
 def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict:
-    """Every view in one document; money as exact strings."""
+    """Every view in one document; money as exact strings.
+
+    When the rows have clusters, every line of the team, user, model and
+    cost-center views carries ``clusters``: its split by cluster (the
+    cluster lines add up to the line exactly); detail lines carry their
+    ``cluster``; ``byCluster`` totals each cluster.
+    """
+    quantum = money_quantum(plan)
+    clusters = has_clusters(rows)
+
+    def amounts(line: Line) -> dict:
+        return {
+            "requests": units(line.requests),
+            "tokens": {kind: units(_tokens_of(line.tokens, kind)) for kind in TOKEN_COLUMNS},
+            "cost": money(line.cost, quantum),
+        }
 
     def view(group: str) -> list[dict]:
-        labels = GROUPS[group]
-        return [
-            {
-                **dict(zip(labels, line.key, strict=False)),
-                "requests": units(line.requests),
-                "tokens": {kind: units(_tokens_of(line.tokens, kind)) for kind in TOKEN_COLUMNS},
-                "cost": money(line.cost, money_quantum(plan)),
-            }
-            for line in aggregate(rows, labels)
-        ]
+        labels = GROUPS[group] if group != "detail" else view_labels(group, rows)
+        split: dict[tuple[str, ...], list[dict]] = {}
+        if clusters and group not in ("detail", "cluster"):
+            for line in aggregate(rows, (*labels, c.LABEL_CLUSTER)):
+                split.setdefault(line.key[:-1], []).append({c.LABEL_CLUSTER: line.key[-1], **amounts(line)})
+        out = []
+        for line in aggregate(rows, labels):
+            entry = {**dict(zip(labels, line.key, strict=False)), **amounts(line)}
+            if line.key in split:
+                entry["clusters"] = split[line.key]
+            out.append(entry)
+        return out
 
-    return {
+    document = {
         "plan": plan.name,
         "environment": plan.environment,
         "cluster": plan.cluster,
@@ -495,6 +636,9 @@ def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) ->
         "byCostCenter": view("cost-center"),
         "detail": view("detail"),
     }
+    if clusters:
+        document["byCluster"] = view("cluster")
+    return document
 
 
 def chargeback_json(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> str:
@@ -583,82 +727,98 @@ def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
     """FOCUS 1.2-shaped rows: one per day x team x user x tier x model."""
     tz = ZoneInfo(plan.timezone)
     buffer = io.StringIO()
-    writer = _NeutralisedWriter(csv.DictWriter(buffer, fieldnames=FOCUS_COLUMNS, lineterminator="\n"))
-    writer.writeheader()
+    writer = _NeutralisedWriter(csv.writer(buffer, lineterminator="\n"))
+    writer.writerow(FOCUS_COLUMNS)
     models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
     quantum = money_quantum(plan)
-    for row in sorted(rows, key=lambda r: (r.start, r.key(IDENTITY))):
+    identity = operator.attrgetter(*ROW_LABELS)
+    times: dict[datetime, str] = {}
+    billing: dict[datetime, tuple[str, str]] = {}
+
+    def stamp(moment: datetime) -> str:
+        if moment not in times:
+            times[moment] = utc(moment)
+        return times[moment]
+
+    for row in sorted(rows, key=lambda r: (r.start, identity(r))):
         model = models.get(row.model)
-        bill_start, bill_end = billing_period(row.start, tz)
+        if row.start not in billing:
+            first, last = billing_period(row.start, tz)
+            billing[row.start] = (utc(first), utc(last))
+        bill_start, bill_end = billing[row.start]
         quantity, unit = _pricing_quantity(plan, row)
         consumed, consumed_unit = (
             (units(row.total_tokens), "Tokens") if row.total_tokens else (units(row.requests), "Requests")
         )
         provider = model.provider if model else ""
-        writer.writerow(
-            {
-                "BillingAccountId": plan.name,
-                "BillingAccountName": plan.name,
-                "BillingCurrency": plan.currency,
-                "BillingPeriodStart": utc(bill_start),
-                "BillingPeriodEnd": utc(bill_end),
-                "ChargeCategory": "Usage",
-                "ChargeClass": "",
-                "ChargeDescription": f"{row.model} used by {row.user or 'unattributed'} ({row.team or 'no team'})",
-                "ChargeFrequency": "Usage-Based",
-                "ChargePeriodStart": utc(row.start),
-                "ChargePeriodEnd": utc(row.end),
-                "BilledCost": money(row.cost, quantum),
-                "EffectiveCost": money(row.cost, quantum),
-                "ListCost": money(_list_cost(plan, row), quantum),
-                "ContractedCost": money(row.cost, quantum),
-                "ListUnitPrice": "",
-                "ContractedUnitPrice": "",
-                "PricingCategory": "Standard",
-                "PricingQuantity": quantity,
-                "PricingUnit": unit,
-                "ConsumedQuantity": consumed,
-                "ConsumedUnit": consumed_unit,
-                "InvoiceIssuerName": plan.name,
-                "ProviderName": provider,
-                "PublisherName": provider,
-                "ResourceId": row.model,
-                "ResourceName": model.model_name if model else row.model,
-                "ResourceType": "LLM",
-                "ServiceCategory": "AI and Machine Learning",
-                "ServiceSubcategory": "Generative AI",
-                "ServiceName": row.model,
-                "SubAccountId": row.team,
-                "SubAccountName": row.team,
-                "SubAccountType": "Team",
-                "Tags": json.dumps(
-                    {"cost_center": row.cost_center, "team": row.team, "tier": row.tier, "user": row.user},
-                    sort_keys=True,
-                ),
-                "x_Team": row.team,
-                "x_User": row.user,
-                "x_Tier": row.tier,
-                "x_Model": row.model,
-                "x_CostCenter": row.cost_center,
-                "x_Environment": plan.environment,
-                "x_Cluster": plan.cluster,
-                "x_Requests": units(row.requests),
-                "x_InputTokens": units(row.tokens.get(c.TOKEN_TYPE_INPUT, Decimal(0))),
-                "x_OutputTokens": units(row.tokens.get(c.TOKEN_TYPE_OUTPUT, Decimal(0))),
-            }
-        )
+        record = {
+            "BillingAccountId": plan.name,
+            "BillingAccountName": plan.name,
+            "BillingCurrency": plan.currency,
+            "BillingPeriodStart": bill_start,
+            "BillingPeriodEnd": bill_end,
+            "ChargeCategory": "Usage",
+            "ChargeClass": "",
+            "ChargeDescription": f"{row.model} used by {row.user or 'unattributed'} ({row.team or 'no team'})",
+            "ChargeFrequency": "Usage-Based",
+            "ChargePeriodStart": stamp(row.start),
+            "ChargePeriodEnd": stamp(row.end),
+            "BilledCost": money(row.cost, quantum),
+            "EffectiveCost": money(row.cost, quantum),
+            "ListCost": money(_list_cost(plan, row), quantum),
+            "ContractedCost": money(row.cost, quantum),
+            "ListUnitPrice": "",
+            "ContractedUnitPrice": "",
+            "PricingCategory": "Standard",
+            "PricingQuantity": quantity,
+            "PricingUnit": unit,
+            "ConsumedQuantity": consumed,
+            "ConsumedUnit": consumed_unit,
+            "InvoiceIssuerName": plan.name,
+            "ProviderName": provider,
+            "PublisherName": provider,
+            "ResourceId": row.model,
+            "ResourceName": model.model_name if model else row.model,
+            "ResourceType": "LLM",
+            "ServiceCategory": "AI and Machine Learning",
+            "ServiceSubcategory": "Generative AI",
+            "ServiceName": row.model,
+            "SubAccountId": row.team,
+            "SubAccountName": row.team,
+            "SubAccountType": "Team",
+            "Tags": json.dumps(
+                {"cost_center": row.cost_center, "team": row.team, "tier": row.tier, "user": row.user,
+                 **({c.LABEL_CLUSTER: row.cluster} if row.cluster else {})},
+                sort_keys=True,
+            ),
+            "x_Team": row.team,
+            "x_User": row.user,
+            "x_Tier": row.tier,
+            "x_Model": row.model,
+            "x_CostCenter": row.cost_center,
+            "x_Environment": plan.environment,
+            "x_Cluster": row.cluster or plan.cluster,
+            "x_Requests": units(row.requests),
+            "x_InputTokens": units(row.tokens.get(c.TOKEN_TYPE_INPUT, Decimal(0))),
+            "x_OutputTokens": units(row.tokens.get(c.TOKEN_TYPE_OUTPUT, Decimal(0))),
+        }
+        writer.writerow([record[column] for column in FOCUS_COLUMNS])
     return buffer.getvalue()
 
 
 def output_files(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict[str, str]:
     """Every report file for ``--output-dir``, by file name."""
+    return dict(each_output_file(plan, period, rows))
+
+
+def each_output_file(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> Iterator[tuple[str, str]]:
+    """``output_files`` one at a time, so a writer holds one file's text at once, not all seven."""
     base = f"chargeback-{plan.environment}-{period.label}"
-    files = {f"{base}.csv": chargeback_csv(plan, period, rows, "detail")}
-    for group in ("team", "user", "model", "cost-center"):
-        files[f"{base}-by-{group}.csv"] = chargeback_csv(plan, period, rows, group)
-    files[f"{base}.json"] = chargeback_json(plan, period, rows)
-    files[f"focus-{plan.environment}-{period.label}.csv"] = focus_csv(plan, rows)
-    return files
+    yield f"{base}.csv", chargeback_csv(plan, period, rows, "detail")
+    for group in ("team", "user", "model", "cost-center", *(("cluster",) if has_clusters(rows) else ())):
+        yield f"{base}-by-{group}.csv", chargeback_csv(plan, period, rows, group)
+    yield f"{base}.json", chargeback_json(plan, period, rows)
+    yield f"focus-{plan.environment}-{period.label}.csv", focus_csv(plan, rows)
 
 
 def webhook_endpoint(url: str) -> Endpoint:

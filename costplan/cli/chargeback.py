@@ -19,7 +19,8 @@ from costplan.cli.options import (
     job_env_option,
     known_environment,
     plan_option,
-    prometheus_url_option,
+    query_endpoint,
+    query_options,
     timeout_option,
 )
 from costplan.core import conventions as c
@@ -30,7 +31,7 @@ from costplan.plan.load import load_plan
 @click.command("report")
 @plan_option
 @job_env_option
-@prometheus_url_option
+@query_options
 @click.option("--month", help="YYYY-MM, 'last' (default: the last full month) or 'current' (month to date).")
 @click.option("--start", help="Start of a custom period (ISO date or time; plan timezone unless an offset is given).")
 @click.option("--end", help="End of a custom period (exclusive).")
@@ -49,6 +50,8 @@ def report_command(
     plan_path: Path,
     environment: str | None,
     prometheus_url: str | None,
+    tenant: str | None,
+    bearer_token_file: str | None,
     month: str | None,
     start: str | None,
     end: str | None,
@@ -67,7 +70,7 @@ def report_command(
     except OSError as exc:
         raise click.UsageError(f"cannot read the plan: {exc}") from exc
     url = prometheus_url or plan.integrations.prometheus.url
-    client = PrometheusClient(url, timeout=timeout)
+    client = PrometheusClient(query_endpoint(url, tenant, bearer_token_file), timeout=timeout)
     if webhook_url:
         chargeback.webhook_endpoint(webhook_url)
     period = chargeback.choose_period(plan, month, start, end, datetime.now(UTC))
@@ -79,12 +82,12 @@ def report_command(
             f"Prometheus at {client.base_url} has no {c.METRIC_SPEND_HOURLY} samples between {chargeback.utc(period.start)} and "
             f"{chargeback.utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
         )
-    lines = len(chargeback.aggregate(rows, chargeback.GROUPS[group_by]))
+    lines = len(chargeback.aggregate(rows, chargeback.view_labels(group_by, rows)))
     say(f"total {chargeback.money(chargeback.total(rows), chargeback.money_quantum(plan))} {plan.currency}: "
-        f"{lines} {group_by} line(s) from {len(rows)} daily row(s)")
+        f"{lines} {group_by} line(s) from {len(rows)} daily row(s), {client.queries} quer{'y' if client.queries == 1 else 'ies'}")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in chargeback.output_files(plan, period, rows).items():
+        for name, text in chargeback.each_output_file(plan, period, rows):
             (output_dir / name).write_text(text, encoding="utf-8")
             say(f"wrote {output_dir / name}")
     elif output_format == "json":
@@ -101,15 +104,17 @@ def report_command(
 @click.command("check-gpu-prices")
 @plan_option
 @job_env_option
-@prometheus_url_option
+@query_options
 @timeout_option(60.0, "Seconds for the Prometheus query.")
 @guarded
-def check_gpu_prices_command(plan_path: Path, environment: str | None, prometheus_url: str | None, timeout: float) -> None:
+def check_gpu_prices_command(plan_path: Path, environment: str | None, prometheus_url: str | None, tenant: str | None,
+                             bearer_token_file: str | None, timeout: float) -> None:
     """Fail (exit 4) unless the cost engine prices every GPU node at the plan's rate."""
     known_environment(plan_path, environment)
     plan = load_plan(plan_path, environment)
     url = prometheus_url or plan.integrations.prometheus.url
-    samples = PrometheusClient(url, timeout=timeout).query(GPU_PRICE_QUERY, datetime.now(UTC))
+    client = PrometheusClient(query_endpoint(url, tenant, bearer_token_file), timeout=timeout)
+    samples = client.query(GPU_PRICE_QUERY, datetime.now(UTC))
     problems, notes = check_gpu_prices(plan, samples)
     for line in notes:
         console().info(line)

@@ -20,9 +20,9 @@ from typing import Any
 import click
 
 from costplan.chargeback.gpu_check import GPU_PRICE_QUERY, check_gpu_prices
-from costplan.chargeback.promapi import PrometheusClient
+from costplan.chargeback.promapi import PrometheusClient, QueryEndpoint
 from costplan.cli.console import console, exit_with, guarded, say
-from costplan.cli.options import job_env_option, plan_option, prometheus_url_option, timeout_option
+from costplan.cli.options import job_env_option, plan_option, query_endpoint, query_options, timeout_option
 from costplan.core.errors import ExitCode, ExternalFailure, UsageProblem
 from costplan.install import apply, doctor
 from costplan.install.applyset import applyset_for
@@ -156,9 +156,9 @@ def _run(
     exit_with(ExitCode.CHANGED if mode != "apply" and outcome.pending else ExitCode.OK)
 
 
-def prometheus_query(url: str, timeout: float) -> Callable[[str], list[Any]]:
-    """An instant query at the current time against ``url``."""
-    client = PrometheusClient(url, timeout=timeout)
+def prometheus_query(endpoint: QueryEndpoint, timeout: float) -> Callable[[str], list[Any]]:
+    """An instant query at the current time against ``endpoint``."""
+    client = PrometheusClient(endpoint, timeout=timeout)
     return lambda expr: client.query(expr, datetime.now(UTC))
 
 
@@ -171,7 +171,7 @@ DOCTOR_EXIT = {doctor.OK: ExitCode.OK, doctor.WARN: ExitCode.CHANGED, doctor.FAI
 @click.option("--kubeconfig", type=click.Path(dir_okay=False),
               help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
 @click.option("--context", help="Kubeconfig context (default: the current context).")
-@prometheus_url_option
+@query_options
 @click.option("--no-prometheus", is_flag=True, help="Skip the checks that query Prometheus.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="One line per check, or a JSON list of findings on stdout.")
@@ -183,6 +183,8 @@ def doctor_command(
     kubeconfig: str | None,
     context: str | None,
     prometheus_url: str | None,
+    tenant: str | None,
+    bearer_token_file: str | None,
     no_prometheus: bool,
     output_format: str,
     timeout: float,
@@ -196,7 +198,8 @@ def doctor_command(
     env_name, artifacts = next(iter(result.environments.items()))
     plan = result.plans[env_name]
     cluster = connect(kubeconfig, context, timeout)
-    query = None if no_prometheus else prometheus_query(prometheus_url or plan.integrations.prometheus.url, timeout)
+    query = None if no_prometheus else prometheus_query(
+        query_endpoint(prometheus_url or plan.integrations.prometheus.url, tenant, bearer_token_file), timeout)
     findings = doctor.run(plan, apply.desired_objects(artifacts), cluster, query, (check_gpu_prices, GPU_PRICE_QUERY))
     if output_format == "json":
         click.echo(json.dumps([f.as_dict() for f in findings], indent=2, sort_keys=True))

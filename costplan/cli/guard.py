@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from costplan.cli.console import console, guarded
-from costplan.cli.options import job_env_option, known_environment, plan_option, prometheus_url_option
+from costplan.cli.options import job_env_option, known_environment, plan_option, query_endpoint, query_options
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure, UsageProblem
 from costplan.guard import decide
@@ -67,7 +67,7 @@ def _listen(value: str) -> tuple[str, int]:
 @job_env_option
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The guard document (guard.json of the costplan-guard ConfigMap) instead of the plan.")
-@prometheus_url_option
+@query_options
 @kubeconfig_option
 @context_option
 @click.option("--period", type=float, help="Seconds between reconciles (default: guard.period of the plan).")
@@ -77,11 +77,12 @@ def _listen(value: str) -> tuple[str, int]:
 @click.option("--dry-run", is_flag=True, help="Decide and log transitions, write nothing.")
 @guarded
 def guard_command(plan_path: Path, environment: str | None, config_path: Path | None, prometheus_url: str | None,
-                  kubeconfig: str | None, context: str | None, period: float | None, listen: str, once: bool,
-                  dry_run: bool) -> None:
+                  tenant: str | None, bearer_token_file: str | None, kubeconfig: str | None, context: str | None,
+                  period: float | None, listen: str, once: bool, dry_run: bool) -> None:
     """Keep every key Secret's budget state where the plan's actions put it."""
     config = _config(plan_path, environment, config_path)
-    reconciler = Reconciler(config, Prometheus(prometheus_url or config.prometheus_url),
+    endpoint = query_endpoint(prometheus_url or config.prometheus_url, tenant, bearer_token_file)
+    reconciler = Reconciler(config, Prometheus(endpoint.url, headers=endpoint.headers),
                             _connect(config.secret_namespace, kubeconfig, context), log=_log, dry_run=dry_run)
     if once:
         outcome = reconciler.reconcile()

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from costplan.chargeback.promapi import QueryEndpoint
 from costplan.plan.load import list_environments
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,8 +32,28 @@ job_env_option = click.option(
 )
 all_envs_option = click.option("--all-envs", is_flag=True, help="Every environment in environments/.")
 prometheus_url_option = click.option(
-    "--prometheus-url", help="Prometheus to query (default: integrations.prometheus.url of the plan)."
+    "--prometheus-url",
+    help="Prometheus API to query: a Prometheus, Thanos Query, Mimir (.../prometheus) or VictoriaMetrics "
+    "(single-node root, or cluster .../select/ACCOUNT/prometheus); default: integrations.prometheus.url of the plan.",
 )
+tenant_option = click.option(
+    "--tenant", envvar="COSTPLAN_TENANT",
+    help="Tenant ID sent as X-Scope-OrgID (Mimir, Cortex, multi-tenant Thanos) (env: COSTPLAN_TENANT).",
+)
+bearer_token_file_option = click.option(
+    "--bearer-token-file", envvar="COSTPLAN_BEARER_TOKEN_FILE", type=click.Path(dir_okay=False),
+    help="File holding a bearer token for the query API, read at every request (env: COSTPLAN_BEARER_TOKEN_FILE).",
+)
+
+
+def query_options(command: F) -> F:
+    """``--prometheus-url``, ``--tenant`` and ``--bearer-token-file``: where and how Prometheus-API queries go."""
+    return prometheus_url_option(tenant_option(bearer_token_file_option(command)))
+
+
+def query_endpoint(url: str, tenant: str | None, bearer_token_file: str | None) -> QueryEndpoint:
+    """The query endpoint of the options (an empty option is no option: unset environment variables in jobs)."""
+    return QueryEndpoint(url, tenant or None, bearer_token_file or None)
 
 
 def timeout_option(default: float, help: str) -> Callable[[F], F]:

@@ -23,6 +23,7 @@ LABEL_PERIOD = "period"
 LABEL_TOKEN_TYPE = "token_type"
 LABEL_GPU_INSTANCE = "gpu_instance"
 LABEL_SOURCE = "source"
+LABEL_CLUSTER = "cluster"  # the cluster a series was recorded in (external label of a fleet's Prometheus)
 
 IDENTITY_LABELS = (LABEL_USER, LABEL_TEAM, LABEL_TIER, LABEL_MODEL, LABEL_COST_CENTER)
 

@@ -14,10 +14,13 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from costplan.core import conventions as c
+from costplan.core.errors import CostplanError
+from costplan.core.redact import redact_url, safe
 from costplan.guard.decide import SpendKey
 
 QUERY_TIMEOUT = 10.0
@@ -28,20 +31,39 @@ class PrometheusUnavailable(Exception):
 
 
 class Prometheus:
-    def __init__(self, url: str, timeout: float = QUERY_TIMEOUT) -> None:
+    """The budget query against a Prometheus API: a Prometheus, Thanos Query, Mimir or VictoriaMetrics.
+
+    ``headers`` is called at every query for the request's extra headers (a
+    tenant, a bearer token read from its mounted file): it may raise a
+    ``CostplanError``, which counts as Prometheus being unavailable. Messages
+    name the URL by scheme, host and port only, never a header.
+    """
+
+    def __init__(self, url: str, timeout: float = QUERY_TIMEOUT,
+                 headers: Callable[[], Mapping[str, str]] | None = None) -> None:
         self.url = url.rstrip("/")
+        self.display = redact_url(url)
         self.timeout = timeout
+        self.headers = headers or dict
 
     def budget_spend(self, at: dt.datetime) -> dict[SpendKey, Decimal]:
         """``costplan:budget_spend`` of every team budget at ``at``, exactly as Prometheus prints it."""
         query = urllib.parse.urlencode({"query": f'{c.METRIC_BUDGET_SPEND}{{team!=""}}', "time": f"{at.timestamp():.3f}"})
         try:
-            with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=self.timeout) as response:
+            request = urllib.request.Request(f"{self.url}/api/v1/query?{query}", headers=dict(self.headers()))
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 payload = json.load(response)
-        except (OSError, urllib.error.URLError, ValueError) as exc:
-            raise PrometheusUnavailable(f"{self.url}: {exc}") from exc
-        if payload.get("status") != "success":
-            raise PrometheusUnavailable(f"{self.url}: {payload.get('error', 'query failed')}")
+        except CostplanError as exc:
+            raise PrometheusUnavailable(f"{self.display}: {exc.message}") from None
+        except urllib.error.HTTPError as exc:
+            raise PrometheusUnavailable(f"{self.display}: HTTP {exc.code}") from None
+        except urllib.error.URLError as exc:
+            raise PrometheusUnavailable(f"{self.display}: {safe(str(exc.reason))}") from None
+        except (OSError, ValueError) as exc:
+            raise PrometheusUnavailable(f"{self.display}: {type(exc).__name__}") from None
+        if not isinstance(payload, dict) or payload.get("status") != "success":
+            error = payload.get("error", "query failed") if isinstance(payload, dict) else "not Prometheus API JSON"
+            raise PrometheusUnavailable(f"{self.display}: {safe(str(error))[:200]}")
         out: dict[SpendKey, Decimal] = {}
         for item in payload["data"]["result"]:
             labels = item["metric"]

@@ -1,0 +1,193 @@
+"""``costplan report`` for one month against a real Prometheus, beside one query returning the same totals.
+
+For each user count: writes one month (and a day either side) of hourly
+spend and usage series, as the hourly rules record them, for N users (10 a
+team, one model each, every user spending every hour: the worst case),
+backfills them with ``promtool tsdb create-blocks-from openmetrics`` and
+starts the Debian ``prometheus`` on them. Then, in the same run:
+
+* **one query**: a single instant query over the whole month returning
+  what the report totals (spend, requests and tokens per identity:
+  ``report.day_query`` over the month), timed from request to the last byte
+  of the answer (best of three), and the same for spend alone
+  (``report.spend_query``);
+* **report**: ``costplan report --month 2025-03 --output-dir`` in a child
+  process: wall time, peak RSS (``ru_maxrss`` of the child) and the number of
+  queries it sent (its last progress line).
+
+The series have one sample an hour (a live Prometheus records each hour at
+every evaluation of the next one, 12 times with a 5-minute interval): the
+server reads 12 times fewer samples than it would live, for both sides.
+
+    python benchmarks/report_bench.py --users 5000 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from costplan.chargeback import report
+from costplan.core import conventions as c
+from costplan.plan.load import load_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.promserver import PrometheusServer  # noqa: E402
+
+FIRST = datetime(2025, 2, 28, 0, tzinfo=UTC)
+LAST = datetime(2025, 4, 1, 2, tzinfo=UTC)
+MONTH = report.Period(datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC), "2025-03")
+
+
+BLOCK_HOURS = 2  # promtool's block length
+
+
+def backfill(data: Path, work: Path, users: int) -> int:
+    """Every user's spend, requests and input/output tokens, one sample an hour; the sample count.
+
+    ``promtool tsdb create-blocks-from openmetrics`` reads its whole input
+    once per two-hour block it writes, so a month in one file is read about
+    370 times; one file per block is read once. Each file is complete
+    OpenMetrics (its own ``# TYPE`` lines and ``# EOF``).
+    """
+    plan = load_plan(ROOT / "costplan.yaml")
+    models = [m.name for m in plan.models]
+    tiers = [t.name for t in plan.tiers]
+    identities = [
+        f'team="team-{u // 10:05d}",user="user-{u:06d}",tier="{tiers[(u // 10) % len(tiers)]}",'
+        f'model="{models[u % len(models)]}"'
+        for u in range(users)
+    ]
+    families = (
+        (c.METRIC_SPEND_HOURLY, [(lambda u: f',cost_center="CC-{u // 10:05d}"',
+                                  lambda u, h: f"0.{(u * 7 + h) % 9973 + 1:06d}")]),
+        (c.METRIC_USAGE_REQUESTS_HOURLY, [(lambda u: ',source="limitador"', lambda u, h: str((u + h) % 97 + 1))]),
+        (c.METRIC_USAGE_TOKENS_HOURLY, [
+            (lambda u: ',source="envoy-ai",token_type="input"', lambda u, h: str((u * 3 + h) % 9001 + 1)),
+            (lambda u: ',source="envoy-ai",token_type="output"', lambda u, h: str((u + 5 * h) % 901 + 1)),
+        ]),
+    )
+    heads = {(metric, i): [f"{metric}{{{labels}{extra(u)}}} " for u, labels in enumerate(identities)]
+             for metric, kinds in families for i, (extra, _) in enumerate(kinds)}
+    hours = int((LAST - FIRST) / timedelta(hours=1)) + 1
+    count = 0
+    for block in range(0, hours, BLOCK_HOURS):
+        chunk = work / "block.om"
+        with chunk.open("w") as out:
+            for metric, kinds in families:
+                out.write(f"# TYPE {metric} gauge\n")
+                for i, (_, value) in enumerate(kinds):
+                    for u, head in enumerate(heads[(metric, i)]):
+                        for h in range(block, min(block + BLOCK_HOURS, hours)):
+                            stamp = int((FIRST + timedelta(hours=h)).timestamp()) + 30
+                            out.write(f"{head}{value(u, h)} {stamp}\n")
+                            count += 1
+            out.write("# EOF\n")
+        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(chunk), str(data)],
+                       check=True, capture_output=True)
+    return count
+
+
+def settled(url: str, quiet: float = 30.0, limit: float = 1800.0) -> int:
+    """Wait until the server's startup compaction of the backfilled blocks is over; the blocks left.
+
+    Prometheus merges the two-hour blocks into larger ones after it starts;
+    measuring during that would time the compaction too.
+    """
+    def blocks() -> tuple[int, int]:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        loaded = re.search(r"^prometheus_tsdb_blocks_loaded (\S+)$", text, re.M)
+        runs = re.search(r"^prometheus_tsdb_compactions_total (\S+)$", text, re.M)
+        return int(float(loaded.group(1))) if loaded else -1, int(float(runs.group(1))) if runs else -1
+
+    deadline = time.monotonic() + limit
+    last, since = blocks(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        now = blocks()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last[0]
+
+
+def timed_query(url: str, expr: str, at: datetime) -> tuple[float, int]:
+    body = urllib.parse.urlencode({"query": expr, "time": f"{at.timestamp():.3f}"}).encode()
+    started = time.perf_counter()
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/api/v1/query", data=body), timeout=600) as response:
+        answer = response.read()
+    elapsed = time.perf_counter() - started
+    if b'"status":"success"' not in answer:
+        raise RuntimeError(answer[:500].decode())
+    return elapsed, answer.count(b'"metric"')
+
+
+def run_report(url: str, out: Path) -> tuple[float, float, int, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "costplan", "report", "-f", str(ROOT / "costplan.yaml"), "--month", "2025-03",
+         "--prometheus-url", url, "--output-dir", str(out), "--timeout", "600"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    queries = re.search(r"(\d+) quer(?:y|ies)$", result.stderr, re.M)
+    total = re.search(r"^total (\S+)", result.stderr, re.M)
+    return elapsed, max(peak, before) / 1024, int(queries.group(1)) if queries else -1, total.group(1) if total else "?"
+
+
+def bench(users: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="costplan-report-bench-") as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        samples = backfill(work / "data", work, users)
+        prepared = time.perf_counter() - started
+        server = PrometheusServer(work, work / "data")
+        server.flags = ["--query.max-samples=1000000000", "--query.timeout=10m"]
+        server.start()
+        try:
+            blocks = settled(server.url)
+            at = report.read_time(MONTH.end)
+            combined = report.day_query(MONTH.start, MONTH.end)
+            spend = report.spend_query(MONTH.start, MONTH.end)
+            timed_query(server.url, combined, at)  # warm the page cache for both sides
+            one = min(timed_query(server.url, combined, at)[0] for _ in range(3))
+            spend_only, series = min(timed_query(server.url, spend, at) for _ in range(3))
+            elapsed, peak, queries, total = run_report(server.url, work / "out")
+            rows = sum(1 for _ in (work / "out" / "focus-base-2025-03.csv").open()) - 1
+        finally:
+            server.stop()
+    print(f"users={users} samples={samples} (prepared in {prepared:.0f} s, {blocks} blocks after compaction) "
+          f"spend series={series}")
+    print(f"  one query (spend+requests+tokens, month): {one:.2f} s; spend alone: {spend_only:.2f} s")
+    print(f"  costplan report: {elapsed:.2f} s, peak RSS {peak:.0f} MiB, {queries} queries, {rows} FOCUS rows, "
+          f"total {total}")
+    print(f"  ratio report / one query: {elapsed / one:.2f}; report / spend-only query: {elapsed / spend_only:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, nargs="+", default=[5000, 50000])
+    args = parser.parse_args()
+    for users in args.users:
+        bench(users)
+
+
+if __name__ == "__main__":
+    main()
