@@ -81,6 +81,7 @@ PROMETHEUS_SUITES = {
     "test_prometheus_money_semantics",
     "test_report_chain",
     "test_report_e2e",
+    "test_vm_engine",
 }
 
 
