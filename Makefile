@@ -29,7 +29,7 @@ setup: $(VENV)/.installed
 
 # promtool and the Prometheus server (Debian's package) for rule tests; amtool and
 # Alertmanager (Debian's prometheus-alertmanager) for the alert routing tests; VictoriaMetrics
-# (Debian's victoria-metrics) for the report against a global query engine.
+# and vmalert (Debian's victoria-metrics) for the global-view report and engine tests.
 tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "installing Debian's prometheus package (promtool)" >&2; \
@@ -41,8 +41,8 @@ tools:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; }
-	@command -v victoria-metrics >/dev/null 2>&1 || { \
-	  echo "installing Debian's victoria-metrics package (single-node server, for the global-view report tests)" >&2; \
+	@command -v victoria-metrics >/dev/null 2>&1 && command -v vmalert >/dev/null 2>&1 || { \
+	  echo "installing Debian's victoria-metrics package (victoria-metrics, vmalert)" >&2; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends victoria-metrics >/dev/null; }

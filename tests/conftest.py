@@ -83,6 +83,7 @@ PROMETHEUS_SUITES = {
     "test_report_e2e",
     "test_report_golden",
     "test_report_victoriametrics",
+    "test_vm_engine",
 }
 
 
