@@ -18,6 +18,7 @@ import pytest
 from costplan.generators.prometheus.groups import rule_groups
 from costplan.output import promtool
 from costplan.plan.model import Budget, PerMillionTokens, Plan
+from tests.traffic_model import key_secret_series
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 
@@ -115,6 +116,8 @@ def test_demo_traffic_custom_limitador_image_maps_users_to_teams(bundled_plan):
     series.append(('authorized_calls{user="stranger", model="qwen", limitador_namespace="llm/qwen"}', "0x10 1x100"))
     series.append(('limited_calls{user="freeuser1", model="qwen", limitador_namespace="llm/qwen"}', DEMO_LIMITED))
     series.append(('limited_hits{user="freeuser1", model="qwen", limitador_namespace="llm/qwen"}', DEMO_LIMITED))
+    # Team and tier come from the key Secrets, as kube-state-metrics exports them ("stranger" has none).
+    series += key_secret_series(plan)
     check(plan, series, [
         expr(money("costplan:spend_by_team:increase1h"), "60m", [
             # premiumuser1 + premiumuser2: (8 + 6) × 0.002 = 0.028
@@ -137,6 +140,7 @@ def test_custom_limitador_image_call_refused_by_the_token_limit_is_not_billed(bu
     series = [
         ('authorized_calls{user="freeuser1", limitador_namespace="llm/qwen"}', "0x10 7x100"),
         ('limited_calls{user="freeuser1", limitador_namespace="llm/qwen"}', "0x10 1x100"),
+        *key_secret_series(plan),
     ]
     check(plan, series, [
         expr(money('costplan:spend_by_user:increase1h{user="freeuser1"}'), "60m", [
