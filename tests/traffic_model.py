@@ -34,8 +34,8 @@ from typing import Any
 import cel
 
 from costplan.generators import kuadrant
-from costplan.generators.prometheus import prices
 from costplan.generators.kuadrant import secrets
+from costplan.generators.prometheus import prices
 from costplan.plan.model import Plan, Team, User
 
 LIMITADOR_NAMESPACE = "llm/qwen-route"
