@@ -1,84 +1,166 @@
-"""Rule count and evaluation cost of the spend rules as users grow.
+"""Evaluation cost of the spend rules per identity mode as users and teams grow, next to naive rules.
 
-Builds the bundled plan (or an environment) with N users spread over its
-teams, prints the rule count, backfills 70 minutes of synthetic Limitador
-counters (one per user) with ``promtool tsdb create-blocks-from openmetrics``,
-runs a local Prometheus with the rules every 10 s and reports each group's
-``evaluationTime`` from ``/api/v1/rules``. (``promtool test rules`` caps a
-query at 10,000 samples, too few for thousands of users.)
+For each identity mode and each number of users (10 users per team, so teams
+grow alongside), builds a plan shaped like the bundled one
+(``generate_plan.make_plan``), backfills 70 minutes of one synthetic usage
+counter per user (one sample a minute) with ``promtool tsdb
+create-blocks-from openmetrics``, and runs one local Prometheus with the
+plan's rule groups and, beside them, the naive seed rule
+``sum(increase(<counter>[24h])) by (user, group) * 0.002`` on the very same
+series. Every group is evaluated every ``--interval``; after each group has
+run ``--cycles`` times, each group's ``evaluationTime`` (``/api/v1/rules``)
+is read once per interval and the median kept. Printed: seconds per cycle
+per group, the plan's total and its ratio to the naive rule measured in the
+same Prometheus at the same time. (``promtool test rules`` caps a query at
+10,000 samples, too few for thousands of users.)
 
-    python benchmarks/rules_scaling.py --env staging --users 500 5000
+Identity modes:
+
+* ``telemetry``: Limitador counters labelled user, team, tier by the
+  TelemetryPolicy (the bundled plan);
+* ``legacy``: the custom Limitador image, counters labelled ``user`` only
+  (team and tier joined from ``costplan:user_identity``, whose
+  ``kube_secret_annotations`` input is backfilled too, one per user);
+* ``model-owner``: vLLM, counters with a model and no user (one series per
+  pod); team and tier from the model's owner;
+* ``litellm``: LiteLLM's counters labelled user and team.
+
+    python benchmarks/rules_scaling.py --modes telemetry legacy --users 500 5000
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from costplan.generators.prometheus.groups import rule_groups
-from costplan.generators.prometheus.usage import effective_type
-from costplan.plan.load import load_plan
-from costplan.plan.model import ApiKeyRef, Plan, User
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from generate_plan import make_plan  # noqa: E402
+
+from costplan.core import conventions as c  # noqa: E402
+from costplan.generators.kuadrant.secrets import key_secret_annotations  # noqa: E402
+from costplan.generators.prometheus.groups import rule_groups  # noqa: E402
+from costplan.plan.load import load_plan  # noqa: E402
+from costplan.plan.model import Plan  # noqa: E402
+
+USERS_PER_TEAM = 10
+MODES = ("telemetry", "legacy", "model-owner", "litellm")
+NAIVE_GROUP = "naive"
+LEGACY_IMAGE = "ghcr.io/nerdalert/limitador@sha256:" + "0" * 64
 
 
-def with_users(plan: Plan, total: int) -> Plan:
-    per_team = max(1, total // len(plan.teams))
-    teams = tuple(
-        dataclasses.replace(team, users=tuple(
-            User(id=f"{team.name}-u{i}", display_name=None, api_key=ApiKeyRef(secret_name=f"k-{team.name}-{i}"))
-            for i in range(per_team)
-        ))
-        for team in plan.teams
-    )
-    return dataclasses.replace(plan, teams=teams)
+def plan_document(mode: str, users: int) -> dict[str, Any]:
+    """The plan of ``mode`` with ``users`` users, 10 per team (4 models: limitador, envoy, vLLM, envoy)."""
+    plan = make_plan(teams=max(1, users // USERS_PER_TEAM), users_per_team=USERS_PER_TEAM, models=4)
+    if mode == "legacy":
+        limitador = plan["integrations"]["gateway"].setdefault("limitador", {})
+        limitador.update({"metrics": "legacyImage", "image": LEGACY_IMAGE})
+    elif mode == "litellm":
+        for source in plan["usageSources"]:
+            if source["name"] == "limitador":
+                source["type"] = "litellm"
+    return plan
 
 
-def series(plan: Plan) -> list[dict[str, str]]:
-    legacy = any(effective_type(plan, s) == "limitador-legacy" for s in plan.usage_sources)
+def load(mode: str, users: int, work: Path) -> Plan:
+    path = work / f"{mode}-{users}.yaml"
+    path.write_text(yaml.safe_dump(plan_document(mode, users), sort_keys=False))
+    return load_plan(path, None)
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return ",".join(f'{k}="{v}"' for k, v in labels.items())
+
+
+def counters(mode: str, plan: Plan) -> tuple[str, list[dict[str, str]]]:
+    """The usage counter of ``mode`` and the labels of its series, one per user."""
+    by_model = {m.usage_source: m.model_name for m in plan.models}
+    out = []
+    for index, (team, user) in enumerate(plan.users()):
+        tier = user.tier or team.tier
+        if mode == "telemetry":
+            out.append({"user": user.id, "team": team.name, "tier": tier, "limitador_namespace": "llm/route"})
+        elif mode == "legacy":
+            out.append({"user": user.id, "limitador_namespace": "llm/route"})
+        elif mode == "model-owner":
+            out.append({"model_name": by_model["vllm"], "pod": f"vllm-{index}", "finished_reason": "stop"})
+        else:
+            out.append({"model": by_model["limitador"], "user": user.id, "team_alias": team.name,
+                        "hashed_api_key": f"h{index}"})
+    metric = {
+        "telemetry": "authorized_calls", "legacy": "authorized_calls",
+        "model-owner": "vllm:request_success_total", "litellm": "litellm_requests_metric_total",
+    }[mode]
+    return metric, out
+
+
+def key_secrets(plan: Plan) -> list[dict[str, str]]:
+    """``kube_secret_annotations`` of every user's key Secret, as kube-state-metrics labels it."""
+    namespace = plan.integrations.gateway.api_key.secret_namespace
     out = []
     for team, user in plan.users():
-        if legacy:
-            name = f'authorized_calls_with_user_and_group{{user="{user.id}", group="{team.tier}"}}'
-        else:
-            name = f'authorized_calls{{user="{user.id}", team="{team.name}", tier="{team.tier}"}}'
-        out.append({"series": name, "values": "0+3x120"})
+        labels = {"namespace": namespace, "secret": user.api_key.secret_name}
+        for annotation, value in key_secret_annotations(team, user).items():
+            if annotation in c.KSM_SECRET_ANNOTATION_LABELS:
+                labels[c.KSM_SECRET_ANNOTATION_LABELS[annotation]] = value
+        out.append(labels)
     return out
 
 
-def openmetrics(plan: Plan, now: int, minutes: int) -> str:
-    """Counters for every user, one sample a minute, ending now (seconds timestamps)."""
-    legacy = any(effective_type(plan, s) == "limitador-legacy" for s in plan.usage_sources)
-    name = "authorized_calls_with_user_and_group" if legacy else "authorized_calls"
-    lines = [f"# TYPE {name} counter"]
-    for minute in range(minutes):
-        ts = now - (minutes - minute) * 60
-        for team, user in plan.users():
-            labels = f'user="{user.id}",group="{team.tier}"' if legacy else (
-                f'user="{user.id}",team="{team.name}",tier="{team.tier}"')
-            lines.append(f"{name}{{{labels}}} {3 * minute} {ts}")  # Limitador: no _total
-    lines.append("# EOF")
-    return "\n".join(lines) + "\n"
+def openmetrics(families: dict[str, tuple[list[dict[str, str]], Callable[[int], int]]], now: int, minutes: int,
+                out: Path) -> None:
+    """Every family's series, one sample a minute for ``minutes`` ending now (seconds timestamps)."""
+    with out.open("w") as stream:
+        for name, (series, value) in families.items():
+            stream.write(f"# TYPE {name} {'gauge' if name.startswith('kube_') else 'unknown'}\n")
+            for labels in series:
+                text = _labels(labels)
+                lines = (f"{name}{{{text}}} {value(minute)} {now - (minutes - minute) * 60}\n"
+                         for minute in range(minutes))
+                stream.writelines(lines)
+        stream.write("# EOF\n")
 
 
-def measure(plan: Plan, work: Path, port: int = 19190, settle: float = 40.0) -> tuple[int, dict[str, float]]:
-    """Backfill counters, run Prometheus with the rules every 10 s, read each group's evaluation time."""
-    groups = [{**g, "interval": "10s"} for g in rule_groups(plan)]
-    count = sum(len(g["rules"]) for g in groups)
+def naive_rules(metric: str) -> list[dict[str, str]]:
+    return [{"record": "naive:spend", "expr": f"sum(increase({metric}[24h])) by (user, group) * 0.002"}]
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=120) as response:
+        return json.load(response)["data"]
+
+
+def _group_times(port: int) -> dict[str, tuple[float, str]]:
+    return {g["name"]: (g["evaluationTime"], g["lastEvaluation"]) for g in _get(port, "/api/v1/rules")["groups"]}
+
+
+def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port: int) -> dict[str, Any]:
+    metric, series = counters(mode, plan)
+    families: dict[str, tuple[list[dict[str, str]], Callable[[int], int]]] = {metric: (series, lambda m: 3 * m)}
+    if mode == "legacy":
+        families["kube_secret_annotations"] = (key_secrets(plan), lambda m: 1)
     data = work / "data"
-    (work / "in.om").write_text(openmetrics(plan, int(time.time()), 70))
+    started = time.monotonic()
+    openmetrics(families, int(time.time()), 70, work / "in.om")
     subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(work / "in.om"), str(data)],
                    check=True, capture_output=True)
+    (work / "in.om").unlink()
+    backfill = time.monotonic() - started
+    groups = [{**g, "interval": f"{interval}s"} for g in rule_groups(plan)]
+    groups.append({"name": NAIVE_GROUP, "interval": f"{interval}s", "rules": naive_rules(metric)})
     (work / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     (work / "prometheus.yml").write_text(yaml.safe_dump({"rule_files": [str(work / "rules.yaml")]}))
     server = subprocess.Popen(
@@ -87,40 +169,69 @@ def measure(plan: Plan, work: Path, port: int = 19190, settle: float = 40.0) -> 
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(settle)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules") as response:
-            payload = json.load(response)
-        # Evaluation time means nothing if the spend rules found no usage.
-        query = urllib.parse.quote("count(costplan:spend_by_user:rate5m)")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?query={query}") as response:
-            result = json.load(response)["data"]["result"]
-        spending_users = int(float(result[0]["value"][1])) if result else 0
+        readings: dict[str, list[float]] = {}
+        seen: dict[str, set[str]] = {}
+        deadline = time.monotonic() + max(600, interval * (cycles + 3) * 4)
+        while time.monotonic() < deadline:
+            time.sleep(interval)
+            try:
+                times = _group_times(port)
+            except OSError:
+                continue
+            for name, (seconds, last) in times.items():
+                if last.startswith("0001"):
+                    continue
+                if last not in seen.setdefault(name, set()):
+                    seen[name].add(last)
+                    readings.setdefault(name, []).append(seconds)
+            if times and all(len(readings.get(name, ())) > cycles for name in times):
+                break
+        # The first evaluation warms caches: left out.
+        costs = {name: statistics.median(values[1:] or values) for name, values in readings.items()}
+        result = _get(port, "/api/v1/query?query=" + urllib.parse.quote(f"count({c.METRIC_SPEND_RATE})"))
+        priced = int(float(result["result"][0]["value"][1])) if result["result"] else 0
     finally:
         server.terminate()
-        server.wait(timeout=30)
-    costs = {g["name"]: g["evaluationTime"] for g in payload["data"]["groups"]}
-    return count, costs, spending_users
+        server.wait(timeout=60)
+    rules = sum(len(g["rules"]) for g in groups) - 1
+    return {"costs": costs, "rules": rules, "priced_series": priced, "backfill_s": backfill,
+            "cycles": min((len(v) for v in readings.values()), default=0)}
+
+
+def rows(modes: list[str], sizes: list[int], interval: int, cycles: int, port: int) -> Iterator[dict[str, Any]]:
+    for mode in modes:
+        for users in sizes:
+            with tempfile.TemporaryDirectory(prefix="costplan-rules-") as tmp:
+                plan = load(mode, users, Path(tmp))
+                found = measure(mode, plan, Path(tmp), interval, cycles, port)
+            yield {"mode": mode, "users": len(plan.users()), "teams": len(plan.teams), **found}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default=None)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--users", type=int, nargs="+", default=[500, 5000])
+    parser.add_argument("--interval", type=int, default=20, help="seconds between evaluations of every group")
+    parser.add_argument("--cycles", type=int, default=3, help="evaluations measured per group (after one warm-up)")
+    parser.add_argument("--port", type=int, default=19190)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
-    base = load_plan(ROOT / "costplan.yaml", args.env)
-    counts = set()
-    for users in args.users:
-        plan = with_users(base, users)
-        with tempfile.TemporaryDirectory(prefix="costplan-bench-") as tmp:
-            count, costs, spending_users = measure(plan, Path(tmp))
-        counts.add(count)
+    out = []
+    print("| mode | users | teams | rules | naive ms | costplan ms (all groups) | ratio | hourly ms | usage ms |"
+          " other groups ms |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows(args.modes, args.users, args.interval, args.cycles, args.port):
+        out.append(row)
+        costs = dict(row["costs"])
+        naive = costs.pop(NAIVE_GROUP, float("nan"))
         total = sum(costs.values())
-        detail = ", ".join(f"{name.removeprefix('costplan-')} {seconds * 1000:.1f} ms" for name, seconds in costs.items())
-        print(
-            f"users={len(plan.users())} spending={spending_users} rules={count} "
-            f"evaluation={total * 1000:.1f} ms ({detail})"
-        )
-    print("rule count flat across user counts:", len(counts) == 1)
+        hourly = sum(v for k, v in costs.items() if k.startswith(c.GROUP_HOURLY))
+        usage = sum(v for k, v in costs.items() if k == c.GROUP_USAGE)
+        print(f"| {row['mode']} | {row['users']:,} | {row['teams']:,} | {row['rules']:,} | {naive * 1000:.0f} |"
+              f" {total * 1000:.0f} | {total / naive:.2f} | {hourly * 1000:.0f} | {usage * 1000:.0f} |"
+              f" {(total - hourly - usage) * 1000:.0f} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":

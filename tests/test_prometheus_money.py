@@ -18,6 +18,7 @@ import pytest
 from costplan.generators.prometheus.groups import rule_groups
 from costplan.output import promtool
 from costplan.plan.model import Budget, PerMillionTokens, Plan
+from tests.traffic_model import key_secret_series
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 
@@ -115,6 +116,8 @@ def test_demo_traffic_custom_limitador_image_maps_users_to_teams(bundled_plan):
     series.append(('authorized_calls{user="stranger", model="qwen", limitador_namespace="llm/qwen"}', "0x10 1x100"))
     series.append(('limited_calls{user="freeuser1", model="qwen", limitador_namespace="llm/qwen"}', DEMO_LIMITED))
     series.append(('limited_hits{user="freeuser1", model="qwen", limitador_namespace="llm/qwen"}', DEMO_LIMITED))
+    # Team and tier come from the key Secrets, as kube-state-metrics exports them ("stranger" has none).
+    series += key_secret_series(plan)
     check(plan, series, [
         expr(money("costplan:spend_by_team:increase1h"), "60m", [
             # premiumuser1 + premiumuser2: (8 + 6) × 0.002 = 0.028
@@ -137,6 +140,7 @@ def test_custom_limitador_image_call_refused_by_the_token_limit_is_not_billed(bu
     series = [
         ('authorized_calls{user="freeuser1", limitador_namespace="llm/qwen"}', "0x10 7x100"),
         ('limited_calls{user="freeuser1", limitador_namespace="llm/qwen"}', "0x10 1x100"),
+        *key_secret_series(plan),
     ]
     check(plan, series, [
         expr(money('costplan:spend_by_user:increase1h{user="freeuser1"}'), "60m", [
@@ -459,5 +463,75 @@ def test_idle_gpu_cost_charged_to_one_team(bundled_plan):
         # all 3 idle GPUs × 1.006 = 3.018 an hour to platform; ml-research pays none of it
         expr(money('costplan:spend:increase1h{charge="gpu_idle"}'), "2h", [
             sample('{charge="gpu_idle", team="platform", tier="enterprise", cost_center="CC-0001"}', 3.018),
+
+
+def test_custom_limitador_image_identity_joined_from_key_secrets_gives_the_plans_money(bundled_plan):
+    """Team, tier and cost center of the custom image's users come from one join against the key
+    Secrets' annotations (kube-state-metrics), with the same money the plan's user → team mapping gives.
+
+    qwen3-0-6b costs 0.002 a request, × 0.8 in tier enterprise; free and premium have token limits
+    (a served request counted three times), enterprise has none (counted once).
+    """
+    from costplan.core import conventions as c
+    from costplan.generators.kuadrant.secrets import key_secret_annotations
+    from costplan.plan.model import ApiKeyRef, User
+
+    plan = bundled_plan("staging")
+    # alpha is in team ml-research (premium) with a tier of its own: enterprise.
+    alpha = User(id="alpha", display_name=None, api_key=ApiKeyRef(secret_name="apikey-alpha"), tier="enterprise")
+    teams = tuple(dataclasses.replace(t, users=(*t.users, alpha)) if t.name == "ml-research" else t
+                  for t in plan.teams)
+    plan = dataclasses.replace(plan, teams=teams)
+    by_id = {u.id: (t, u) for t, u in plan.users()}
+    calls = {
+        "premiumuser1": "0x10 0+3x4 12x100",  # 4 served, 3 calls each
+        "freeuser2": "0x10 0+3x3 9x100",  # 3 served
+        "batch-runner": "0x10 0+1x5 5x100",  # 5 served, enterprise
+        "alpha": "0x10 0+1x10 10x100",  # 10 served, its own tier enterprise
+        "freeuser1": "0x10 0+1x3 3x100",  # two Secrets that disagree on its team
+        "stranger": "0x10 0+1x2 2x100",  # no key Secret at all
+    }
+    series = [(f'authorized_calls{{user="{u}", limitador_namespace="llm/qwen"}}', v) for u, v in calls.items()]
+    keys = [by_id[u] for u in ("premiumuser1", "freeuser2", "batch-runner", "alpha", "freeuser1")]
+    series += key_secret_series(plan, users=keys)
+    # premiumuser1's key is being rotated: a second Secret with the same identity.
+    rotated = dataclasses.replace(by_id["premiumuser1"][1], api_key=ApiKeyRef(secret_name="apikey-premiumuser1-new"))
+    series += key_secret_series(plan, users=[(by_id["premiumuser1"][0], rotated)])
+    # freeuser1 also appears in a Secret that claims team ml-research.
+    stray = dataclasses.replace(by_id["freeuser1"][1], api_key=ApiKeyRef(secret_name="apikey-stray"))
+    series += key_secret_series(plan, users=[(by_id["premiumuser1"][0], stray)])
+    assert key_secret_annotations(by_id["alpha"][0], alpha)[c.ANNOTATION_TIER] == "enterprise"
+    by_user = "costplan:spend_by_user:increase1h"
+    check(plan, series, [
+        expr(money(by_user), "60m", [
+            # 12 / 3 = 4 served × 0.002 = 0.008
+            sample('{user="premiumuser1", team="ml-research", tier="premium", cost_center="CC-1001"}', 0.008),
+            # 9 / 3 = 3 served × 0.002 = 0.006
+            sample('{user="freeuser2", team="customer-support", tier="free", cost_center="CC-2040"}', 0.006),
+            # 5 × 0.002 × 0.8 = 0.008
+            sample('{user="batch-runner", team="platform", tier="enterprise", cost_center="CC-0001"}', 0.008),
+            # 10 × 0.002 × 0.8 = 0.016, at its own tier, in its team
+            sample('{user="alpha", team="ml-research", tier="enterprise", cost_center="CC-1001"}', 0.016),
+            # no identity (conflicting Secrets, or none): counted once, to no team, 0.002 each
+            sample('{user="freeuser1"}', 0.006),  # 3 × 0.002
+            sample('{user="stranger"}', 0.004),  # 2 × 0.002
+        ]),
+        expr(money("costplan:spend_by_team:increase1h"), "60m", [
+            sample('{team="ml-research", cost_center="CC-1001"}', 0.024),  # 0.008 + 0.016
+            sample('{team="customer-support", cost_center="CC-2040"}', 0.006),
+            sample('{team="platform", cost_center="CC-0001"}', 0.008),
+            sample("{}", 0.01),  # 0.006 + 0.004
+        ]),
+        expr(money("costplan:spend_by_tier:increase1h"), "60m", [
+            sample('{tier="premium"}', 0.008),
+            sample('{tier="free"}', 0.006),
+            sample('{tier="enterprise"}', 0.024),  # 0.008 + 0.016
+            sample("{}", 0.01),
+        ]),
+        # One identity per user, however many agreeing Secrets; none for freeuser1.
+        expr(c.METRIC_USER_IDENTITY, "60m", [
+            sample(f'{{__name__="{c.METRIC_USER_IDENTITY}", user="{u}", team="{t.name}", tier="{u_.tier or t.tier}", '
+                   f'cost_center="{t.cost_center}"}}', 1)
+            for u, (t, u_) in sorted(by_id.items()) if u in ("premiumuser1", "freeuser2", "batch-runner", "alpha")
         ]),
     ])

@@ -19,6 +19,7 @@ from costplan.core import conventions as c
 from costplan.generators.prometheus.groups import rule_groups
 from costplan.plan.model import Budget, PerMillionTokens, Plan, TieredVolume
 from tests.test_prometheus_money import check, expr, money, sample, with_budgets, with_model
+from tests.traffic_model import key_secret_series
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 
@@ -189,7 +190,9 @@ def test_a_user_in_another_tier_than_the_team_is_priced_and_limited_at_its_own_t
     # The gateway reads the user's tier from its key: limits follow it.
     assert key_secret_annotations(team, alpha)["kuadrant.io/groups"] == "enterprise"
     app = 'inference_requests_total{{model="gpt-4o-mini", team="ml-research", project="{}"}}'
-    check(plan, [(app.format("alpha"), "0x5 0+1x10 10x50"), (app.format("beta"), "0x5 0+1x10 10x50")], [
+    # alpha's key Secret carries its tier; beta has no key Secret (the team's tier applies).
+    keys = key_secret_series(plan, users=[(team, alpha)])
+    check(plan, [(app.format("alpha"), "0x5 0+1x10 10x50"), (app.format("beta"), "0x5 0+1x10 10x50"), *keys], [
         expr(money("costplan:spend_by_user:increase1h"), "60m", [
             # alpha: 10 x 0.001 x 0.8 = 0.008 at tier enterprise
             sample('{user="alpha", team="ml-research", tier="enterprise", cost_center="CC-1001"}', 0.008),

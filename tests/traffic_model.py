@@ -26,6 +26,7 @@ CEL, so the model tests what the build emits, not what it was meant to.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ import cel
 
 from costplan.generators import kuadrant
 from costplan.generators.kuadrant import secrets
+from costplan.generators.prometheus import prices
 from costplan.plan.model import Plan, Team, User
 
 LIMITADOR_NAMESPACE = "llm/qwen-route"
@@ -89,6 +91,31 @@ def key_secret(team: Team, user: User) -> dict[str, Any]:
             "annotations": secrets.key_secret_annotations(team, user),
         }
     }
+
+
+def key_secret_series(plan: Plan, values: str = "1x300", users: list[tuple[Team, User]] | None = None,
+                      namespace: str | None = None) -> list[tuple[str, str]]:
+    """promtool input: ``kube_secret_annotations`` of each key Secret, as kube-state-metrics exports it.
+
+    kube-state-metrics (``internal/store/secret.go``, ``utils.go``) labels the
+    series ``namespace`` and ``secret`` plus ``annotation_<name>`` for every
+    allowed annotation, the name with characters outside [a-zA-Z0-9_]
+    replaced by ``_``; the scrape adds ``job`` and ``instance``.
+    """
+    namespace = namespace or plan.integrations.gateway.api_key.secret_namespace
+    # The flag costplan documents: --metric-annotations-allowlist=secrets=[a,b,...]
+    flag = prices.ksm_annotations_allowlist()
+    allowed = set(flag.split("secrets=[", 1)[1].rstrip("]").split(","))
+    out = []
+    for team, user in plan.users() if users is None else users:
+        labels = {"namespace": namespace, "secret": user.api_key.secret_name, "job": "kube-state-metrics",
+                  "instance": "10.0.0.9:8080"}
+        for annotation, value in secrets.key_secret_annotations(team, user).items():
+            if annotation in allowed:
+                labels["annotation_" + re.sub(r"[^a-zA-Z0-9_]", "_", annotation)] = value
+        text = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        out.append((f"kube_secret_annotations{{{text}}}", values))
+    return out
 
 
 class KuadrantGateway:

@@ -122,6 +122,19 @@ LEGACY_LIMITADOR_METRIC = "authorized_calls"
 LEGACY_LIMITADOR_USER_LABEL = "user"
 # The Limitador CR the Kuadrant operator creates in its namespace.
 LIMITADOR_CR_NAME = "limitador"
+# kube-state-metrics exports each Secret's allowed annotations as labels of
+# ``kube_secret_annotations{namespace, secret}``: ``annotation_`` + the name
+# with every character outside [a-zA-Z0-9_] replaced by ``_`` (and
+# camelCase snake-cased), once ``--metric-annotations-allowlist`` lists them.
+KSM_SECRET_ANNOTATIONS = "kube_secret_annotations"
+KSM_LABEL_NAMESPACE = "namespace"
+KSM_ANNOTATIONS_FLAG = "--metric-annotations-allowlist"
+KSM_SECRET_ANNOTATION_LABELS = {
+    ANNOTATION_USER_ID: "annotation_secret_kuadrant_io_user_id",
+    ANNOTATION_TEAM: "annotation_costplan_dev_team",
+    ANNOTATION_TIER: "annotation_costplan_dev_tier",
+    ANNOTATION_COST_CENTER: "annotation_costplan_dev_cost_center",
+}
 # Free-text explanation on objects whose purpose is not obvious from the kind.
 ANNOTATION_NOTE = "costplan.dev/note"
 
@@ -146,7 +159,10 @@ METRIC_GPU_PRICE_PER_HOUR = "costplan:gpu_price_per_hour"  # {gpu_instance, inst
 METRIC_MODEL_INFO = "costplan:model_info"  # {model, model_name, source, provider}
 METRIC_MODEL_OWNER = "costplan:model_owner"  # {model, team, tier}
 METRIC_TEAM_INFO = "costplan:team_info"  # {team, tier, cost_center}
-METRIC_USER_TIER = "costplan:user_tier"  # {user, team, tier}: users whose tier is not their team's
+# {user, team, tier, cost_center}: one series per user, read from the key
+# Secrets' annotations as kube-state-metrics exports them (recorded in the
+# prices group; the only identity series that follows users, and it is data).
+METRIC_USER_IDENTITY = "costplan:user_identity"
 METRIC_NAMESPACE_TEAM = "costplan:namespace_team"  # {namespace, team, cost_center}
 METRIC_BUDGET_AMOUNT = "costplan:budget_amount"  # {team, budget, period}
 METRIC_BUDGET_THRESHOLD_AMOUNT = "costplan:budget_threshold_amount"  # {team, budget, period, threshold}

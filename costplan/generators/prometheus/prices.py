@@ -15,8 +15,8 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.money import format_decimal
-from costplan.generators.prometheus import calendar
-from costplan.generators.prometheus.promql import constant
+from costplan.generators.prometheus import calendar, usage
+from costplan.generators.prometheus.promql import constant, record, selector
 from costplan.plan.model import Plan, Pricing, TieredVolume
 from costplan.plan.pricing import (
     CHARGE_INCLUDED_TOKENS,
@@ -89,14 +89,52 @@ def identity_rules(plan: Plan) -> list[dict[str, Any]]:
         rules.append(constant(c.METRIC_TEAM_INFO, 1, labels))
         for namespace in team.namespaces:
             owners.setdefault(namespace, team)
-        for user in team.users:
-            if user.tier and user.tier != team.tier:
-                rules.append(constant(c.METRIC_USER_TIER, 1, {c.LABEL_USER: user.id, c.LABEL_TEAM: team.name,
-                                                             c.LABEL_TIER: user.tier}))
     for namespace, team in sorted(owners.items()):
         labels = {c.LABEL_NAMESPACE: namespace, c.LABEL_TEAM: team.name, c.LABEL_COST_CENTER: team.cost_center}
         rules.append(constant(c.METRIC_NAMESPACE_TEAM, 1, labels))
+    if usage.needs_identity(plan):
+        rules.append(user_identity_rule(plan))
     return rules
+
+
+# Identity label -> the key-Secret annotation it is read from.
+IDENTITY_ANNOTATIONS = {
+    c.LABEL_USER: c.ANNOTATION_USER_ID,
+    c.LABEL_TEAM: c.ANNOTATION_TEAM,
+    c.LABEL_TIER: c.ANNOTATION_TIER,
+    c.LABEL_COST_CENTER: c.ANNOTATION_COST_CENTER,
+}
+
+
+def user_identity_rule(plan: Plan) -> dict[str, Any]:
+    """``costplan:user_identity{user, team, tier, cost_center}`` from the key Secrets, one rule for all users.
+
+    kube-state-metrics exports the annotations the AuthPolicy reads identity
+    from (``--metric-annotations-allowlist``, see ``ksm_annotations_allowlist``)
+    as labels of ``kube_secret_annotations``; only Secrets in the key
+    namespace with a user id count. Several Secrets of one user (a key being
+    rotated) that agree are one identity (``max by``); a user whose Secrets
+    disagree gets none, so its usage stays unattributed instead of being
+    charged to a guessed team (``costplan doctor`` reports such keys).
+    """
+    user_label = c.KSM_SECRET_ANNOTATION_LABELS[c.ANNOTATION_USER_ID]
+    expr = selector(
+        c.KSM_SECRET_ANNOTATIONS,
+        {c.KSM_LABEL_NAMESPACE: plan.integrations.gateway.api_key.secret_namespace},
+        **{user_label: '!=""'},
+    )
+    for label, annotation in IDENTITY_ANNOTATIONS.items():
+        source = c.KSM_SECRET_ANNOTATION_LABELS[annotation]
+        expr = f'label_replace({expr}, "{label}", "$1", "{source}", "(.*)")'
+    labels = ", ".join(IDENTITY_ANNOTATIONS)
+    identities = f"max by ({labels}) ({expr})"
+    conflicting = f"count by ({c.LABEL_USER}) ({identities}) > 1"
+    return record(c.METRIC_USER_IDENTITY, f"{identities} unless on({c.LABEL_USER}) ({conflicting})")
+
+
+def ksm_annotations_allowlist() -> str:
+    """The kube-state-metrics flag that exports the key Secrets' identity annotations."""
+    return f"{c.KSM_ANNOTATIONS_FLAG}=secrets=[{','.join(sorted(IDENTITY_ANNOTATIONS.values()))}]"
 
 
 def budget_rules(plan: Plan) -> list[dict[str, Any]]:

@@ -23,10 +23,13 @@ Identity a source lacks is completed from the plan, in this order:
   (which also drops models the plan does not price);
 * neither user nor team (vLLM, llm-d, Envoy AI Gateway, Kong): the team that
   owns the model's namespace and its tier (``costplan:model_owner``); user empty;
-* a user but no team (the custom Limitador image): one selection per team
-  with a regex of the team's user ids; users in no team keep an empty team.
-  This keeps the rule count per team, not per user (the regex is data);
-* a team but no tier: the team's tier from ``costplan:team_info``.
+* a user but no team (the custom Limitador image): team and tier from the
+  user's key Secret, one join against ``costplan:user_identity`` (see
+  ``prices.user_identity_rule``); users without a key Secret keep an empty
+  team and tier. Neither the rules nor a cycle's work grow with teams;
+* a team but no tier: the user's own tier where the plan gives users their
+  own (``costplan:user_identity``, joined on user and team), else the team's
+  tier from ``costplan:team_info``.
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ class Measure:
     # When set, the measure is these parts joined with ``or`` (disjoint
     # selections, e.g. by tier, each counted its own way).
     parts: tuple[Measure, ...] = ()
+    # A set operation applied to the counter once summed by identity (e.g.
+    # ``and on(user) <users of some tiers>``): selects users by data, not by a
+    # matcher that lists them.
+    users: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,19 +150,20 @@ def _legacy_requests(plan: Plan) -> Measure:
     (calls - limited_calls + limited_hits) / 3 for those users, calls for
     everyone else.
     """
-    token_tiers = set(limits.token_limited_tiers(plan))
-    users = sorted(u.id for team in plan.teams if team.tier in token_tiers for u in team.users)
-    if not users:
+    token_tiers = limits.token_limited_tiers(plan)
+    if not token_tiers:
         return Measure("requests", Counter("authorized_calls"))
-    mine = {"user": one_of(users)}
+    # The tier on the user's key: its own (users[].tier) or its team's.
+    token_users = selector(c.METRIC_USER_IDENTITY, **{c.LABEL_TIER: one_of(token_tiers)})
     thrice = Measure(
         "requests",
-        Counter("authorized_calls", regex=mine),
-        minus=(Counter("limited_calls", regex=mine),),
-        plus=(Counter("limited_hits", regex=mine),),
+        Counter("authorized_calls"),
+        minus=(Counter("limited_calls"),),
+        plus=(Counter("limited_hits"),),
         per_request=3,
+        users=f"and on({c.LABEL_USER}) {token_users}",
     )
-    once = Measure("requests", Counter("authorized_calls", regex={"user": none_of(users)}))
+    once = Measure("requests", Counter("authorized_calls"), users=f"unless on({c.LABEL_USER}) {token_users}")
     return Measure("requests", thrice.counter, parts=(thrice, once))
 
 
@@ -308,32 +316,16 @@ def _windowed(fn: str, series: str, window: str) -> str:
     return clock_hour(f"sum_over_time({change}[59m59s:{DIFFERENCE_STEP}])")
 
 
-def _with_teams(plan: Plan, spec_: Spec, counter: Counter, fn: str, window: str) -> str:
-    """Attach ``team`` by user id where the source has users but no team."""
-    if cap.USER not in spec_.labels or cap.TEAM in spec_.labels:
-        return _normalise(spec_, counter, fn, window)
-    user_label = spec_.labels[cap.USER]
-    parts, everyone = [], []
-    for team in plan.teams:
-        ids = [u.id for u in team.users]
-        if not ids:
-            continue
-        everyone += ids
-        selected = _normalise(spec_, counter, fn, window, {user_label: one_of(ids)})
-        parts.append(f'label_replace({selected}, "team", {promql_string(team.name)}, "", "")')
-    rest = {user_label: none_of(everyone)} if everyone else None
-    parts.append(_normalise(spec_, counter, fn, window, rest))
-    return "(" + " or ".join(parts) + ")" if len(parts) > 1 else parts[0]
-
-
-def _counted(plan: Plan, spec_: Spec, measure: Measure, fn: str, window: str) -> str:
+def _counted(spec_: Spec, measure: Measure, fn: str, window: str) -> str:
     """The measure's counter less its subtrahends, never below zero."""
-    expr = _with_teams(plan, spec_, measure.counter, fn, window)
+    expr = _normalise(spec_, measure.counter, fn, window)
+    if measure.users:
+        expr = f"({expr} {measure.users})"
     for plus in measure.plus:
-        addend = _with_teams(plan, spec_, plus, fn, window)
+        addend = _normalise(spec_, plus, fn, window)
         expr = f"({expr} + ({addend} or {expr} * 0))"
     for minus in measure.minus:
-        subtrahend = _with_teams(plan, spec_, minus, fn, window)
+        subtrahend = _normalise(spec_, minus, fn, window)
         expr = f"clamp_min({expr} - ({subtrahend} or {expr} * 0), 0)"
     if measure.per_request != 1:
         expr = f"{expr} / {measure.per_request}"
@@ -343,9 +335,9 @@ def _counted(plan: Plan, spec_: Spec, measure: Measure, fn: str, window: str) ->
 def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure, fn: str, window: str,
                   models: list[Model]) -> str:
     if measure.parts:
-        expr = "(" + " or ".join(_counted(plan, spec_, part, fn, window) for part in measure.parts) + ")"
+        expr = "(" + " or ".join(_counted(spec_, part, fn, window) for part in measure.parts) + ")"
     else:
-        expr = _counted(plan, spec_, measure, fn, window)
+        expr = _counted(spec_, measure, fn, window)
     if measure.kind == "limited":
         return _complete_tier(spec_, expr, plan)
     if len(models) == 1:
@@ -359,18 +351,41 @@ def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure
     return _complete_tier(spec_, expr, plan)
 
 
-def _complete_tier(spec_: Spec, expr: str, plan: Plan | None = None) -> str:
-    """The tier of a series without one: the user's own (``users[].tier``) where set, else the team's."""
-    if cap.TIER in spec_.labels or (cap.TEAM not in spec_.labels and cap.USER not in spec_.labels):
+def _complete_tier(spec_: Spec, expr: str, plan: Plan) -> str:
+    """Team and tier of a series without them, from the user's key Secret or the team.
+
+    A user without a team takes team and tier from ``costplan:user_identity``
+    (users without a key Secret keep neither). A series with a team but no
+    tier takes the user's own tier (``users[].tier``, on its key) where the
+    plan gives users their own, else the team's.
+    """
+    if cap.TIER in spec_.labels and cap.TEAM in spec_.labels:
+        return expr
+    if cap.USER in spec_.labels and cap.TEAM not in spec_.labels:
+        added = [c.LABEL_TEAM] if cap.TIER in spec_.labels else [c.LABEL_TEAM, c.LABEL_TIER]
+        on = f"on({c.LABEL_USER})"
+        return f"({expr} * {on} group_left({', '.join(added)}) {c.METRIC_USER_IDENTITY} or {on} {expr})"
+    if cap.TEAM not in spec_.labels:
         return expr
     by_team = f"{c.METRIC_TEAM_INFO}"
-    if plan is None or cap.USER not in spec_.labels or not _own_tiers(plan):
+    if cap.USER not in spec_.labels or not _own_tiers(plan):
         return f"{expr} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team}"
-    own = f"on({c.LABEL_USER}, {c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {c.METRIC_USER_TIER}"
+    on = f"on({c.LABEL_USER}, {c.LABEL_TEAM})"
     return (
-        f"({expr} * {own} or ({expr} unless on({c.LABEL_USER}, {c.LABEL_TEAM}) {c.METRIC_USER_TIER})"
-        f" * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team})"
+        f"({expr} * {on} group_left({c.LABEL_TIER}) {c.METRIC_USER_IDENTITY}"
+        f" or {on} {expr} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team})"
     )
+
+
+def needs_identity(plan: Plan) -> bool:
+    """Whether some usage rule joins ``costplan:user_identity``."""
+    for source in plan.usage_sources:
+        if not models_of(plan, source):
+            continue
+        labels = spec(plan, source).labels
+        if cap.USER in labels and (cap.TEAM not in labels or (cap.TIER not in labels and _own_tiers(plan))):
+            return True
+    return False
 
 
 def _own_tiers(plan: Plan) -> bool:
