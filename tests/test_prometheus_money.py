@@ -463,6 +463,8 @@ def test_idle_gpu_cost_charged_to_one_team(bundled_plan):
         # all 3 idle GPUs × 1.006 = 3.018 an hour to platform; ml-research pays none of it
         expr(money('costplan:spend:increase1h{charge="gpu_idle"}'), "2h", [
             sample('{charge="gpu_idle", team="platform", tier="enterprise", cost_center="CC-0001"}', 3.018),
+        ]),
+    ])
 
 
 def test_custom_limitador_image_identity_joined_from_key_secrets_gives_the_plans_money(bundled_plan):

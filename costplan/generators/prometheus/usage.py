@@ -154,7 +154,7 @@ def _legacy_requests(plan: Plan) -> Measure:
     if not token_tiers:
         return Measure("requests", Counter("authorized_calls"))
     # The tier on the user's key: its own (users[].tier) or its team's.
-    token_users = selector(c.METRIC_USER_IDENTITY, **{c.LABEL_TIER: one_of(token_tiers)})
+    token_users = selector(c.METRIC_USER_IDENTITY, None, **{c.LABEL_TIER: one_of(token_tiers)})
     thrice = Measure(
         "requests",
         Counter("authorized_calls"),
