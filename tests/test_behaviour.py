@@ -27,7 +27,7 @@ import pytest
 from costplan.generators.prometheus.groups import rule_groups
 from costplan.output import promtool
 from costplan.plan.model import Plan, Rate, UsageSource
-from tests.traffic_model import Counters, KuadrantGateway, Request, source_exposition
+from tests.traffic_model import Counters, KuadrantGateway, Request, key_secret_series, source_exposition
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 
@@ -64,10 +64,12 @@ def run_gateway(plan: Plan, times: list[int] = BURSTS) -> KuadrantGateway:
     return gateway
 
 
-def check(plan: Plan, metrics: Counters, exprs: list[dict[str, Any]]) -> None:
+def check(plan: Plan, metrics: Counters, exprs: list[dict[str, Any]], keys: bool = False) -> None:
+    """``keys``: also the key Secrets' annotations, for sources whose identity is joined from them."""
+    series = metrics.series(MINUTES) + (key_secret_series(plan) if keys else [])
     test = {
         "interval": "1m",
-        "input_series": [{"series": s, "values": v} for s, v in metrics.series(MINUTES)],
+        "input_series": [{"series": s, "values": v} for s, v in series],
         "promql_expr_test": exprs,
     }
     result = promtool.test_rules(rule_groups(plan), {"evaluation_interval": "1m", "tests": [test]})
@@ -190,4 +192,4 @@ def test_non_billable_responses_are_left_out_of_a_custom_source(bundled_plan):
         metrics.add(r.at, "kong_http_requests_total", {"consumer": r.user.id, "code": "429", "service": "qwen"}, 1)
     check(plan, metrics, [
         expr(money(BY_USER), "60m", [sample(FREE, 0.008), sample(PREMIUM, 0.02), sample(ENTERPRISE, 0.016)]),
-    ])
+    ], keys=True)

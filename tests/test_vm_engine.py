@@ -16,7 +16,7 @@ import yaml
 from tests.vmserver import MISSING, VICTORIA_METRICS, VMALERT, dry_run, vm_server
 
 GOLDEN = Path(__file__).parent / "golden"
-ENVIRONMENTS = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir())
+ENVIRONMENTS = sorted(p.name for p in GOLDEN.iterdir() if (p / "prometheus").is_dir())
 
 
 def rule_files(environment: str, out: Path) -> list[Path]:
