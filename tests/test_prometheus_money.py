@@ -287,16 +287,10 @@ def test_tiered_volume_crossing_two_thresholds(bundled_plan):
 def test_gpu_cost_idle_cost_and_gpu_hourly_model(bundled_plan):
     plan = bundled_plan(None)
     gpu = 'resource="nvidia_com_gpu", unit="integer"'
-    series = [
-        (f'kube_pod_container_resource_requests{{namespace="ml-research", pod="train", container="c", node="n1", {gpu}}}', "2x200"),
-        ('kube_pod_status_phase{namespace="ml-research", pod="train", phase="Running"}', "1x200"),
-        (f'kube_pod_container_resource_requests{{namespace="llm", pod="guard", container="c", node="n1", {gpu}}}', "1x200"),
-        ('kube_pod_status_phase{namespace="llm", pod="guard", phase="Running"}', "1x200"),
+    series = _gpu_series(allocatable=4) + [
         # a finished pod's requests do not count
         (f'kube_pod_container_resource_requests{{namespace="ml-research", pod="done", container="c", node="n1", {gpu}}}', "1x200"),
         ('kube_pod_status_phase{namespace="ml-research", pod="done", phase="Succeeded"}', "1x200"),
-        (f'kube_node_status_allocatable{{node="n1", {gpu}}}', "4x200"),
-        ('kube_node_labels{node="n1", label_node_kubernetes_io_instance_type="g5.xlarge"}', "1x200"),
     ]
     three_hours = "sum_over_time(%s[2h59m59s:1h])"
     check(plan, series, [
