@@ -81,6 +81,13 @@ BROKEN = [
     Broken("idle GPU cost charged to an unknown team",
            (("models:\n", "gpuIdleCost:\n  share: team\n  team: reserch\nmodels:\n"),),
            one("39:9", "/gpuIdleCost/team", "unknown-reference"), "unknown team 'reserch' (did you mean 'research'?)"),
+    Broken("a cluster serves an unknown model",
+           (("    window: 30d\n", "    window: 30d\nclusters:\n  - name: eu\n    models: [smal]\n"
+             "metrics:\n  engine: victoriametrics\n  queryURL: http://vm:8428\n"),),
+           one("105:14", "/clusters/0/models/0", "unknown-reference"), "unknown model 'smal' (did you mean 'small'?)"),
+    Broken("clusters without a global engine",
+           (("    window: 30d\n", "    window: 30d\nclusters:\n  - name: eu\n"),),
+           one("104:3", "/clusters", "fleet"), "clusters need a metrics section"),
     # -- uniqueness ------------------------------------------------------
     Broken("duplicate team name",
            (("  - name: support", "  - name: research"),),

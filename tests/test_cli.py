@@ -53,7 +53,7 @@ def test_validate_the_bundled_plan_and_every_environment(workspace):
 
 
 def test_envs_lists_the_overlays(workspace):
-    assert run("envs", "-f", str(workspace / "costplan.yaml")).stdout.split() == ["dev", "prod", "staging"]
+    assert run("envs", "-f", str(workspace / "costplan.yaml")).stdout.split() == ["dev", "fleet", "prod", "staging"]
 
 
 def test_schema_prints_json_schema_on_stdout():
@@ -68,8 +68,10 @@ def test_build_all_envs_twice_is_byte_identical(workspace, tmp_path):
     assert run(*build_args(workspace, "--all-envs", "-o", str(second))).exit_code == 0
     a, b = tree(first), tree(second)
     assert a == b
-    assert {p.split("/")[0] for p in a} == {"dev", "prod", "staging", ".costplan-output"}
+    assert {p.split("/")[0] for p in a} == {"dev", "fleet", "prod", "staging", ".costplan-output"}
     assert all((first / env / "kustomization.yaml").is_file() for env in ("dev", "prod", "staging"))
+    assert all((first / "fleet" / part / "kustomization.yaml").is_file()
+               for part in ("clusters/eu-west", "clusters/us-east", "global"))
 
 
 def test_kustomization_lists_exactly_the_manifests_written(workspace, tmp_path):
@@ -152,7 +154,7 @@ def test_validate_json_format_reports_on_stdout(workspace):
 def test_unknown_environment_is_a_usage_error(workspace):
     result = run("validate", "-f", str(workspace / "costplan.yaml"), "--env", "nope")
     assert result.exit_code == 2
-    assert "nope" in result.stderr and "dev, prod, staging" in result.stderr
+    assert "nope" in result.stderr and "dev, fleet, prod, staging" in result.stderr
 
 
 def test_env_and_all_envs_exclude_each_other(workspace):
@@ -186,7 +188,7 @@ def test_a_generated_object_that_breaks_its_schema_stops_the_build(workspace, tm
                                "metadata": {"name": "bad", "namespace": "x"},
                                "spec": {"schedulee": "* * * * *", "jobTemplate": {}}})]
 
-    monkeypatch.setattr(generators, "GENERATORS", generators.GENERATORS + (("broken", broken),))
+    monkeypatch.setattr(generators, "GENERATORS", generators.GENERATORS + (("broken", broken, generators.BOTH),))
     result = run(*build_args(workspace, "--env", "dev", "-o", str(out)))
     assert result.exit_code == 5
     assert "cronjob-bad" in result.stderr.lower() and "schedulee" in result.stderr
@@ -209,7 +211,10 @@ def test_check_rules_runs_promtool_on_every_environment(workspace):
     result = run("-v", *build_args(workspace, "--all-envs", "--check-rules"))
     assert result.exit_code == 0, result.stderr
     assert [line for line in result.stderr.splitlines() if "promtool check rules: ok" in line] == [
-        "dev: promtool check rules: ok", "prod: promtool check rules: ok", "staging: promtool check rules: ok"]
+        "dev: promtool check rules: ok",
+        "fleet/clusters/eu-west: promtool check rules: ok", "fleet/clusters/us-east: promtool check rules: ok",
+        "fleet/global: promtool check rules: ok",
+        "prod: promtool check rules: ok", "staging: promtool check rules: ok"]
 
 
 def test_check_rules_without_promtool_is_a_usage_error(workspace, monkeypatch):
@@ -241,7 +246,7 @@ def test_all_envs_build_equals_one_build_per_environment(workspace, tmp_path):
     # objects between environments; the bytes must be those of separate builds.
     together = tmp_path / "together"
     assert run(*build_args(workspace, "--all-envs", "-o", str(together))).exit_code == 0
-    for env in ("dev", "prod", "staging"):
+    for env in ("dev", "fleet", "prod", "staging"):
         alone = tmp_path / f"alone-{env}"
         assert run(*build_args(workspace, "-e", env, "-o", str(alone))).exit_code == 0
         assert tree(alone / env) == tree(together / env), env

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from costplan.cli.app import COMMANDS, main
 from costplan.core.errors import ExitCode
-from costplan.generators import GENERATORS
+from costplan.generators import BOTH, GENERATORS
 from tests.conftest import ROOT
 
 
@@ -77,7 +77,7 @@ def _raise_in_generator(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(plan):
         raise KeyError("a generator bug")
 
-    monkeypatch.setattr("costplan.generators.GENERATORS", (*GENERATORS, ("broken", broken)))
+    monkeypatch.setattr("costplan.generators.GENERATORS", (*GENERATORS, ("broken", broken, BOTH)))
 
 
 def _emit_invalid_object(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,7 +86,7 @@ def _emit_invalid_object(monkeypatch: pytest.MonkeyPatch) -> None:
     def bad(plan):
         return [manifest("common", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "Not_A_Name"}})]
 
-    monkeypatch.setattr("costplan.generators.GENERATORS", (*GENERATORS, ("bad", bad)))
+    monkeypatch.setattr("costplan.generators.GENERATORS", (*GENERATORS, ("bad", bad, BOTH)))
 
 
 UNREACHABLE = f"http://127.0.0.1:{closed_port()}"

@@ -27,7 +27,7 @@ def test_validate_all_envs_names_the_environments_it_checked(tmp_path):
     shutil.copytree(ROOT / "environments", tmp_path / "environments")
     result = run("validate", "-f", str(tmp_path / "costplan.yaml"), "--all-envs")
     assert result.exit_code == 0
-    assert "valid (environments: dev, prod, staging)" in result.stderr
+    assert "valid (environments: dev, fleet, prod, staging)" in result.stderr
 
 
 def test_a_missing_kubeconfig_file_says_file_not_found(tmp_path):

@@ -29,6 +29,9 @@ SAMPLES = {
     "/properties/notifications/properties/email/properties/from": "costplan@example.com",
     "/properties/notifications/properties/email/properties/smarthost": "smtp.example.com:587",
     "/properties/guard/properties/webhookURL": "http://costplan-guard.guard.svc:8080/webhook",
+    "/$defs/cluster/properties/destination/properties/server": "https://eu-west.k8s.example.com",
+    "/properties/metrics/properties/queryURL": "http://vmselect.monitoring:8481/select/0/prometheus",
+    "/properties/metrics/properties/tenant": "llm-platform",
 }
 
 

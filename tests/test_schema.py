@@ -192,6 +192,15 @@ def test_a_plan_with_every_key_validates_and_maps():
     assert (plan.guard.fail_mode, plan.guard.fail_after, plan.guard.namespace) == ("closed", "10m", "guard")
     assert plan.install.create_namespaces is False
     assert (plan.gpu_idle_cost.share, plan.gpu_idle_cost.team) == ("team", "search")
+    eu, us = plan.clusters
+    assert (eu.name, eu.region, eu.kube_context, eu.destination_server) == (
+        "eu-west", "eu-west-1", "llm-eu-west", "https://eu-west.k8s.example.com")
+    assert (eu.gateway_namespace, eu.gateway_name, eu.models, eu.teams) == ("gateway-eu", "gw-eu", ("chat",), ("search",))
+    assert (us.kube_context, us.destination_name, us.models) == ("us-east", "us-east", None)
+    assert plan.metrics is not None and plan.metrics.engine == "mimir"
+    assert (plan.query_url, plan.query_tenant) == ("http://mimir-query-frontend.mimir:8080/prometheus", "llm-platform")
+    assert plan.metrics.bearer_token is not None and plan.metrics.bearer_token.name == "mimir-reader"
+    assert from_document(loaded.document, "prod").clusters == (us,)  # eu-west runs the base environment only
 
 
 def test_decimal_strings_are_accepted_as_money(tmp_path, monkeypatch):

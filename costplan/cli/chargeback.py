@@ -69,8 +69,8 @@ def report_command(
         plan = load_plan(plan_path, environment)
     except OSError as exc:
         raise click.UsageError(f"cannot read the plan: {exc}") from exc
-    url = prometheus_url or plan.integrations.prometheus.url
-    client = PrometheusClient(query_endpoint(url, tenant, bearer_token_file), timeout=timeout)
+    url = prometheus_url or plan.query_url
+    client = PrometheusClient(query_endpoint(url, tenant or plan.query_tenant, bearer_token_file), timeout=timeout)
     if webhook_url:
         chargeback.webhook_endpoint(webhook_url)
     period = chargeback.choose_period(plan, month, start, end, datetime.now(UTC))
@@ -112,8 +112,8 @@ def check_gpu_prices_command(plan_path: Path, environment: str | None, prometheu
     """Fail (exit 4) unless the cost engine prices every GPU node at the plan's rate."""
     known_environment(plan_path, environment)
     plan = load_plan(plan_path, environment)
-    url = prometheus_url or plan.integrations.prometheus.url
-    client = PrometheusClient(query_endpoint(url, tenant, bearer_token_file), timeout=timeout)
+    url = prometheus_url or plan.query_url
+    client = PrometheusClient(query_endpoint(url, tenant or plan.query_tenant, bearer_token_file), timeout=timeout)
     samples = client.query(GPU_PRICE_QUERY, datetime.now(UTC))
     problems, notes = check_gpu_prices(plan, samples)
     for line in notes:

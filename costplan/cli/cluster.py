@@ -199,7 +199,7 @@ def doctor_command(
     plan = result.plans[env_name]
     cluster = connect(kubeconfig, context, timeout)
     query = None if no_prometheus else prometheus_query(
-        query_endpoint(prometheus_url or plan.integrations.prometheus.url, tenant, bearer_token_file), timeout)
+        query_endpoint(prometheus_url or plan.query_url, tenant or plan.query_tenant, bearer_token_file), timeout)
     findings = doctor.run(plan, apply.desired_objects(artifacts), cluster, query, (check_gpu_prices, GPU_PRICE_QUERY))
     if output_format == "json":
         click.echo(json.dumps([f.as_dict() for f in findings], indent=2, sort_keys=True))

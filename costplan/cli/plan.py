@@ -184,14 +184,16 @@ def _promtool_check(out: Console, result: BuildResult) -> None:
     from costplan.output import promtool
 
     for env, plan in result.plans.items():
-        try:
-            checked = promtool.check_rules(rule_groups(plan))
-        except promtool.PromtoolMissing as exc:
-            raise ToolMissing(f"cannot check rules: {exc}") from exc
-        if not checked.ok:
-            out.error(checked.output.strip())
-            raise OutputInvalid(f"{env}: promtool rejected the spend rules; nothing was written")
-        out.detail(f"{env}: promtool check rules: ok")
+        for part, variant in build_stage.rule_parts(plan):
+            where = f"{env}/{part}" if part else env
+            try:
+                checked = promtool.check_rules(rule_groups(variant))
+            except promtool.PromtoolMissing as exc:
+                raise ToolMissing(f"cannot check rules: {exc}") from exc
+            if not checked.ok:
+                out.error(checked.output.strip())
+                raise OutputInvalid(f"{where}: promtool rejected the spend rules; nothing was written")
+            out.detail(f"{where}: promtool check rules: ok")
 
 
 def _kubeconform(out: Console, directory: Path, locations: list[str], kubernetes_version: str) -> None:

@@ -26,6 +26,9 @@ class Artifact:
     component: str
     data: Any
     filename: str | None = None
+    # The fleet part the file belongs to (``clusters/<name>`` or ``global``),
+    # a directory of its own with its own kustomization; "" outside fleets.
+    part: str = ""
 
     @property
     def is_manifest(self) -> bool:
@@ -48,6 +51,12 @@ class Artifact:
     @property
     def path(self) -> str:
         """Path relative to the environment's output directory."""
+        prefix = f"{self.part}/" if self.part else ""
+        return prefix + self.part_path
+
+    @property
+    def part_path(self) -> str:
+        """Path relative to the part's directory (where its kustomization lists it)."""
         if self.filename is not None:
             return f"{self.component}/{self.filename}"
         return f"{self.component}/{self.kind.lower()}-{self.name}.yaml"

@@ -185,6 +185,11 @@ METRIC_USAGE_REQUESTS_HOURLY = "costplan:usage_requests:increase1h"
 METRIC_USAGE_TOKENS_RATE = "costplan:usage_tokens:rate5m"  # ... + token_type
 METRIC_USAGE_TOKENS_HOURLY = "costplan:usage_tokens:increase1h"
 METRIC_USAGE_LIMITED_RATE = "costplan:usage_limited_requests:rate5m"  # {source, user, team, tier}
+# A fleet cluster's own hourly usage (its Prometheus, label cluster); the global
+# engine reads it one hour later as costplan:usage_*:increase1h (see
+# generators/prometheus/fleet.py).
+METRIC_CLUSTER_USAGE_REQUESTS_HOURLY = "costplan:cluster_usage_requests:increase1h"
+METRIC_CLUSTER_USAGE_TOKENS_HOURLY = "costplan:cluster_usage_tokens:increase1h"
 METRIC_GPU_REQUESTED = "costplan:gpu_requested"  # {namespace, node}
 METRIC_GPU_ALLOCATABLE = "costplan:gpu_allocatable"  # {node}
 METRIC_GPU_NODE_PRICE = "costplan:gpu_node_price_per_hour"  # {node, instance_type, gpu_instance}

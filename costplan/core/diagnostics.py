@@ -54,6 +54,7 @@ PLAN_CHECKS: dict[str, str] = {
     "gateway-telemetry": "warning: usage metrics cannot carry user, team and tier with this gateway target",
     "budget-action": "a budget action cannot take effect (global budget, the team's own tier, after a block)",
     "contacts": "a team's contacts cannot be delivered (e.g. email without notifications.email)",
+    "fleet": "clusters without a metrics section (the global engine), or metrics without clusters (warning)",
     "legacy-image": "warning: the custom Limitador image is not pinned by a digest or a tag other than latest",
 }
 

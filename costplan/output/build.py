@@ -8,6 +8,7 @@ so no caller ever sees half an output.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from costplan.core.diagnostics import Diagnostic
 from costplan.core.errors import PlanInvalid
 from costplan.generators import alertmanager, generate_all
 from costplan.generators.prometheus import rules_files
+from costplan.plan import fleet
 from costplan.plan.load import ParsedFiles, load_plan
 from costplan.plan.model import Plan
 
@@ -87,5 +89,18 @@ def alertmanager_artifacts(plan: Plan) -> list[Artifact]:
 
 
 def rules_artifacts(plan: Plan) -> list[Artifact]:
-    """The spend rules as plain Prometheus rule files, for setups without the operator."""
-    return [file("prometheus", name, groups) for name, groups in sorted(rules_files(plan).items())]
+    """The spend rules as plain Prometheus rule files, for setups without the operator.
+
+    A fleet gets each part's files in its own directory: ``clusters/<name>/``
+    for that cluster's Prometheus, ``global/`` for the global engine.
+    """
+    return [
+        dataclasses.replace(file("prometheus", name, groups), part=part)
+        for part, variant in rule_parts(plan)
+        for name, groups in sorted(rules_files(variant).items())
+    ]
+
+
+def rule_parts(plan: Plan) -> list[tuple[str, Plan]]:
+    """(directory, plan) of every part that evaluates rules: the plan itself, or a fleet's parts."""
+    return fleet.parts(plan) if plan.is_fleet else [("", plan)]

@@ -43,8 +43,8 @@ def serialize(artifact: Artifact, plan_name: str, environment: str) -> str:
 
 
 def kustomization(artifacts: Iterable[Artifact]) -> dict[str, Any]:
-    """A kustomization listing every manifest, so ``kubectl apply -k`` and Argo CD take the tree."""
-    resources = sorted(a.path for a in artifacts if a.is_manifest)
+    """A kustomization listing every manifest of one part, so ``kubectl apply -k`` and Argo CD take the tree."""
+    resources = sorted(a.part_path for a in artifacts if a.is_manifest)
     return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -84,7 +84,14 @@ def render_environment(
             dumped[key] = dump_yaml(artifact.data)
         files[artifact.path] = header(plan_name, environment) + dumped[key]
     if kustomize:
-        files["kustomization.yaml"] = header(plan_name, environment) + dump_yaml(kustomization(artifacts))
+        # One kustomization per part: a fleet cluster's directory is applied to
+        # that cluster only, the global part to where the global engine runs.
+        parts: dict[str, list[Artifact]] = {}
+        for artifact in artifacts:
+            parts.setdefault(artifact.part, []).append(artifact)
+        for part, members in (parts or {"": []}).items():
+            name = f"{part}/kustomization.yaml" if part else "kustomization.yaml"
+            files[name] = header(plan_name, environment) + dump_yaml(kustomization(members))
     return dict(sorted(files.items()))
 
 

@@ -40,6 +40,7 @@ NAMED_LISTS = {
     "tiers": "tier",
     "teams": "team",
     "budgets": "budget",
+    "clusters": "cluster",
 }
 # Values that name Kubernetes namespaces, by path.
 NAMESPACE_PATHS: tuple[JsonPath, ...] = (
@@ -53,6 +54,7 @@ NAMESPACE_PATHS: tuple[JsonPath, ...] = (
     ["reports", "namespace"],
     ["notifications", "namespace"],
     ["guard", "namespace"],
+    ["metrics", "namespace"],
 )
 # Values that become object names (DNS subdomains).
 SUBDOMAIN_PATHS: tuple[JsonPath, ...] = (
@@ -68,6 +70,7 @@ LABEL_MAP_PATHS: tuple[JsonPath, ...] = (
     ["integrations", "prometheus", "monitorLabels"],
     ["integrations", "grafana", "sidecarLabel"],
     ["integrations", "grafana", "instanceSelector"],
+    ["metrics", "ruleLabels"],
 )
 # Pricing keys that are not amounts.
 NOT_MONEY = {"type", "unit", "period", "tiers", "from", "includedTokensPerRequest"}
@@ -649,11 +652,16 @@ def _is_ip(host: str) -> bool:
 
 def check_urls(document: Any) -> Iterator[Diagnostic]:
     """Reports query Prometheus over HTTP, and the cost engine's chart renders the URL with tpl."""
-    url = _get(document, ["integrations", "prometheus", "url"])
-    if isinstance(url, str):
-        problem = url_problem(url)
-        if problem:
-            yield _at(document, ["integrations", "prometheus", "url"], f"{url!r} {problem}", "url")
+    for path in (["integrations", "prometheus", "url"], ["metrics", "queryURL"]):
+        url = _get(document, path)
+        if isinstance(url, str):
+            problem = url_problem(url)
+            if problem:
+                yield _at(document, path, f"{url!r} {problem}", "url")
+    for path, cluster in _items(document, ["clusters"]):
+        server = _get(cluster, ["destination", "server"])
+        if isinstance(server, str) and (problem := url_problem(server)):
+            yield _at(document, path + ["destination", "server"], f"{server!r} {problem}", "url")
 
 
 # --------------------------------------------------------------------------
@@ -914,6 +922,42 @@ def check_budget_windows(document: Any) -> Iterator[Diagnostic]:
         yield _at(document, path + ["window"], problem, "budget-window")
 
 
+# --------------------------------------------------------------------------
+# fleets
+# --------------------------------------------------------------------------
+
+
+def check_fleet(document: Any) -> Iterator[Diagnostic]:
+    """Clusters need a global engine, and what each cluster serves must exist in the plan.
+
+    Money, budgets and alerts are evaluated once, over every cluster's usage,
+    by the engine ``metrics`` names; without it a fleet has nowhere to add up.
+    """
+    clusters = list(_items(document, ["clusters"]))
+    if clusters and _get(document, ["metrics"]) is None:
+        yield _at(document, ["clusters"], "clusters need a metrics section: the global engine that holds every "
+                  "cluster's usage and evaluates money, budgets and alerts", "fleet")
+    if not clusters and isinstance(_get(document, ["metrics"]), dict):
+        yield _at(document, ["metrics"], "metrics is used only with clusters; a single cluster queries "
+                  "integrations.prometheus.url", "fleet", severity="warning")
+    models, teams = _names(document, "models"), {str(t.get("name")) for _, t in _teams(document)}
+    for path, cluster in clusters:
+        for key, noun, known in (("models", "model", models), ("teams", "team", teams)):
+            for index, name in enumerate(cluster.get(key) or []):
+                if name not in known:
+                    yield _unknown(document, path + [key, index], noun, name, known)
+        for key in ("namespace", "name"):
+            value = _get(cluster, ["gateway", key])
+            if value is not None:
+                yield from _dns_label(document, path + ["gateway", key], f"gateway {key}", value)
+        name = _get(cluster, ["destination", "name"])
+        if name is not None:
+            yield from _identity(document, path + ["destination", "name"], "Argo CD cluster name", name)
+        context = cluster.get("context")
+        if isinstance(context, str) and (found := _unsafe(document, path + ["context"], "context", context)):
+            yield found
+
+
 CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_unique_names,
     check_budget_windows,
@@ -934,6 +978,7 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_budget_actions,
     check_contacts,
     check_legacy_image,
+    check_fleet,
 )
 
 

@@ -22,6 +22,7 @@ from costplan.plan.model import (
     ArgoCD,
     Budget,
     BudgetAction,
+    Cluster,
     Contact,
     CostEngine,
     EmailServer,
@@ -34,6 +35,7 @@ from costplan.plan.model import (
     Install,
     Integrations,
     Limitador,
+    Metrics,
     Model,
     Notifications,
     PerMillionTokens,
@@ -380,7 +382,77 @@ def from_document(doc: Mapping[str, Any], environment: str) -> Plan:
             share=str((doc.get("gpuIdleCost") or {}).get("share", IDLE_SEPARATE)),
             team=(doc.get("gpuIdleCost") or {}).get("team"),
         ),
+        clusters=_clusters(doc.get("clusters"), environment),
+        metrics=_metrics(doc.get("metrics")),
     )
+
+
+def _clusters(items: Any, environment: str) -> tuple[Cluster, ...]:
+    """The clusters this environment's build covers: those of this environment or of none named."""
+    clusters = []
+    for item in items or []:
+        if item.get("environment") not in (None, environment):
+            continue
+        destination = item.get("destination") or {}
+        gateway = item.get("gateway") or {}
+        clusters.append(Cluster(
+            name=item["name"],
+            region=item.get("region"),
+            environment=item.get("environment"),
+            context=item.get("context"),
+            destination_server=destination.get("server"),
+            destination_name=destination.get("name"),
+            gateway_namespace=gateway.get("namespace"),
+            gateway_name=gateway.get("name"),
+            models=tuple(item["models"]) if "models" in item else None,
+            teams=tuple(item["teams"]) if "teams" in item else None,
+        ))
+    return tuple(clusters)
+
+
+def _metrics(doc: Mapping[str, Any] | None) -> Metrics | None:
+    if doc is None:
+        return None
+    return Metrics(
+        engine=doc["engine"],
+        query_url=doc["queryURL"],
+        tenant=doc.get("tenant"),
+        bearer_token=_secret_key(doc.get("bearerTokenSecret"), "token"),
+        namespace=doc.get("namespace"),
+        rule_labels=_str_map(doc["ruleLabels"]) if "ruleLabels" in doc else None,
+    )
+
+
+def _cluster_doc(cluster: Cluster) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": cluster.name}
+    for key, value in (("region", cluster.region), ("environment", cluster.environment), ("context", cluster.context)):
+        if value is not None:
+            doc[key] = value
+    if cluster.destination_server is not None:
+        doc["destination"] = {"server": cluster.destination_server}
+    elif cluster.destination_name is not None:
+        doc["destination"] = {"name": cluster.destination_name}
+    gateway = {k: v for k, v in (("namespace", cluster.gateway_namespace), ("name", cluster.gateway_name)) if v}
+    if gateway:
+        doc["gateway"] = gateway
+    if cluster.models is not None:
+        doc["models"] = list(cluster.models)
+    if cluster.teams is not None:
+        doc["teams"] = list(cluster.teams)
+    return doc
+
+
+def _metrics_doc(metrics: Metrics) -> dict[str, Any]:
+    doc: dict[str, Any] = {"engine": metrics.engine, "queryURL": metrics.query_url}
+    if metrics.tenant is not None:
+        doc["tenant"] = metrics.tenant
+    if metrics.bearer_token is not None:
+        doc["bearerTokenSecret"] = _secret_key_doc(metrics.bearer_token)
+    if metrics.namespace is not None:
+        doc["namespace"] = metrics.namespace
+    if metrics.rule_labels is not None:
+        doc["ruleLabels"] = dict(metrics.rule_labels)
+    return doc
 
 
 # --------------------------------------------------------------------------
@@ -620,6 +692,10 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         if plan.gpu_idle_cost.team is not None:
             idle["team"] = plan.gpu_idle_cost.team
         document["gpuIdleCost"] = idle
+    if plan.clusters:
+        document["clusters"] = [_cluster_doc(cluster) for cluster in plan.clusters]
+    if plan.metrics is not None:
+        document["metrics"] = _metrics_doc(plan.metrics)
     return document
 
 

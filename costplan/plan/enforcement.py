@@ -105,7 +105,7 @@ def guard_config(plan: Plan) -> GuardConfig:
         plan=plan.name,
         timezone=plan.timezone,
         currency=plan.currency,
-        prometheus_url=plan.integrations.prometheus.url,
+        prometheus_url=plan.query_url,
         secret_namespace=plan.integrations.gateway.api_key.secret_namespace,
         period_seconds=seconds(g.period),
         fail_mode=g.fail_mode,

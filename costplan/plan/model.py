@@ -523,6 +523,54 @@ class Guard:
     webhook_url: str | None = None
 
 
+# -- fleets ------------------------------------------------------------------
+
+# Which part of a fleet a plan variant compiles (``plan.fleet``).
+SCOPE_SINGLE = "single"  # no clusters[]: one cluster, one Prometheus, everything local
+SCOPE_CLUSTER = "cluster"  # one cluster of the fleet: gateway, keys, usage rules
+SCOPE_GLOBAL = "global"  # the global engine: money, budgets, alerts, dashboards, reports
+
+ENGINES = ("prometheus", "thanos", "mimir", "victoriametrics")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One cluster of the fleet (``clusters[]``).
+
+    ``models``/``teams`` are the subsets served there (``None``: all);
+    ``destination_server``/``destination_name`` the Argo CD destination
+    (one of them; the name defaults to the cluster's); ``gateway_*`` where this
+    cluster's Gateway differs from ``integrations.gateway``.
+    """
+
+    name: str
+    region: str | None = None
+    environment: str | None = None
+    context: str | None = None
+    destination_server: str | None = None
+    destination_name: str | None = None
+    gateway_namespace: str | None = None
+    gateway_name: str | None = None
+    models: tuple[str, ...] | None = None
+    teams: tuple[str, ...] | None = None
+
+    @property
+    def kube_context(self) -> str:
+        return self.context or self.name
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The global engine (``metrics``): where every cluster's usage lands and money is evaluated."""
+
+    engine: str
+    query_url: str
+    tenant: str | None = None
+    bearer_token: SecretKey | None = None
+    namespace: str | None = None
+    rule_labels: Mapping[str, str] | None = None
+
+
 @dataclass(frozen=True)
 class Plan:
     """A whole, validated plan for one environment."""
@@ -545,6 +593,12 @@ class Plan:
     guard: Guard = field(default_factory=Guard)
     install: Install = field(default_factory=Install)
     gpu_idle_cost: GpuIdleCost = field(default_factory=GpuIdleCost)
+    # The fleet, when the plan has ``clusters[]`` (for this environment) and ``metrics``.
+    clusters: tuple[Cluster, ...] = ()
+    metrics: Metrics | None = None
+    # Which part this plan compiles: the whole single-cluster output, one
+    # cluster of the fleet (``cluster`` is its name) or the global part.
+    scope: str = SCOPE_SINGLE
 
     # -- lookups generators need often ------------------------------------
 
@@ -566,6 +620,22 @@ class Plan:
     def users(self) -> tuple[tuple[Team, User], ...]:
         """Every user with their team, in plan order."""
         return tuple((team, user) for team in self.teams for user in team.users)
+
+    @property
+    def is_fleet(self) -> bool:
+        return bool(self.clusters)
+
+    @property
+    def query_url(self) -> str:
+        """Where readers (report, guard, doctor) query: the global engine of a fleet, else the Prometheus."""
+        if self.clusters and self.metrics is not None:
+            return self.metrics.query_url
+        return self.integrations.prometheus.url
+
+    @property
+    def query_tenant(self) -> str | None:
+        """The tenant readers send (``X-Scope-OrgID``), if the global engine has one."""
+        return self.metrics.tenant if self.clusters and self.metrics is not None else None
 
     def all_budgets(self) -> tuple[Budget, ...]:
         """Team budgets (``team`` set) followed by global budgets."""

@@ -5,30 +5,66 @@ pricing semantics). Each group becomes one PrometheusRule in the plan's
 Prometheus namespace, labelled with ``ruleLabels`` so the Prometheus
 ``ruleSelector`` picks it up. ``rules_files`` gives the same groups as plain
 Prometheus rules files for setups without the operator.
+
+In a fleet (``fleet``), each cluster's part holds that cluster's groups as
+PrometheusRules for its own Prometheus, and the global part holds the
+global groups the way its engine loads rules:
+
+* ``prometheus``, ``thanos``: PrometheusRule objects (the Prometheus
+  operator's ``ruleSelector``, Thanos Ruler's ``ruleSelector``), in
+  ``metrics.namespace`` with ``metrics.ruleLabels``;
+* ``victoriametrics``: one ConfigMap of vmalert rule files (``-rule=`` on
+  its mount), the same groups, checked with ``vmalert -dryRun``;
+* ``mimir``: one rule-namespace file ``mimir/<namespace>.yaml`` for
+  ``mimirtool rules sync`` (not a Kubernetes object, so not applied).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from costplan.core.artifacts import Artifact, manifest
+from costplan.core.artifacts import Artifact, file, manifest
+from costplan.core.canonical_yaml import dump_yaml
+from costplan.core.names import object_name
 from costplan.generators.common import WAVE_POLICIES, metadata
+from costplan.generators.prometheus import fleet
 from costplan.generators.prometheus.groups import rule_groups
 from costplan.plan.model import Plan
 
 COMPONENT = "prometheus"
+VMALERT_CONFIGMAP = "costplan-vmalert-rules"
+MIMIR_COMPONENT = "mimir"
+
+
+def _placement(plan: Plan) -> tuple[str, dict[str, str]]:
+    """Namespace and labels of the rule objects: the global engine's in a fleet's global part."""
+    prom = plan.integrations.prometheus
+    metrics = plan.metrics
+    if fleet.is_global(plan) and metrics is not None:
+        labels = prom.rule_labels if metrics.rule_labels is None else metrics.rule_labels
+        return metrics.namespace or prom.namespace, dict(labels)
+    return prom.namespace, dict(prom.rule_labels)
+
+
+def engine(plan: Plan) -> str:
+    """How this part's rules are loaded: ``prometheus`` everywhere but in a fleet's global part."""
+    if fleet.is_global(plan) and plan.metrics is not None:
+        return plan.metrics.engine
+    return "prometheus"
+
+
+def mimir_namespace(plan: Plan) -> str:
+    return object_name("costplan", plan.name, plan.environment)
 
 
 def prometheus_rules(plan: Plan) -> list[dict[str, Any]]:
     """One PrometheusRule object per rule group."""
-    prom = plan.integrations.prometheus
+    namespace, labels = _placement(plan)
     return [
         {
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "PrometheusRule",
-            "metadata": metadata(
-                plan, COMPONENT, group["name"], prom.namespace, labels=dict(prom.rule_labels), wave=WAVE_POLICIES
-            ),
+            "metadata": metadata(plan, COMPONENT, group["name"], namespace, labels=labels, wave=WAVE_POLICIES),
             "spec": {"groups": [group]},
         }
         for group in rule_groups(plan)
@@ -40,5 +76,26 @@ def rules_files(plan: Plan) -> dict[str, dict[str, Any]]:
     return {f"{group['name']}.rules.yaml": {"groups": [group]} for group in rule_groups(plan)}
 
 
+def vmalert_configmap(plan: Plan) -> dict[str, Any]:
+    """The global groups as vmalert rule files, one key per group."""
+    namespace, labels = _placement(plan)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(plan, COMPONENT, VMALERT_CONFIGMAP, namespace, labels=labels, wave=WAVE_POLICIES),
+        "data": {name: dump_yaml(groups) for name, groups in sorted(rules_files(plan).items())},
+    }
+
+
+def mimir_rules(plan: Plan) -> dict[str, Any]:
+    """``mimirtool rules`` input: the global groups under one rule namespace."""
+    return {"namespace": mimir_namespace(plan), "groups": rule_groups(plan)}
+
+
 def generate(plan: Plan) -> list[Artifact]:
+    kind = engine(plan)
+    if kind == "victoriametrics":
+        return [manifest(COMPONENT, vmalert_configmap(plan))]
+    if kind == "mimir":
+        return [file(MIMIR_COMPONENT, f"{mimir_namespace(plan)}.yaml", mimir_rules(plan))]
     return [manifest(COMPONENT, obj) for obj in prometheus_rules(plan)]

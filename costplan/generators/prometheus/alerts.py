@@ -129,6 +129,12 @@ def trend_alerts(plan: Plan) -> list[dict[str, Any]]:
             f"p95 cost per request of model {{{{ $labels.model }}}} over the last hour is "
             f'{{{{ $value | printf "%.4f" }}}} {cur}, above {limit} {cur}.',
         ))
+    return out
+
+
+def source_absent_alerts(plan: Plan) -> list[dict[str, Any]]:
+    """A usage source that stopped reporting: read where its raw series are (each cluster of a fleet)."""
+    out = []
     for source in plan.usage_sources:
         if not models_of(plan, source):
             continue
@@ -143,4 +149,4 @@ def trend_alerts(plan: Plan) -> list[dict[str, Any]]:
 
 
 def rules(plan: Plan) -> list[dict[str, Any]]:
-    return budget_alerts(plan) + trend_alerts(plan)
+    return budget_alerts(plan) + trend_alerts(plan) + source_absent_alerts(plan)

@@ -206,9 +206,14 @@ def rules(timezone: str, names: CalendarNames = NOW, moment: str = "time()") -> 
     return out
 
 
-def billing_rules(timezone: str) -> list[dict[str, Any]]:
-    """The calendar of the last closed hour (see ``BILLING_TIME``), for the hourly group."""
-    return rules(timezone, BILLING, BILLING_TIME)
+def billing_rules(timezone: str, lag: int = 0) -> list[dict[str, Any]]:
+    """The calendar of the last closed hour (see ``BILLING_TIME``), for the hourly group.
+
+    ``lag`` hours earlier for a fleet's global part, whose hourly money is
+    that many hours behind the last closed hour.
+    """
+    moment = BILLING_TIME if not lag else f"(time() - time() % 3600 - {3600 * lag + 1})"
+    return rules(timezone, BILLING, moment)
 
 
 # Longest length of each calendar period plus one step, for subquery ranges.

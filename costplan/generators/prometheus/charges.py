@@ -22,6 +22,7 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.names import promql_string
+from costplan.generators.prometheus import fleet
 from costplan.generators.prometheus.periods import clock_hour, period_to_date
 from costplan.generators.prometheus.promql import by, record, selector
 from costplan.plan.model import IDLE_SEPARATE, IDLE_TEAM, GpuHourly, Plan
@@ -32,23 +33,26 @@ USER_KEY = "user, team, tier, model"
 GAUGE_STEP_SECONDS = 60
 
 
-def _cost_center(expr: str) -> str:
-    return f"({expr}) * on(team) group_left(cost_center) {c.METRIC_TEAM_INFO}"
+def _cost_center(expr: str, plan: Plan | None = None) -> str:
+    info = fleet.team_info(plan) if plan is not None else c.METRIC_TEAM_INFO
+    return f"({expr}) * on(team) group_left(cost_center) {info}"
 
 
 def _spend(window: str) -> str:
     return f"{c.METRIC_PREFIX}spend:{window}"
 
 
-def linear_rules(window: str) -> list[dict[str, Any]]:
+def linear_rules(plan: Plan, window: str) -> list[dict[str, Any]]:
     requests = f"{c.METRIC_PREFIX}usage_requests:{window}"
     tokens = f"{c.METRIC_PREFIX}usage_tokens:{window}"
+    key = fleet.with_cluster(plan, USER_KEY)
     return [
         record(_spend(window), _cost_center(
-            f"sum by ({USER_KEY}) ({requests} * on(model, tier) group_left() {c.METRIC_PRICE_PER_REQUEST})"
+            f"sum by ({key}) ({requests} * on(model, tier) group_left() {c.METRIC_PRICE_PER_REQUEST})", plan
         ), {c.LABEL_CHARGE: c.CHARGE_REQUEST}),
         record(_spend(window), _cost_center(
-            f"sum by ({USER_KEY}, token_type) ({tokens} * on(model, tier, token_type) group_left() {c.METRIC_PRICE_PER_TOKEN})"
+            f"sum by ({key}, token_type) ({tokens} * on(model, tier, token_type) group_left() {c.METRIC_PRICE_PER_TOKEN})",
+            plan,
         ), {c.LABEL_CHARGE: c.CHARGE_TOKEN}),
     ]
 
@@ -61,7 +65,7 @@ def nonlinear_rate_rules(plan: Plan, has_included: bool, volume_units: set[str])
             f"sum by ({USER_KEY}) ({c.METRIC_USAGE_TOKENS_RATE}) * on(model, tier) group_left() "
             f"{c.METRIC_PRICE_PER_OVERAGE_TOKEN} and on({USER_KEY}) {over}"
         )
-        rules.append(record(c.METRIC_SPEND_RATE, _cost_center(expr), {c.LABEL_CHARGE: c.CHARGE_OVERAGE}))
+        rules.append(record(c.METRIC_SPEND_RATE, _cost_center(expr, plan), {c.LABEL_CHARGE: c.CHARGE_OVERAGE}))
     terms = []
     for unit in sorted(volume_units):
         usage = c.METRIC_USAGE_TOKENS_RATE if unit == "tokens" else c.METRIC_USAGE_REQUESTS_RATE
@@ -73,20 +77,25 @@ def nonlinear_rate_rules(plan: Plan, has_included: bool, volume_units: set[str])
         terms.append(f"{summed} * on(model, tier) group_left() {first}")
     if terms:
         expr = "(" + " or ".join(terms) + ")"
-        rules.append(record(c.METRIC_SPEND_RATE, _cost_center(expr), {c.LABEL_CHARGE: c.CHARGE_VOLUME}))
+        rules.append(record(c.METRIC_SPEND_RATE, _cost_center(expr, plan), {c.LABEL_CHARGE: c.CHARGE_VOLUME}))
     return rules
 
 
-def nonlinear_hourly_rule() -> dict[str, Any]:
-    """The last closed hour's money: period-to-date money with the hour minus without it (``volume``)."""
+def nonlinear_hourly_rule(plan: Plan) -> dict[str, Any]:
+    """The last closed hour's money: period-to-date money with the hour minus without it (``volume``).
+
+    Volume bands and included tokens count a team's (or user's) usage in
+    every cluster of a fleet, so this money carries no ``cluster``.
+    """
     now = f"sum without (period) ({c.METRIC_CHARGE_PTD})"
     before = f"sum without (period) ({c.METRIC_CHARGE_PTD_PREVIOUS})"
-    return record(c.METRIC_SPEND_HOURLY, _cost_center(f"({now} - {before} or {now})"))
+    return record(c.METRIC_SPEND_HOURLY, _cost_center(f"({now} - {before} or {now})", plan))
 
 
-def _gauge_hour(rate: str) -> str:
+def _gauge_hour(rate: str, plan: Plan) -> str:
     """Money of the last closed clock hour from a per-second gauge, sampled on aligned minutes."""
-    return clock_hour(f"sum_over_time({rate}[59m59s:{GAUGE_STEP_SECONDS}s]) * {GAUGE_STEP_SECONDS}")
+    inner = f"sum_over_time({rate}[59m59s:{GAUGE_STEP_SECONDS}s]) * {GAUGE_STEP_SECONDS}"
+    return clock_hour(inner, fleet.lag_hours(plan))
 
 
 def gpu_model_rules(plan: Plan) -> list[dict[str, Any]]:
@@ -99,8 +108,9 @@ def gpu_model_rules(plan: Plan) -> list[dict[str, Any]]:
         owner = owner_team(plan, model)
         if owner is not None:
             labels.update({c.LABEL_TEAM: owner.name, c.LABEL_TIER: owner.tier, c.LABEL_COST_CENTER: owner.cost_center})
-        rules.append(record(c.METRIC_SPEND_RATE, f"sum({cost})", labels))
-        hourly = f"sum({_gauge_hour(cost)})"
+        per = f"sum by ({c.LABEL_CLUSTER}) " if fleet.is_global(plan) else "sum"
+        rules.append(record(c.METRIC_SPEND_RATE, f"{per}({cost})", labels))
+        hourly = f"{per}({_gauge_hour(cost, plan)})"
         rules.append(record(c.METRIC_SPEND_HOURLY, hourly, labels))
     return rules
 
@@ -127,13 +137,15 @@ def team_gpu_rule(plan: Plan, window: str) -> list[dict[str, Any]]:
     if not plan.gpu_instances or not any(t.namespaces for t in plan.teams):
         return []
     if window == c.WINDOW_RATE:
-        cost = f'sum by (namespace, gpu_instance, team, cost_center) ({c.METRIC_GPU_COST_RATE}{{team!=""}})'
+        keys = fleet.with_cluster(plan, "namespace, gpu_instance, team, cost_center")
+        cost = f'sum by ({keys}) ({c.METRIC_GPU_COST_RATE}{{team!=""}})'
     else:
         cost = f'{c.METRIC_GPU_COST_BY_TEAM_HOURLY}{{team!=""}}'
     pairs = _gpu_model_pairs(plan)
     if pairs:
         cost = f"({cost} unless on(namespace, gpu_instance) ({pairs}))"
-    expr = f"sum by (team, cost_center) ({cost}) * on(team, cost_center) group_left(tier) {c.METRIC_TEAM_INFO}{{team!=\"\"}}"
+    info = fleet.team_info(plan, '{team!=""}')
+    expr = f"sum by ({fleet.with_cluster(plan, 'team, cost_center')}) ({cost}) * on(team, cost_center) group_left(tier) {info}"
     return [record(_spend(window), expr, {c.LABEL_CHARGE: c.CHARGE_GPU})]
 
 
@@ -153,17 +165,21 @@ def idle_share_rule(plan: Plan, window: str) -> list[dict[str, Any]]:
         used, idle = f'{c.METRIC_GPU_COST_RATE}{{team!=""}}', c.METRIC_GPU_IDLE_COST_RATE
     else:
         used, idle = f'{c.METRIC_GPU_COST_BY_TEAM_HOURLY}{{team!=""}}', c.METRIC_GPU_IDLE_COST_HOURLY
-    team_info = f'{c.METRIC_TEAM_INFO}{{team!=""}}'
+    team_info = fleet.team_info(plan, '{team!=""}')
+    # In a fleet, each cluster's idle GPUs are shared among that cluster's teams.
+    per = fleet.with_cluster(plan, "gpu_instance")
+    on_type = f"on({per})"
     if idle_cost.share == IDLE_TEAM and idle_cost.team is not None:
         payer = promql_string(idle_cost.team)
-        expr = (f'label_replace(sum({idle}), "team", {payer}, "", "") '
+        total_idle = f"sum by ({c.LABEL_CLUSTER}) ({idle})" if fleet.is_global(plan) else f"sum({idle})"
+        expr = (f'label_replace({total_idle}, "team", {payer}, "", "") '
                 f"* on(team) group_left(tier, cost_center) {team_info}")
     else:
-        weights = f"sum by (team, cost_center, gpu_instance) ({used})"
-        total = f"(sum by (gpu_instance) ({used}) > 0)"
-        idle_by_type = f"sum by (gpu_instance) ({idle})"
-        share = f"{weights} * on(gpu_instance) group_left() {idle_by_type} / on(gpu_instance) group_left() {total}"
-        expr = f"sum by (team, cost_center) ({share}) * on(team, cost_center) group_left(tier) {team_info}"
+        weights = f"sum by ({fleet.with_cluster(plan, 'team, cost_center, gpu_instance')}) ({used})"
+        total = f"(sum by ({per}) ({used}) > 0)"
+        idle_by_type = f"sum by ({per}) ({idle})"
+        share = f"{weights} * {on_type} group_left() {idle_by_type} / {on_type} group_left() {total}"
+        expr = f"sum by ({fleet.with_cluster(plan, 'team, cost_center')}) ({share}) * on(team, cost_center) group_left(tier) {team_info}"
     return [record(_spend(window), expr, {c.LABEL_CHARGE: c.CHARGE_GPU_IDLE})]
 
 
@@ -200,17 +216,18 @@ def unit_cost_rules(plan: Plan) -> list[dict[str, Any]]:
 def gpu_team_rules(plan: Plan) -> list[dict[str, Any]]:
     if not plan.gpu_instances:
         return []
-    team_keys = "namespace, team, cost_center, gpu_instance"
-    idle_keys = "node, instance_type, gpu_instance"
+    team_keys = fleet.with_cluster(plan, "namespace, team, cost_center, gpu_instance")
+    idle_keys = fleet.with_cluster(plan, "node, instance_type, gpu_instance")
     return [
-        record(c.METRIC_GPU_COST_BY_TEAM_HOURLY, f"sum by ({team_keys}) ({_gauge_hour(c.METRIC_GPU_COST_RATE)})"),
-        record(c.METRIC_GPU_IDLE_COST_HOURLY, f"sum by ({idle_keys}) ({_gauge_hour(c.METRIC_GPU_IDLE_COST_RATE)})"),
+        record(c.METRIC_GPU_COST_BY_TEAM_HOURLY, f"sum by ({team_keys}) ({_gauge_hour(c.METRIC_GPU_COST_RATE, plan)})"),
+        record(c.METRIC_GPU_IDLE_COST_HOURLY,
+               f"sum by ({idle_keys}) ({_gauge_hour(c.METRIC_GPU_IDLE_COST_RATE, plan)})"),
     ]
 
 
 def rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[str, Any]]:
     """Per-second money (group costplan-spend)."""
-    out = linear_rules(c.WINDOW_RATE) + nonlinear_rate_rules(plan, has_included, volume_units)
+    out = linear_rules(plan, c.WINDOW_RATE) + nonlinear_rate_rules(plan, has_included, volume_units)
     out += [rule for rule in gpu_model_rules(plan) if rule["record"] == c.METRIC_SPEND_RATE]
     out += team_gpu_rule(plan, c.WINDOW_RATE) + idle_share_rule(plan, c.WINDOW_RATE)
     return out + rollup_rules(c.WINDOW_RATE) + unit_cost_rules(plan)
@@ -218,9 +235,9 @@ def rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[s
 
 def hourly_rules(plan: Plan, has_included: bool, volume_units: set[str]) -> list[dict[str, Any]]:
     """Money of the last closed hour (group costplan-hourly, after usage and volumes)."""
-    out = gpu_team_rules(plan) + linear_rules(c.WINDOW_HOUR)
+    out = gpu_team_rules(plan) + linear_rules(plan, c.WINDOW_HOUR)
     if has_included or volume_units:
-        out.append(nonlinear_hourly_rule())
+        out.append(nonlinear_hourly_rule(plan))
     out += [rule for rule in gpu_model_rules(plan) if rule["record"] == c.METRIC_SPEND_HOURLY]
     out += team_gpu_rule(plan, c.WINDOW_HOUR) + idle_share_rule(plan, c.WINDOW_HOUR)
     return out + rollup_rules(c.WINDOW_HOUR) + day_rules()

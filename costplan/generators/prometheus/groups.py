@@ -21,6 +21,7 @@ from costplan.generators.prometheus import (
     budgets,
     calendar,
     charges,
+    fleet,
     prices,
     usage,
     volume,
@@ -38,13 +39,34 @@ INTERVALS = {
 
 
 def rule_groups(plan: Plan) -> list[dict[str, Any]]:
+    """The groups this plan (or this part of a fleet, ``plan.scope``) evaluates, in order."""
+    if fleet.is_cluster(plan):
+        content = _cluster_content(plan)
+    elif fleet.is_global(plan):
+        content = _global_content(plan)
+    else:
+        content = _single_content(plan)
+    groups = []
+    for name, rules in content.items():
+        chunks = _shards(rules) if name in SHARDABLE else [rules]
+        for index, chunk in enumerate(chunk for chunk in chunks if chunk):
+            shard = name if index == 0 else f"{name}-{index + 1}"
+            groups.append({"name": shard, "interval": INTERVALS[name], "rules": chunk})
+    return groups
+
+
+def _money_inputs(plan: Plan) -> tuple[bool, set[str]]:
     has_included = any(
         isinstance(pricing, PerRequestWithIncludedTokens)
         for model in plan.models
         for _, pricing, _ in priced_tiers(plan, model)
     )
-    volume_units = {unit for unit, _ in volume.volume_groups(plan)}
-    content = {
+    return has_included, {unit for unit, _ in volume.volume_groups(plan)}
+
+
+def _single_content(plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    has_included, volume_units = _money_inputs(plan)
+    return {
         c.GROUP_PRICES: prices.rules(plan),
         c.GROUP_USAGE: usage.rules(plan),
         # One group, in order, for all money of closed hours: each rule reads
@@ -60,13 +82,39 @@ def rule_groups(plan: Plan) -> list[dict[str, Any]]:
         c.GROUP_SPEND: charges.rules(plan, has_included, volume_units),
         c.GROUP_ALERTS: alerts.rules(plan),
     }
-    groups = []
-    for name, rules in content.items():
-        chunks = _shards(rules) if name in SHARDABLE else [rules]
-        for index, chunk in enumerate(chunk for chunk in chunks if chunk):
-            shard = name if index == 0 else f"{name}-{index + 1}"
-            groups.append({"name": shard, "interval": INTERVALS[name], "rules": chunk})
-    return groups
+
+
+def _cluster_content(plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    """One cluster of a fleet: what reads its raw series (see ``fleet``)."""
+    local_prices = [r for r in prices.price_rules(plan) if r["record"] == c.METRIC_GPU_PRICE_PER_HOUR]
+    content = {
+        c.GROUP_PRICES: local_prices + prices.identity_rules(plan),
+        c.GROUP_USAGE: usage.rules(plan),
+        c.GROUP_HOURLY: usage.hourly_rules(plan),
+        c.GROUP_ALERTS: alerts.source_absent_alerts(plan),
+    }
+    return {name: fleet.cluster_rules(plan, rules) for name, rules in content.items()}
+
+
+def _global_content(plan: Plan) -> dict[str, list[dict[str, Any]]]:
+    """The global engine of a fleet: money, budgets and alerts over every cluster, one hour behind."""
+    has_included, volume_units = _money_inputs(plan)
+    lag = fleet.lag_hours(plan)
+    constants = [r for r in prices.price_rules(plan) if r["record"] != c.METRIC_GPU_PRICE_PER_HOUR]
+    constants += [r for r in prices.identity_rules(plan) if r["record"] == c.METRIC_TEAM_INFO]
+    constants += prices.budget_rules(plan) + calendar.rules(plan.timezone)
+    return {
+        c.GROUP_PRICES: constants,
+        c.GROUP_HOURLY: (
+            calendar.billing_rules(plan.timezone, lag)
+            + fleet.global_usage_rules()
+            + volume.rules(plan)
+            + charges.hourly_rules(plan, has_included, volume_units)
+            + budgets.rules(plan)
+        ),
+        c.GROUP_SPEND: charges.rules(plan, has_included, volume_units),
+        c.GROUP_ALERTS: alerts.budget_alerts(plan) + alerts.trend_alerts(plan),
+    }
 
 
 # Groups whose rules never read each other's results: splitting them changes

@@ -42,14 +42,21 @@ def closed_hour(series: str) -> str:
     return f"last_over_time({series}[1h] offset 1s)"
 
 
-def clock_hour(inner: str) -> str:
-    """``inner`` (an expression over a ``[59m59s:<step>]`` range) at the last full hour before the evaluation."""
-    return f"last_over_time(({inner})[59m59s:{STEP}])"
+def clock_hour(inner: str, lag: int = 0) -> str:
+    """``inner`` (an expression over a ``[59m59s:<step>]`` range) at the last full hour before the evaluation.
+
+    With ``lag`` (hours), at the full hour that many hours earlier: the
+    global part of a fleet bills one hour behind its clusters.
+    """
+    shifted = f" offset {lag}h" if lag else ""
+    return f"last_over_time(({inner})[59m59s:{STEP}]{shifted})"
 
 
-def period_to_date(build: Callable[[str], str], series: str, period: str) -> str:
+def period_to_date(build: Callable[[str], str], series: str, period: str, lag: int = 0) -> str:
     """``build(series)`` summed over the hours of ``period`` up to the last closed hour.
 
+    ``lag`` (hours): the series' current value describes the hour that
+    many hours before the last closed one (a fleet's global part).
     ``build`` turns a series expression into the expression to sum (a
     filter, an aggregation); it is applied to the current value (the last
     closed hour) and, inside the hourly subquery, to each earlier hour.
@@ -60,7 +67,7 @@ def period_to_date(build: Callable[[str], str], series: str, period: str) -> str
         start = selector(c.METRIC_BILLING_PERIOD_START, {c.LABEL_PERIOD: period})
         span = duration(MAX_PERIOD_SECONDS[period])
         # Step S reads the hour ending S - 1h; it is in the period when that hour's end is after the start.
-        keep = f"on() (vector(time()) - {HOUR} > on() {start} @ end())"
+        keep = f"on() (vector(time()) - {HOUR * (1 + lag)} > on() {start} @ end())"
         steps = f"sum_over_time(({earlier} and {keep})[{span}:{STEP}])"
     else:
         hours = parse_duration(period.removeprefix("rolling_")) // HOUR

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from costplan.core import conventions as c
+from costplan.generators.prometheus import fleet
 from costplan.generators.prometheus.periods import period_to_date
 from costplan.generators.prometheus.promql import record, selector
 from costplan.plan.model import PerRequestWithIncludedTokens, Plan, TieredVolume
@@ -54,8 +55,9 @@ def included_rules(plan: Plan) -> list[dict[str, Any]]:
     def allowed(series: str) -> str:
         return f"sum by ({USER_KEY}) ({series} and {has_allowance})"
 
-    requests = period_to_date(allowed, c.METRIC_USAGE_REQUESTS_HOURLY, INCLUDED_PERIOD)
-    tokens = period_to_date(allowed, c.METRIC_USAGE_TOKENS_HOURLY, INCLUDED_PERIOD)
+    lag = fleet.lag_hours(plan)
+    requests = period_to_date(allowed, c.METRIC_USAGE_REQUESTS_HOURLY, INCLUDED_PERIOD, lag)
+    tokens = period_to_date(allowed, c.METRIC_USAGE_TOKENS_HOURLY, INCLUDED_PERIOD, lag)
 
     def overage(tokens_ptd: str, requests_ptd: str) -> str:
         allowance = f"({requests_ptd} * on(model, tier) group_left() {c.METRIC_INCLUDED_TOKENS_PER_REQUEST})"
@@ -103,7 +105,8 @@ def tiered_rules(plan: Plan) -> list[dict[str, Any]]:
             return f"sum by ({TEAM_KEY}) ({series} and {priced})"
 
         rules.append(record(c.METRIC_VOLUME_HOURLY, priced_sum(usage), labels))
-        rules.append(record(c.METRIC_VOLUME_PTD, period_to_date(priced_sum, usage, period), labels))
+        rules.append(record(c.METRIC_VOLUME_PTD, period_to_date(priced_sum, usage, period, fleet.lag_hours(plan)),
+                            labels))
 
         def money(volume: str, unit: str = unit, period: str = period, bands: int = bands) -> str:
             terms = []
