@@ -60,6 +60,7 @@ from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusEr
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure, UsageProblem
 from costplan.core.money import per_unit
+from costplan.generators.prometheus import fleet
 from costplan.generators.prometheus.periods import closed_hour
 from costplan.plan.model import (
     GpuHourly,
@@ -232,9 +233,18 @@ def range_seconds(start: datetime, end: datetime) -> int:
     return (end - start) // timedelta(seconds=1) - 1
 
 
-def read_time(end: datetime) -> datetime:
-    """When a window ending at ``end`` is queried: the hour ending at ``end`` is read in the hour after it."""
-    return end + timedelta(hours=1)
+def read_time(end: datetime, lag_hours: int = 0) -> datetime:
+    """When a window ending at ``end`` is queried: the hour ending at ``end`` is read in the hour after it.
+
+    A fleet's global view records each hour's money ``lag_hours`` later
+    (``generators.prometheus.fleet``): it is read that much later too.
+    """
+    return end + timedelta(hours=1 + lag_hours)
+
+
+def billing_lag_hours(plan: Plan) -> int:
+    """How many hours after the clusters the money of this plan's view is recorded."""
+    return fleet.LAG_HOURS if plan.is_fleet else 0
 
 
 def window_query(metric: str, by: Sequence[str], start: datetime, end: datetime) -> str:
@@ -405,9 +415,10 @@ def collect(
     tz = ZoneInfo(plan.timezone)
     parts = windows(period, tz)
     rows: list[UsageRow] = []
+    lag = billing_lag_hours(plan)
 
     def fetch(window: tuple[datetime, datetime]) -> dict[str, Any]:
-        return client.query_payload(day_query(*window), read_time(window[1]))
+        return client.query_payload(day_query(*window), read_time(window[1], lag))
 
     with ThreadPoolExecutor(max_workers=max(1, in_flight)) as pool:
         pending: deque[Future[dict[str, Any]]] = deque()

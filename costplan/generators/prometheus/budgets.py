@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from costplan.core import conventions as c
-from costplan.generators.prometheus import fleet
 from costplan.generators.prometheus.periods import period_to_date
 from costplan.generators.prometheus.promql import record, selector
 from costplan.plan.model import Plan
@@ -35,8 +34,7 @@ def rules(plan: Plan) -> list[dict[str, Any]]:
         return []
     team_hourly = c.spend_rollup("team", c.WINDOW_HOUR)
     out = [
-        record(c.METRIC_SPEND_PTD_BY_TEAM, period_to_date(_same, team_hourly, period, fleet.lag_hours(plan)),
-               {c.LABEL_PERIOD: period})
+        record(c.METRIC_SPEND_PTD_BY_TEAM, period_to_date(_same, team_hourly, period), {c.LABEL_PERIOD: period})
         for period in periods
     ]
     out.append(record(c.METRIC_SPEND_PTD, f"sum by (period) ({c.METRIC_SPEND_PTD_BY_TEAM})"))

@@ -194,7 +194,9 @@ def rules(timezone: str, names: CalendarNames = NOW, moment: str = "time()") -> 
     local_now = f"({moment} + {offset})"
     out = [
         record(offset, f"vector({number(rule.standard)})" if not rule.has_dst else offset_expr(rule, now)),
-        record(start_local, f"{local_now} - {local_now} % {DAY}", {"period": "day"}),
+        # A floored remainder: PromQL's % keeps the dividend's sign, and an hour
+        # ending at the epoch is billed from the second before it.
+        record(start_local, f"{local_now} - ({local_now} % {DAY} + {DAY}) % {DAY}", {"period": "day"}),
         record(start_local, f"{day} - ((day_of_week({day}) + 6) % 7) * {DAY}", {"period": "week"}),
         record(start_local, f"{day} - (day_of_month({day}) - 1) * {DAY}", {"period": "month"}),
         record(end_local, f"{day} + {DAY}", {"period": "day"}),

@@ -16,8 +16,9 @@ group reads that value once that hour is over too (``lagged_hour``), when
 every cluster has written it and the remote write has carried it (up to
 about 55 minutes of delay change nothing). So at 10:17 a cluster holds the
 usage of 09:00-10:00 and the global view bills 08:00-09:00; the global
-calendar and period sums are shifted by the same hour
-(``LAG_HOURS``). A team's budgets add its spend in every cluster; per-identity
+billing calendar and the GPU hours it integrates itself are shifted by the
+same hour (``LAG_HOURS``), and ``costplan report`` reads the global view
+that much later. A team's budgets add its spend in every cluster; per-identity
 money keeps ``cluster``, so the report splits every team by cluster.
 
 Constants both sides record (``costplan:team_info``) are read globally

@@ -30,6 +30,7 @@ from costplan.generators.prometheus.promql import duration, parse_duration, sele
 STEP = "1h"
 HOUR = 3600
 PART = "costplan_part"  # a label that keeps the two parts of a sum apart until they are added
+PERIOD_START = "costplan_period_start"  # an hour's billing period, as a label while it is summed
 
 
 def closed_hour(series: str) -> str:
@@ -52,23 +53,33 @@ def clock_hour(inner: str, lag: int = 0) -> str:
     return f"last_over_time(({inner})[59m59s:{STEP}]{shifted})"
 
 
-def period_to_date(build: Callable[[str], str], series: str, period: str, lag: int = 0) -> str:
+def period_to_date(build: Callable[[str], str], series: str, period: str) -> str:
     """``build(series)`` summed over the hours of ``period`` up to the last closed hour.
 
-    ``lag`` (hours): the series' current value describes the hour that
-    many hours before the last closed one (a fleet's global part).
-    ``build`` turns a series expression into the expression to sum (a
-    filter, an aggregation); it is applied to the current value (the last
-    closed hour) and, inside the hourly subquery, to each earlier hour.
+    ``build`` turns a series expression into the expression to sum (an
+    aggregation); it is applied to the current value (the last closed hour)
+    and, inside the hourly subquery, to each earlier hour.
+
+    Which earlier hours belong to the current period is decided without an
+    ``@`` modifier: VictoriaMetrics evaluates ``@ end()`` inside a subquery
+    at the subquery's own (rounded-up) end, not at the evaluation time, so a
+    filter written that way selects nothing there. Instead each earlier hour
+    carries, as a label (``count_values``), the start of the period it was
+    billed to (the billing calendar recorded beside it in the hourly group),
+    and only the sums whose label is the current billing period's start are
+    kept. Both engines evaluate that the same way, and a fleet's global part
+    (whose billing calendar runs behind, ``calendar.billing_rules``) needs no
+    other shift.
     """
     current = build(series)
     earlier = build(closed_hour(series))
     if period in MAX_PERIOD_SECONDS:
         start = selector(c.METRIC_BILLING_PERIOD_START, {c.LABEL_PERIOD: period})
         span = duration(MAX_PERIOD_SECONDS[period])
-        # Step S reads the hour ending S - 1h; it is in the period when that hour's end is after the start.
-        keep = f"on() (vector(time()) - {HOUR * (1 + lag)} > on() {start} @ end())"
-        steps = f"sum_over_time(({earlier} and {keep})[{span}:{STEP}])"
+        tag = f'on() group_left({PERIOD_START}) (0 * count_values("{PERIOD_START}", {closed_hour(start)}))'
+        now = f'count_values("{PERIOD_START}", {start})'
+        steps = (f"sum without ({PERIOD_START}) (sum_over_time(({earlier} + {tag})[{span}:{STEP}])"
+                 f" and on({PERIOD_START}) {now})")
     else:
         hours = parse_duration(period.removeprefix("rolling_")) // HOUR
         if hours <= 1:

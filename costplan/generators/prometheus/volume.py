@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 from costplan.core import conventions as c
-from costplan.generators.prometheus import fleet
 from costplan.generators.prometheus.periods import period_to_date
 from costplan.generators.prometheus.promql import record, selector
 from costplan.plan.model import PerRequestWithIncludedTokens, Plan, TieredVolume
@@ -50,14 +49,17 @@ def included_rules(plan: Plan) -> list[dict[str, Any]]:
     if not any(isinstance(p, PerRequestWithIncludedTokens) for p in _pricings(plan)):
         return []
     period = {c.LABEL_PERIOD: INCLUDED_PERIOD}
-    has_allowance = f"on(model, tier) {c.METRIC_INCLUDED_TOKENS_PER_REQUEST} @ end()"
+    has_allowance = f"on(model, tier) {c.METRIC_INCLUDED_TOKENS_PER_REQUEST}"
 
     def allowed(series: str) -> str:
         return f"sum by ({USER_KEY}) ({series} and {has_allowance})"
 
-    lag = fleet.lag_hours(plan)
-    requests = period_to_date(allowed, c.METRIC_USAGE_REQUESTS_HOURLY, INCLUDED_PERIOD, lag)
-    tokens = period_to_date(allowed, c.METRIC_USAGE_TOKENS_HOURLY, INCLUDED_PERIOD, lag)
+    def summed(series: str) -> str:
+        return f"sum by ({USER_KEY}) ({series})"
+
+    # Summed first and selected after: the allowance as of now, not as of each earlier hour.
+    requests = f"{period_to_date(summed, c.METRIC_USAGE_REQUESTS_HOURLY, INCLUDED_PERIOD)} and {has_allowance}"
+    tokens = f"{period_to_date(summed, c.METRIC_USAGE_TOKENS_HOURLY, INCLUDED_PERIOD)} and {has_allowance}"
 
     def overage(tokens_ptd: str, requests_ptd: str) -> str:
         allowance = f"({requests_ptd} * on(model, tier) group_left() {c.METRIC_INCLUDED_TOKENS_PER_REQUEST})"
@@ -96,7 +98,7 @@ def tiered_rules(plan: Plan) -> list[dict[str, Any]]:
     rules = []
     for (unit, period), bands in volume_groups(plan).items():
         usage = c.METRIC_USAGE_TOKENS_HOURLY if unit == "tokens" else c.METRIC_USAGE_REQUESTS_HOURLY
-        priced = f"on(model, tier) {band(c.METRIC_VOLUME_BAND_START, unit, period, 0)} @ end()"
+        priced = f"on(model, tier) {band(c.METRIC_VOLUME_BAND_START, unit, period, 0)}"
         labels = {c.LABEL_UNIT: unit, c.LABEL_PERIOD: period}
         volume_sel = selector(c.METRIC_VOLUME_PTD, labels)
         hour_sel = selector(c.METRIC_VOLUME_HOURLY, labels)
@@ -105,8 +107,13 @@ def tiered_rules(plan: Plan) -> list[dict[str, Any]]:
             return f"sum by ({TEAM_KEY}) ({series} and {priced})"
 
         rules.append(record(c.METRIC_VOLUME_HOURLY, priced_sum(usage), labels))
-        rules.append(record(c.METRIC_VOLUME_PTD, period_to_date(priced_sum, usage, period, fleet.lag_hours(plan)),
-                            labels))
+
+        def summed(series: str) -> str:
+            return f"sum by ({TEAM_KEY}) ({series})"
+
+        # Summed first and selected after: the bands as of now, not as of each earlier hour.
+        volume_ptd = f"({period_to_date(summed, usage, period)}) and {priced}"
+        rules.append(record(c.METRIC_VOLUME_PTD, volume_ptd, labels))
 
         def money(volume: str, unit: str = unit, period: str = period, bands: int = bands) -> str:
             terms = []
