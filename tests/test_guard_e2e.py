@@ -139,7 +139,7 @@ def test_the_month_end_throttles_blocks_overrides_releases_and_follows_fail_mode
     cluster = Cluster(tmp_path, plan)
     now = [at("2025-03-31T10:30:00Z")]
     logs: list[dict] = []
-    reconciler = Reconciler(guard_config(plan), Prometheus(month_end.url),
+    reconciler = Reconciler(guard_config(plan), Prometheus(month_end.url, timezone=plan.timezone),
                             KubeSecrets(NS, kubeconfig=str(cluster.kubeconfig)), clock=lambda: now[0], log=logs.append)
     try:
         def step(moment: str) -> dict[str, str]:
@@ -350,7 +350,7 @@ def test_the_month_end_against_a_real_cluster(month_end):
             core.create_namespaced_secret(namespace, body)
         now = [at("2025-03-31T10:30:00Z")]
         guard = dataclasses.replace(guard_config(plan), secret_namespace=namespace)
-        reconciler = Reconciler(guard, Prometheus(month_end.url),
+        reconciler = Reconciler(guard, Prometheus(month_end.url, timezone=plan.timezone),
                                 KubeSecrets(namespace, kubeconfig=REAL_KUBECONFIG), clock=lambda: now[0])
 
         def state(name: str) -> str:

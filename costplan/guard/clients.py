@@ -22,6 +22,7 @@ from costplan.core import conventions as c
 from costplan.core.errors import CostplanError
 from costplan.core.redact import redact_url, safe
 from costplan.guard.decide import SpendKey
+from costplan.plan.enforcement import period_start
 
 QUERY_TIMEOUT = 10.0
 
@@ -40,15 +41,38 @@ class Prometheus:
     """
 
     def __init__(self, url: str, timeout: float = QUERY_TIMEOUT,
-                 headers: Callable[[], Mapping[str, str]] | None = None) -> None:
+                 headers: Callable[[], Mapping[str, str]] | None = None, timezone: str = "UTC") -> None:
         self.url = url.rstrip("/")
+        self.timezone = timezone
         self.display = redact_url(url)
         self.timeout = timeout
         self.headers = headers or dict
 
     def budget_spend(self, at: dt.datetime) -> dict[SpendKey, Decimal]:
-        """``costplan:budget_spend`` of every team budget at ``at``, exactly as Prometheus prints it."""
-        query = urllib.parse.urlencode({"query": f'{c.METRIC_BUDGET_SPEND}{{team!=""}}', "time": f"{at.timestamp():.3f}"})
+        """``costplan:budget_spend`` of every team budget at ``at``, exactly as Prometheus prints it.
+
+        A budget of a calendar period counts nothing while its series still
+        describes the period before: in the first hour of a period the
+        budget rules carry the period that just ended (complete with its
+        last hour), and a key blocked for last month must be released when
+        the month turns. Which period the series describe is
+        ``costplan:billing_period_start_seconds``, read in the same query.
+        """
+        spend_query = f'label_replace({c.METRIC_BUDGET_SPEND}{{team!=""}}, "{SERIES}", "spend", "", "")'
+        start_query = f'label_replace({c.METRIC_BILLING_PERIOD_START}, "{SERIES}", "start", "", "")'
+        spend: dict[SpendKey, Decimal] = {}
+        billed_from: dict[str, Decimal] = {}
+        for labels, value in self._query(f"{spend_query} or {start_query}", at):
+            period = labels.get(c.LABEL_PERIOD, "")
+            if labels.get(SERIES) == "start":
+                billed_from[period] = value
+            else:
+                spend[(labels.get(c.LABEL_TEAM, ""), labels.get(c.LABEL_BUDGET, ""), period)] = value
+        return {key: Decimal(0) if _before(billed_from.get(key[2]), key[2], at, self.timezone) else value
+                for key, value in spend.items()}
+
+    def _query(self, expr: str, at: dt.datetime) -> list[tuple[dict[str, str], Decimal]]:
+        query = urllib.parse.urlencode({"query": expr, "time": f"{at.timestamp():.3f}"})
         try:
             request = urllib.request.Request(f"{self.url}/api/v1/query?{query}", headers=dict(self.headers()))
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -64,16 +88,24 @@ class Prometheus:
         if not isinstance(payload, dict) or payload.get("status") != "success":
             error = payload.get("error", "query failed") if isinstance(payload, dict) else "not Prometheus API JSON"
             raise PrometheusUnavailable(f"{self.display}: {safe(str(error))[:200]}")
-        out: dict[SpendKey, Decimal] = {}
+        out = []
         for item in payload["data"]["result"]:
-            labels = item["metric"]
             try:
                 value = Decimal(item["value"][1])
             except InvalidOperation:
                 continue
             if value.is_finite():
-                out[(labels.get(c.LABEL_TEAM, ""), labels.get(c.LABEL_BUDGET, ""), labels.get(c.LABEL_PERIOD, ""))] = value
+                out.append((item["metric"], value))
         return out
+
+
+SERIES = "costplan_series"  # keeps the two selections of the guard's one query apart
+
+
+def _before(billed_from: Decimal | None, period: str, at: dt.datetime, timezone: str) -> bool:
+    """Whether the budget series of ``period`` still describe a period that ended before ``at``."""
+    start = period_start(period, at, timezone)
+    return billed_from is not None and start is not None and billed_from < Decimal(int(start.timestamp()))
 
 
 class KubeSecrets:

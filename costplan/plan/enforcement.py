@@ -173,6 +173,21 @@ def from_document(doc: Mapping[str, Any]) -> GuardConfig:
     )
 
 
+def period_start(period: str, now: dt.datetime, timezone: str) -> dt.datetime | None:
+    """When the calendar period holding ``now`` began, in the plan's timezone; ``None`` for rolling windows."""
+    zone = ZoneInfo(timezone)
+    day = now.astimezone(zone).date()
+    if period == "day":
+        start = day
+    elif period == "week":
+        start = day - dt.timedelta(days=day.weekday())
+    elif period == "month":
+        start = day.replace(day=1)
+    else:
+        return None
+    return dt.datetime(start.year, start.month, start.day, tzinfo=zone)
+
+
 def period_end(period: str, now: dt.datetime, timezone: str) -> dt.datetime | None:
     """When the calendar period holding ``now`` ends, in the plan's timezone; ``None`` for rolling windows.
 
