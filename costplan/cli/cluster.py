@@ -71,7 +71,9 @@ def _common(function: Any) -> Any:
         job_env_option,
         click.option("--kubeconfig", type=click.Path(dir_okay=False),
                      help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)."),
-        click.option("--context", help="Kubeconfig context (default: the current context)."),
+        click.option("--context", help="Kubeconfig context (default: the current context). Fleet plans: the "
+                                       "context of the one --cluster, or of the global part with --global or "
+                                       "--all-clusters."),
         click.option("--applyset-namespace",
                      help="Namespace of the ApplySet parent ConfigMap (default: the Prometheus namespace)."),
         click.option("--prune/--no-prune", default=True, show_default=True,
