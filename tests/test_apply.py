@@ -1690,3 +1690,18 @@ def test_two_parts_defining_one_object_on_one_server_are_refused(tmp_path: Path)
         assert result.exit_code == 0, result.stderr
     finally:
         shared.close()
+
+
+def test_doctor_checks_one_cluster_of_a_fleet_in_its_own_context(fleet: Fleet) -> None:
+    assert fleet.cli("apply", "--cluster", "east").exit_code == 0
+    for server in fleet.servers.values():
+        server.requests.clear()
+    runner = CliRunner()
+    refused = runner.invoke(cli_cluster.doctor_command, ["-f", str(fleet.plan), "--kubeconfig", str(fleet.kubeconfig),
+                                                         "--no-prometheus"])
+    assert refused.exit_code == 2 and "choose --cluster NAME" in refused.stderr
+    result = runner.invoke(cli_cluster.doctor_command, ["-f", str(fleet.plan), "--kubeconfig", str(fleet.kubeconfig),
+                                                        "--cluster", "east", "--no-prometheus"])
+    assert result.exit_code == 4, result.output  # the fake has no Kuadrant operator and no key Secrets
+    assert "ok   crds: 5 custom kinds" in result.stdout  # east's part only: no global kinds
+    assert fleet.servers["east"].requests and not fleet.servers["west"].requests and not fleet.servers["mgmt"].requests

@@ -134,6 +134,8 @@ CASES = [
     ("doctor-invalid", ["doctor", "-f", "broken/costplan.yaml"], None, ExitCode.PLAN_INVALID),
     ("doctor-unknown-env", ["doctor", "-e", "nope"], None, ExitCode.USAGE),
     ("doctor-no-cluster", ["doctor", "-e", "dev", "--prometheus-url", UNREACHABLE], None, ExitCode.EXTERNAL),
+    ("doctor-fleet-needs-a-cluster", ["doctor", "-e", "fleet"], None, ExitCode.USAGE),
+    ("doctor-fleet-unknown-cluster", ["doctor", "-e", "fleet", "--cluster", "nope"], None, ExitCode.USAGE),
     ("guard-invalid", ["guard", "-f", "broken/costplan.yaml", "--once"], None, ExitCode.PLAN_INVALID),
     ("guard-no-cluster", ["guard", "--once"], None, ExitCode.EXTERNAL),
     ("budget-bad-until", ["budget", "override", "ml-research", "--until", "someday"], None, ExitCode.USAGE),

@@ -320,6 +320,9 @@ DOCTOR_EXIT = {doctor.OK: ExitCode.OK, doctor.WARN: ExitCode.CHANGED, doctor.FAI
               help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
 @click.option("--context", help="Kubeconfig context (default: the current context).")
 @query_options
+@click.option("--cluster", "cluster_name", metavar="NAME",
+              help="Fleet plans: check cluster NAME's part in its kubeconfig context (--context overrides) "
+                   "and query its own Prometheus (--prometheus-url overrides).")
 @click.option("--no-prometheus", is_flag=True, help="Skip the checks that query Prometheus.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="One line per check, or a JSON list of findings on stdout.")
@@ -333,6 +336,7 @@ def doctor_command(
     prometheus_url: str | None,
     tenant: str | None,
     bearer_token_file: str | None,
+    cluster_name: str | None,
     no_prometheus: bool,
     output_format: str,
     timeout: float,
@@ -340,14 +344,28 @@ def doctor_command(
     """Check on a live cluster what the build relies on: CRD versions, policy status, key Secrets, usage series, GPU prices.
 
     One ok/warn/fail line per check with the fix. Exit 0 all ok, 1 a warning, 4 a failure.
+    A fleet plan is checked one cluster at a time (--cluster NAME).
     """
     env = _environment(plan_path, environment)
     result = build_stage.build(plan_path, [env])
     env_name, artifacts = next(iter(result.environments.items()))
     plan = result.plans[env_name]
+    url, default_tenant = plan.query_url, plan.query_tenant
+    if plan.is_fleet and cluster_name is None:
+        raise click.UsageError(f"environment {env_name!r} is a fleet (clusters: "
+                               f"{', '.join(c.name for c in plan.clusters)}): choose --cluster NAME")
+    if cluster_name is not None and not plan.is_fleet:
+        raise click.UsageError(f"--cluster is for fleet plans; environment {env_name!r} has no clusters[]")
+    if plan.is_fleet:
+        # A fleet is checked one cluster at a time: its objects, its key
+        # Secrets, and the raw source series only its own Prometheus holds.
+        (target,) = targets(plan, env_name, (str(cluster_name),), False, False, context)
+        artifacts = [a for a in artifacts if a.part == target.part]
+        plan, context = target.plan, target.context
+        url, default_tenant = plan.integrations.prometheus.url, None
     cluster = connect(kubeconfig, context, timeout)
     query = None if no_prometheus else prometheus_query(
-        query_endpoint(prometheus_url or plan.query_url, tenant or plan.query_tenant, bearer_token_file), timeout)
+        query_endpoint(prometheus_url or url, tenant or default_tenant, bearer_token_file), timeout)
     findings = doctor.run(plan, apply.desired_objects(artifacts), cluster, query, (check_gpu_prices, GPU_PRICE_QUERY))
     if output_format == "json":
         click.echo(json.dumps([f.as_dict() for f in findings], indent=2, sort_keys=True))
