@@ -1688,6 +1688,12 @@ def test_two_parts_defining_one_object_on_one_server_are_refused(tmp_path: Path)
             "  engine: prometheus\n", "  engine: prometheus\n  namespace: llm-q1\n"), encoding="utf-8")
         result = shared.cli("apply", "--all-clusters")
         assert result.exit_code == 0, result.stderr
+        # monitoring-q1 is in east's ApplySet; the global part leaves it there.
+        shared.clear()
+        again = shared.cli("apply", "--all-clusters")
+        assert again.exit_code == 0, again.stderr
+        assert not any(backend.writes for backend in shared.backends.values()), again.stderr
+        assert shared.cli("diff", "--all-clusters").exit_code == 0
     finally:
         shared.close()
 

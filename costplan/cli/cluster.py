@@ -291,9 +291,14 @@ def _run(
         cluster = connect(kubeconfig, target.context, timeout)  # each part's run has the whole --timeout
         for notice in getattr(cluster, "notices", ()):  # e.g. unverified TLS: once per run, not per request
             click.echo(notice, err=True)
+        siblings = frozenset(
+            applyset_for(plan.name, env_name, applyset.namespace, part).id
+            for part in [*(fleet.cluster_part(c) for c in plan.clusters), fleet.GLOBAL_PART]
+            if part != target.part
+        ) if plan.is_fleet else frozenset()
         options = apply.Options(mode=mode, show_diff=show_diff, prune=prune, force_conflicts=force_conflicts,
                                 create_namespaces=create_namespaces or plan.install.create_namespaces,
-                                wait=None if check else wait)
+                                wait=None if check else wait, siblings=siblings)
         members = [a for a in artifacts if a.part == target.part]
         outcome = apply.run(cluster, apply.desired_objects(members), applyset, options,
                             out=lambda text: click.echo(text, nl=False), err=err, components=_components(part_plan))
