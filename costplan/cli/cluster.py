@@ -17,7 +17,9 @@ kubeconfig context, ``--global`` takes ``global/`` to the current context,
 ``--context`` overrides the context of the one part selected (with
 ``--all-clusters``: of the global part). Without a selector a fleet plan is
 refused: applying it to one context would put every cluster's gateway
-policies into one cluster.
+policies into one cluster. Every context is resolved before the first
+write; a part that fails does not stop the next ones (each is its own
+cluster), and the run exits with the worst outcome.
 """
 
 from __future__ import annotations
