@@ -1521,3 +1521,193 @@ def test_lists_fall_back_to_each_namespace_when_a_cluster_wide_list_is_forbidden
     assert "/api/v1/configmaps" in {p.split("?")[0] for p in listed}  # tried once, refused
     assert len(listed) == 1 + 3  # then one list per recorded namespace
     assert server.count("write") == 0
+
+
+# ---------------------------------------------------------------------------
+# Fleets: each part into its own cluster, as its own ApplySet
+# ---------------------------------------------------------------------------
+
+FLEET_CLUSTERS = "clusters:\n  - name: east\n    context: ctx-east\n  - name: west\n    context: ctx-west\n" \
+                 "metrics:\n  engine: prometheus\n  queryURL: http://thanos-query.monitoring-q1.svc:9090\n"
+
+
+class Fleet:
+    """Three API servers (east, west, the management cluster) behind one kubeconfig with three contexts."""
+
+    def __init__(self, tmp_path: Path, *, shared_global: bool = False) -> None:
+        namespaces = ["llm-q1", "monitoring-q1", "kuadrant-q1"]
+        self.backends = {name: FakeCluster(namespaces) for name in ("east", "west", "mgmt")}
+        if shared_global:  # the global part on a member cluster: mgmt is east
+            self.backends["mgmt"] = self.backends["east"]
+        self.servers = {name: ApiServer(backend) for name, backend in self.backends.items()
+                        if name != "mgmt" or not shared_global}
+        urls = {name: server.url for name, server in self.servers.items()}
+        urls.setdefault("mgmt", urls["east"])
+        contexts = {"ctx-east": "east", "ctx-west": "west", "mgmt": "mgmt", "west-admin": "west"}
+        self.kubeconfig = tmp_path / "kubeconfig"
+        self.kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "mgmt",
+            "clusters": [{"name": n, "cluster": {"server": urls[n]}} for n in ("east", "west", "mgmt")],
+            "contexts": [{"name": c, "context": {"cluster": n, "user": "test"}} for c, n in contexts.items()],
+            "users": [{"name": "test", "user": {"token": "test"}}],
+        }))
+        self.plan = tmp_path / "costplan.yaml"
+        self.write_plan()
+
+    def write_plan(self, drop_team: str | None = None) -> None:
+        self.plan.write_text(scenario_plan("q1", drop_team=drop_team) + FLEET_CLUSTERS, encoding="utf-8")
+
+    def part(self, part: str) -> set[str]:
+        """Keys of a part's manifests in the build, as the servers name them."""
+        artifacts = build_stage.build(self.plan, [None]).environments["base"]
+        return {str(key_of(a.data)) for a in artifacts if a.is_manifest and a.part == part}
+
+    def cli(self, command: str, *args: str):
+        return _cli(command, self.plan, self.kubeconfig, *args)
+
+    def written(self, name: str) -> set[str]:
+        return {str(key) for _, key in self.backends[name].writes}
+
+    def members(self, name: str, part: str) -> set[str]:
+        """Objects on a server labelled as members of a part's ApplySet."""
+        set_id = applyset_id(f"costplan-demo-q1-base-{part.replace('/', '-')}", "monitoring-q1")
+        return {str(key) for key, obj in self.backends[name].objects.items()
+                if obj["metadata"].get("labels", {}).get(c.LABEL_APPLYSET_PART_OF) == set_id}
+
+    def clear(self) -> None:
+        for backend in self.backends.values():
+            backend.writes.clear()
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.close()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    found = Fleet(tmp_path)
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.mark.parametrize("command", ["apply", "diff"])
+def test_a_fleet_plan_is_refused_without_a_cluster_selector(fleet: Fleet, command: str) -> None:
+    result = fleet.cli(command)
+    assert result.exit_code == 2, result.stderr
+    assert "is a fleet (clusters: east, west)" in result.stderr
+    assert "--cluster NAME, --all-clusters or --global" in result.stderr
+    assert not any(backend.writes for backend in fleet.backends.values())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cluster", "north"], "no cluster 'north' in environment 'base' (clusters: east, west)"),
+    (["--all-clusters", "--cluster", "east"], "--all-clusters already takes every cluster"),
+    (["--cluster", "east", "--cluster", "west", "--context", "ctx-east"], "--context names one cluster's context"),
+])
+def test_fleet_selectors_that_cannot_be_right_are_usage_errors(fleet: Fleet, args: list[str], message: str) -> None:
+    result = fleet.cli("apply", *args)
+    assert result.exit_code == 2, result.stderr
+    assert message in result.stderr
+
+
+def test_cluster_selectors_on_a_single_cluster_plan_are_usage_errors(served: tuple[ApiServer, Path, Path]) -> None:
+    server, kubeconfig, plan = served
+    result = _cli("apply", plan, kubeconfig, "--cluster", "east")
+    assert result.exit_code == 2, result.stderr
+    assert "are for fleet plans" in result.stderr
+    assert not server.backend.writes
+
+
+def test_apply_one_cluster_writes_only_that_clusters_part_into_its_context(fleet: Fleet) -> None:
+    result = fleet.cli("apply", "--cluster", "east")
+    assert result.exit_code == 0, result.stderr
+    assert "== cluster east: clusters/east/ into context ctx-east" in result.stderr
+    east = fleet.part("clusters/east")
+    parent = "ConfigMap/monitoring-q1/costplan-demo-q1-base-clusters-east"
+    assert fleet.written("east") == east | {parent}
+    assert fleet.members("east", "clusters/east") == east
+    assert not fleet.backends["west"].writes and not fleet.backends["mgmt"].writes
+
+
+def test_a_context_option_overrides_one_clusters_context(fleet: Fleet) -> None:
+    result = fleet.cli("apply", "--cluster", "west", "--context", "west-admin")
+    assert result.exit_code == 0, result.stderr
+    assert "into context west-admin" in result.stderr
+    assert fleet.members("west", "clusters/west") == fleet.part("clusters/west")
+    refused = fleet.cli("apply", "--cluster", "west", "--context", "ctx-east")  # east's server: east's objects
+    assert refused.exit_code == 2 and "check clusters[].context" in refused.stderr
+
+
+def test_all_clusters_applies_each_part_to_its_own_server_then_the_global_part(fleet: Fleet) -> None:
+    result = fleet.cli("apply", "--all-clusters")
+    assert result.exit_code == 0, result.stderr
+    headers = [line for line in result.stderr.splitlines() if line.startswith("== ")]
+    assert [h.split(":")[0] for h in headers] == ["== cluster east", "== cluster west", "== global"]
+    for server, part in (("east", "clusters/east"), ("west", "clusters/west"), ("mgmt", "global")):
+        assert fleet.members(server, part) == fleet.part(part), part
+    assert fleet.members("mgmt", "clusters/east") == set()
+    assert any("PrometheusRule/monitoring-q1/costplan-spend" in key for key in fleet.members("mgmt", "global"))
+    assert not any("costplan-spend" in key for key in fleet.written("east") | fleet.written("west"))
+
+    fleet.clear()
+    again = fleet.cli("apply", "--all-clusters")
+    assert again.exit_code == 0, again.stderr
+    assert not any(backend.writes for backend in fleet.backends.values()), "a second run is a no-op"
+    for line in RECAP.findall(again.stderr):
+        assert line[1:4] == ("0", "0", "0"), again.stderr
+    assert fleet.cli("diff", "--all-clusters").exit_code == 0
+
+
+def test_pruning_stays_within_the_part_applied(fleet: Fleet) -> None:
+    assert fleet.cli("apply", "--all-clusters").exit_code == 0
+    before = {name: fleet.members(name, part) for name, part in
+              (("east", "clusters/east"), ("west", "clusters/west"), ("mgmt", "global"))}
+    fleet.write_plan(drop_team="research")
+    fleet.clear()
+    result = fleet.cli("apply", "--cluster", "east")
+    assert result.exit_code == 0, result.stderr
+    pruned = lines(result.stderr, "pruned")
+    assert pruned and pruned <= before["east"]
+    assert fleet.members("west", "clusters/west") == before["west"]
+    assert fleet.members("mgmt", "global") == before["mgmt"]
+    assert not fleet.backends["west"].writes and not fleet.backends["mgmt"].writes
+
+
+def test_two_parts_defining_one_object_on_one_server_are_refused(tmp_path: Path) -> None:
+    shared = Fleet(tmp_path, shared_global=True)  # the management cluster is east
+    try:
+        for args in (["--all-clusters"], ["--global"], ["--cluster", "east"]):
+            result = shared.cli("apply", *args)
+            assert result.exit_code == 2, result.stderr
+            assert "both define" in result.stderr and "PrometheusRule/monitoring-q1/costplan-alerts" in result.stderr
+        assert not any(backend.writes for backend in shared.backends.values())
+        assert shared.cli("apply", "--cluster", "west").exit_code == 0  # west shares nothing with the others
+        shared.plan.write_text(shared.plan.read_text().replace(
+            "  engine: prometheus\n", "  engine: prometheus\n  namespace: llm-q1\n"), encoding="utf-8")
+        result = shared.cli("apply", "--all-clusters")
+        assert result.exit_code == 0, result.stderr
+        # monitoring-q1 is in east's ApplySet; the global part leaves it there.
+        shared.clear()
+        again = shared.cli("apply", "--all-clusters")
+        assert again.exit_code == 0, again.stderr
+        assert not any(backend.writes for backend in shared.backends.values()), again.stderr
+        assert shared.cli("diff", "--all-clusters").exit_code == 0
+    finally:
+        shared.close()
+
+
+def test_doctor_checks_one_cluster_of_a_fleet_in_its_own_context(fleet: Fleet) -> None:
+    assert fleet.cli("apply", "--cluster", "east").exit_code == 0
+    for server in fleet.servers.values():
+        server.requests.clear()
+    runner = CliRunner()
+    refused = runner.invoke(cli_cluster.doctor_command, ["-f", str(fleet.plan), "--kubeconfig", str(fleet.kubeconfig),
+                                                         "--no-prometheus"])
+    assert refused.exit_code == 2 and "choose --cluster NAME" in refused.stderr
+    result = runner.invoke(cli_cluster.doctor_command, ["-f", str(fleet.plan), "--kubeconfig", str(fleet.kubeconfig),
+                                                        "--cluster", "east", "--no-prometheus"])
+    assert result.exit_code == 4, result.output  # the fake has no Kuadrant operator and no key Secrets
+    assert "ok   crds: 5 custom kinds" in result.stdout  # east's part only: no global kinds
+    assert fleet.servers["east"].requests and not fleet.servers["west"].requests and not fleet.servers["mgmt"].requests

@@ -337,3 +337,40 @@ def test_a_teams_gpu_hours_are_in_its_monthly_report(bundled_plan):
     detail = list(csv.DictReader(io.StringIO(report.chargeback_csv(plan, period, rows, "detail"))))
     assert {(r["user"], r["model"], r["cost"]) for r in detail} == {
         ("", "", "6.0360000000"), ("premiumuser1", "claude-sonnet", "1.5000000000")}
+
+
+def _fleet_jobs(bundled_plan, **metrics) -> dict[str, dict]:
+    from costplan.plan import fleet
+
+    plan = bundled_plan("fleet")
+    plan = dataclasses.replace(plan, metrics=dataclasses.replace(plan.metrics, **metrics))
+    return {a.name: a.data for a in reports.generate(fleet.global_plan(plan)) if a.kind == "CronJob"}
+
+
+def test_fleet_report_jobs_read_the_global_engine_with_its_tenant_and_a_mounted_token(bundled_plan):
+    from costplan.cli.chargeback import check_gpu_prices_command
+
+    jobs = _fleet_jobs(bundled_plan, tenant="finance")
+    commands = {"costplan-report": report_command, "costplan-gpu-price-check": check_gpu_prices_command}
+    for name, job in jobs.items():
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        args = container["args"]
+        assert args[args.index("--tenant") + 1] == "finance"
+        token_file = args[args.index("--bearer-token-file") + 1]
+        assert token_file == "/var/run/secrets/costplan.dev/metrics/token"
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "metrics-token")
+        assert mount == {"name": "metrics-token", "mountPath": "/var/run/secrets/costplan.dev/metrics", "readOnly": True}
+        volume = next(v for v in pod["volumes"] if v["name"] == "metrics-token")
+        assert volume["secret"] == {"secretName": "costplan-metrics-reader", "items": [{"key": "token", "path": "token"}]}
+        assert container["env"] == [] or all("valueFrom" in e for e in container["env"])  # no token in the spec
+        context = commands[name].make_context(name, list(args[1:]))  # the job's arguments parse
+        assert context.params["tenant"] == "finance" and context.params["bearer_token_file"] == token_file
+
+
+def test_fleet_report_jobs_without_a_tenant_or_token_pass_neither(bundled_plan):
+    for job in _fleet_jobs(bundled_plan, tenant=None, bearer_token=None).values():
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        args = pod["containers"][0]["args"]
+        assert "--tenant" not in args and "--bearer-token-file" not in args
+        assert not any(v["name"] == "metrics-token" for v in pod["volumes"])

@@ -81,7 +81,8 @@ def guard_command(plan_path: Path, environment: str | None, config_path: Path | 
                   period: float | None, listen: str, once: bool, dry_run: bool) -> None:
     """Keep every key Secret's budget state where the plan's actions put it."""
     config = _config(plan_path, environment, config_path)
-    endpoint = query_endpoint(prometheus_url or config.prometheus_url, tenant, bearer_token_file)
+    endpoint = query_endpoint(prometheus_url or config.prometheus_url, tenant or config.tenant,
+                              bearer_token_file or config.bearer_token_file)
     reconciler = Reconciler(config, Prometheus(endpoint.url, headers=endpoint.headers, timezone=config.timezone),
                             _connect(config.secret_namespace, kubeconfig, context), log=_log, dry_run=dry_run)
     if once:

@@ -324,6 +324,11 @@ OVERRIDE_FIELD_MANAGER = "costplan-budget-override"
 BUDGET_BLOCKED_STATUS = 429  # Too Many Requests: the client may retry after the reset
 # The guard's Deployment, Service, ServiceAccount and Role share this name.
 GUARD_NAME = "costplan-guard"
+# Where the report jobs and the guard mount the global engine's bearer token
+# (``metrics.bearerTokenSecret``); only this path, never the token, is written.
+METRICS_TOKEN_DIR = "/var/run/secrets/costplan.dev/metrics"
+METRICS_TOKEN_FILE = "token"
+METRICS_TOKEN_VOLUME = "metrics-token"
 GUARD_PORT = 8080
 GUARD_WEBHOOK_PATH = "/webhook"
 GUARD_LIVENESS_PATH = "/healthz"

@@ -12,7 +12,7 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest
-from costplan.plan.model import Plan
+from costplan.plan.model import SCOPE_GLOBAL, Plan
 
 # Argo CD sync waves: namespaces and config first, workloads next, then the
 # custom resources that depend on both.
@@ -59,7 +59,14 @@ def generate(plan: Plan) -> list[Artifact]:
     label on the namespace is enough), and the spend rules map namespace to
     team from the same labels. Server-side apply only owns these labels, so
     namespaces created by someone else keep everything else they have.
+
+    A fleet's global part gets none: the labels matter where the teams'
+    workloads run (each cluster's part, with the teams served there), and
+    the global engine reads them from the clusters' series. Whatever global
+    object lands in a namespace still gets it from ``component_namespaces``.
     """
+    if plan.scope == SCOPE_GLOBAL:
+        return []
     artifacts = []
     owners: dict[str, Any] = {}
     for team in plan.teams:

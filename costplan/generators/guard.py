@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, manifest
@@ -89,6 +90,14 @@ def role_binding(plan: Plan) -> dict[str, Any]:
 def deployment(plan: Plan) -> dict[str, Any]:
     probe = {"httpGet": {"path": c.GUARD_LIVENESS_PATH, "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 2}
     ready = {"httpGet": {"path": c.GUARD_READINESS_PATH, "port": "http"}, "periodSeconds": 10, "timeoutSeconds": 2}
+    # A fleet's guard reads the global engine; its token (metrics.bearerTokenSecret,
+    # a Secret in the guard's namespace of each cluster) is mounted where guard.json says.
+    token = plan.query_bearer_token
+    token_mounts = [] if token is None else [
+        {"name": c.METRICS_TOKEN_VOLUME, "mountPath": c.METRICS_TOKEN_DIR, "readOnly": True}]
+    token_volumes = [] if token is None else [
+        {"name": c.METRICS_TOKEN_VOLUME,
+         "secret": {"secretName": token.name, "items": [{"key": token.key, "path": c.METRICS_TOKEN_FILE}]}}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -117,9 +126,10 @@ def deployment(plan: Plan) -> dict[str, Any]:
                         "resources": {"requests": {"cpu": "20m", "memory": "96Mi"}, "limits": {"memory": "384Mi"}},
                         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
+                        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                                         *token_mounts],
                     }],
-                    "volumes": [{"name": "config", "configMap": {"name": c.GUARD_NAME}}],
+                    "volumes": [{"name": "config", "configMap": {"name": c.GUARD_NAME}}, *token_volumes],
                 },
             },
         },
@@ -143,6 +153,24 @@ def _namespace_peer(name: str) -> dict[str, Any]:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
 
 
+def query_egress(plan: Plan) -> list[dict[str, Any]]:
+    """Egress to a fleet's global engine, which usually runs on another cluster.
+
+    A NetworkPolicy cannot name a host, so the rule opens the query URL's
+    port (its scheme's default when it has none); a ``<service>.<namespace>.svc``
+    URL is in this cluster and opens that namespace instead.
+    """
+    if not plan.is_fleet or plan.query_url == plan.integrations.prometheus.url:
+        return []
+    parsed = urlsplit(plan.query_url)
+    host = parsed.hostname or ""
+    labels = host.split(".")
+    if len(labels) >= 3 and labels[2] == "svc":
+        return [{"to": [_namespace_peer(labels[1])]}]
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return [{"ports": [{"port": port, "protocol": "TCP"}]}]
+
+
 def network_policy(plan: Plan) -> dict[str, Any]:
     prometheus_ns = plan.integrations.prometheus.namespace
     sources = sorted({prometheus_ns, notifications_namespace(plan)})
@@ -159,6 +187,7 @@ def network_policy(plan: Plan) -> dict[str, Any]:
                 {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
                 {"to": [_namespace_peer(prometheus_ns)]},
                 {"ports": [{"port": p, "protocol": "TCP"} for p in API_SERVER_PORTS]},
+                *query_egress(plan),
             ],
         },
     }

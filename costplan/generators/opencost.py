@@ -52,7 +52,7 @@ from costplan.core import conventions as c
 from costplan.core.artifacts import Artifact, file, manifest
 from costplan.core.money import format_decimal
 from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
-from costplan.plan.model import GpuInstance, Plan
+from costplan.plan.model import SCOPE_CLUSTER, GpuInstance, Plan
 
 COMPONENT = "opencost"
 KUBECOST_COMPONENT = "kubecost"
@@ -394,15 +394,24 @@ def kubecost_values(plan: Plan) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def chart_application(plan: Plan, chart: str, repo_url: str, values: dict[str, Any], component: str) -> dict[str, Any]:
-    """An Argo CD Application installing the chart with the values inline."""
+def chart_application(plan: Plan, chart: str, repo_url: str, values: dict[str, Any], component: str,
+                      destination: dict[str, str] | None = None) -> dict[str, Any]:
+    """An Argo CD Application installing the chart with the values inline.
+
+    ``destination`` is the Argo CD destination of a fleet's cluster (its
+    server or Argo CD cluster name); the name then carries the cluster, since
+    every cluster's chart Application lives in the one namespace Argo CD
+    watches. Without one: the chart goes in-cluster, as for a single cluster.
+    """
     argocd = plan.integrations.argocd
     assert argocd is not None
     engine = plan.integrations.cost_engine
+    name = "-".join(p for p in ("costplan", plan.environment, plan.cluster if destination else "", chart) if p)
+    target = dict(destination or {"server": "https://kubernetes.default.svc"})
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
-        "metadata": metadata(plan, component, f"costplan-{plan.environment}-{chart}", argocd.namespace,
+        "metadata": metadata(plan, component, name, argocd.namespace,
                              annotations=restart_note(plan, chart), wave=WAVE_WORKLOADS),
         "spec": {
             "project": argocd.project,
@@ -412,32 +421,47 @@ def chart_application(plan: Plan, chart: str, repo_url: str, values: dict[str, A
                 "targetRevision": engine.chart_version or "*",
                 "helm": {"releaseName": chart, "valuesObject": values},
             },
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": engine.namespace},
+            "destination": {**target, "namespace": engine.namespace},
             "syncPolicy": {"automated": {"prune": True, "selfHeal": True}, "syncOptions": ["CreateNamespace=true"]},
         },
     }
 
 
-def generate(plan: Plan) -> list[Artifact]:
+def engine_values(plan: Plan) -> tuple[str, str, str, dict[str, Any]] | None:
+    """(chart, chart repository, component, values) of the plan's cost engine, ``None`` for none."""
     engine = plan.integrations.cost_engine
-    artifacts: list[Artifact] = []
     if engine.type == "opencost":
         values = opencost_values(plan)
         if engine.openai_plugin_secret:
             values = with_openai_plugin(values, engine.openai_plugin_secret, engine.plugin_version)
-        artifacts.append(file(COMPONENT, "values-opencost.yaml", values))
-        if uses_csv_provider(plan):
-            artifacts.append(manifest(COMPONENT, csv_configmap(plan)))
-        if plan.integrations.argocd is not None:
-            artifacts.append(manifest(COMPONENT, chart_application(plan, "opencost", OPENCOST_CHART_REPO, values, COMPONENT)))
-    elif engine.type == "kubecost":
-        values = kubecost_values(plan)
-        artifacts.append(file(KUBECOST_COMPONENT, "values-kubecost.yaml", values))
-        if plan.integrations.argocd is not None:
-            artifacts.append(
-                manifest(
-                    KUBECOST_COMPONENT,
-                    chart_application(plan, "cost-analyzer", KUBECOST_CHART_REPO, values, KUBECOST_COMPONENT),
-                )
-            )
+        return "opencost", OPENCOST_CHART_REPO, COMPONENT, values
+    if engine.type == "kubecost":
+        return "cost-analyzer", KUBECOST_CHART_REPO, KUBECOST_COMPONENT, kubecost_values(plan)
+    return None
+
+
+def chart_applications(plan: Plan, destination: dict[str, str] | None = None) -> list[Artifact]:
+    """The cost engine's chart Application for ``plan`` (a fleet: one cluster's plan and its destination)."""
+    found = engine_values(plan)
+    if found is None or plan.integrations.argocd is None:
+        return []
+    chart, repo_url, component, values = found
+    return [manifest(component, chart_application(plan, chart, repo_url, values, component, destination))]
+
+
+def generate(plan: Plan) -> list[Artifact]:
+    """Values file (and CSV prices) of the cost engine, with its chart Application outside fleets.
+
+    A fleet cluster's chart Application is generated in the global part
+    (``argocd.generate``), where Argo CD reads it.
+    """
+    found = engine_values(plan)
+    if found is None:
+        return []
+    chart, _, component, values = found
+    artifacts = [file(component, f"values-{'kubecost' if chart == 'cost-analyzer' else chart}.yaml", values)]
+    if chart == "opencost" and uses_csv_provider(plan):
+        artifacts.append(manifest(COMPONENT, csv_configmap(plan)))
+    if plan.scope != SCOPE_CLUSTER:
+        artifacts.extend(chart_applications(plan))
     return artifacts

@@ -29,6 +29,7 @@ from costplan.core.artifacts import Artifact, manifest
 from costplan.core.canonical_yaml import dump_yaml
 from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
 from costplan.plan.document import plan_document
+from costplan.plan.enforcement import metrics_token_path
 from costplan.plan.load import BASE_ENVIRONMENT
 from costplan.plan.model import (
     Plan,
@@ -144,6 +145,30 @@ def _plan_args(plan: Plan) -> list[str]:
     return ["-f", f"{PLAN_DIR}/costplan.yaml", *env]
 
 
+def query_access(plan: Plan) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(args, mounts, volumes) with which a job reads a fleet's global engine.
+
+    The URL comes from the shipped plan (``metrics.queryURL``). The tenant is
+    passed explicitly so the job's command line says what it queries; the
+    bearer token is the Secret key ``metrics.bearerTokenSecret`` mounted
+    read-only and read by ``--bearer-token-file`` at every request (a
+    rotated token is picked up without a restart), never an environment
+    variable or an argument. The Secret must exist in the reports namespace.
+    """
+    args: list[str] = []
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if plan.query_tenant:
+        args += ["--tenant", plan.query_tenant]
+    token = plan.query_bearer_token
+    if token is not None:
+        args += ["--bearer-token-file", metrics_token_path()]
+        mounts.append({"name": c.METRICS_TOKEN_VOLUME, "mountPath": c.METRICS_TOKEN_DIR, "readOnly": True})
+        volumes.append({"name": c.METRICS_TOKEN_VOLUME,
+                        "secret": {"secretName": token.name, "items": [{"key": token.key, "path": c.METRICS_TOKEN_FILE}]}})
+    return args, mounts, volumes
+
+
 def report_cronjob(plan: Plan) -> dict[str, Any]:
     args = ["report", *_plan_args(plan), "--month", "last", "--output-dir", REPORTS_DIR]
     env: list[dict[str, Any]] = []
@@ -159,15 +184,17 @@ def report_cronjob(plan: Plan) -> dict[str, Any]:
         {"name": "reports", "mountPath": REPORTS_DIR},
     ]
     volumes = [_plan_volume(plan), {"name": "reports", "persistentVolumeClaim": {"claimName": plan.reports.pvc_claim}}]
-    return _cronjob(plan, REPORT_CRONJOB, plan.reports.schedule, args, env=env, mounts=mounts, volumes=volumes)
+    access_args, access_mounts, access_volumes = query_access(plan)
+    return _cronjob(plan, REPORT_CRONJOB, plan.reports.schedule, args + access_args, env=env,
+                    mounts=mounts + access_mounts, volumes=volumes + access_volumes)
 
 
 def gpu_check_cronjob(plan: Plan) -> dict[str, Any]:
-    args = ["check-gpu-prices", *_plan_args(plan)]
-    mounts = [{"name": "plan", "mountPath": PLAN_DIR, "readOnly": True}]
-    return _cronjob(
-        plan, GPU_CHECK_CRONJOB, plan.reports.gpu_price_check_schedule, args, env=[], mounts=mounts, volumes=[_plan_volume(plan)]
-    )
+    access_args, access_mounts, access_volumes = query_access(plan)
+    args = ["check-gpu-prices", *_plan_args(plan), *access_args]
+    mounts = [{"name": "plan", "mountPath": PLAN_DIR, "readOnly": True}, *access_mounts]
+    return _cronjob(plan, GPU_CHECK_CRONJOB, plan.reports.gpu_price_check_schedule, args, env=[], mounts=mounts,
+                    volumes=[_plan_volume(plan), *access_volumes])
 
 
 def generate(plan: Plan) -> list[Artifact]:

@@ -94,6 +94,8 @@ class Options:
     concurrency: int = CONCURRENCY
     create_namespaces: bool = False
     wait: float | None = None  # seconds to wait for readiness after applying
+    # ApplySet ids of the other parts of a fleet (see ``_held_by_siblings``).
+    siblings: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -230,8 +232,9 @@ def _plan(cluster: Cluster, bodies: list[dict[str, Any]], applyset: ApplySet, op
     desired = Inventory(set_id, found.group_kinds, found.namespaces | {applyset.namespace})
     everything = union(previous, desired)
     live = _read_live(cluster, bodies, keys, everything, options)
+    held = _held_by_siblings(cluster, bodies, keys, live, options)
 
-    predicted: dict[ObjectKey, Mapping[str, Any]] = {}
+    predicted: dict[ObjectKey, Mapping[str, Any]] = {k: v for k in held if (v := live.get(k)) is not None}
     unsure: set[ObjectKey] = set()
     failures: dict[ObjectKey, str] = {}
     # Objects in a namespace this run creates cannot be dry-run yet (the
@@ -240,6 +243,8 @@ def _plan(cluster: Cluster, bodies: list[dict[str, Any]], applyset: ApplySet, op
     to_ask: list[tuple[dict[str, Any], ObjectKey]] = []
     for body, key in zip(bodies, keys, strict=True):
         current = live.get(key)
+        if key in held:
+            continue
         if current is not None and unchanged_by_apply(current, body):
             predicted[key] = current
         elif options.mode == MODE_APPLY:
@@ -265,6 +270,38 @@ def _plan(cluster: Cluster, bodies: list[dict[str, Any]], applyset: ApplySet, op
     if options.mode != MODE_APPLY and options.prune:
         _dry_run_prunes(cluster, changes, failures, options)
     return _Planned(changes, failures, parent, previous, desired)
+
+
+def _held_by_siblings(cluster: Cluster, bodies: list[dict[str, Any]], keys: list[ObjectKey],
+                      live: dict[ObjectKey, Mapping[str, Any] | None], options: Options) -> set[ObjectKey]:
+    """Kept Namespaces another part of the same fleet already holds on this server: left as they are.
+
+    An object can be a member of one ApplySet only. When two parts of a
+    fleet share an API server (the global part on a member cluster), both
+    define the namespaces they use (``monitoring``); applying each would move
+    the Namespace into its own set on every run, and neither run would ever
+    be a no-op. These Namespaces are the components' (``costplan.dev/keep``,
+    never pruned) and carry the same labels in every part, so the part that
+    finds one in a sibling's set leaves it there and reports it ``ok``.
+    """
+    if not options.siblings:
+        return set()
+    candidates = [(body, key) for body, key in zip(bodies, keys, strict=True)
+                  if _is_namespace(key) and str(((body.get("metadata") or {}).get("annotations") or {})
+                                                .get(c.ANNOTATION_KEEP, "")) == "true"]
+    unread = [(body, key) for body, key in candidates if key not in live]
+    found = parallel(lambda bk: cluster.get(bk[0]["apiVersion"], bk[1].kind, bk[1].name, None), unread,
+                     options.concurrency)
+    _first_error(found)
+    for (_, key), obj in zip(unread, found, strict=True):
+        live[key] = obj  # type: ignore[assignment]
+    held = set()
+    for _, key in candidates:
+        current = live.get(key)
+        labels = ((current or {}).get("metadata") or {}).get("labels") or {}
+        if labels.get(c.LABEL_APPLYSET_PART_OF) in options.siblings:
+            held.add(key)
+    return held
 
 
 def _dry_run_prunes(cluster: Cluster, changes: list[ch.Change], failures: dict[ObjectKey, str],

@@ -126,9 +126,18 @@ class ApplySet:
         return f"ConfigMap/{self.namespace}/{self.name}"
 
 
-def applyset_for(plan_name: str, environment: str, namespace: str) -> ApplySet:
-    """One ApplySet per plan and environment: ``costplan-<plan>-<env>``."""
-    return ApplySet(f"costplan-{plan_name}-{environment}", namespace)
+def applyset_for(plan_name: str, environment: str, namespace: str, part: str = "") -> ApplySet:
+    """One ApplySet per plan and environment: ``costplan-<plan>-<env>``; in a fleet, one per part.
+
+    A fleet part (``clusters/<name>`` or ``global``) gets
+    ``costplan-<plan>-<env>-clusters-<name>`` / ``costplan-<plan>-<env>-global``
+    (a cluster named ``global`` cannot collide): its own id, so its prune
+    sees only its own members even when two parts share an API server (the
+    global part on a member cluster).
+    """
+    suffix = part.replace("/", "-")
+    name = f"costplan-{plan_name}-{environment}" + (f"-{suffix}" if suffix else "")
+    return ApplySet(name, namespace)
 
 
 def parent_body(applyset: ApplySet, inventory: Inventory, tooling_version: str) -> dict[str, Any]:

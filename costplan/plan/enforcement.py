@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from costplan.core import conventions as c
 from costplan.core.money import format_decimal, to_decimal
 from costplan.plan.model import ACTION_THROTTLE, ENFORCING_ACTIONS, BudgetAction, Plan
 from costplan.plan.pricing import budget_period
@@ -59,6 +60,10 @@ class GuardConfig:
     fail_mode: str
     fail_after_seconds: Decimal
     teams: tuple[GuardTeam, ...]
+    # A fleet's global engine: the tenant to send and the mounted token file
+    # (the path only; the token stays in its Secret).
+    tenant: str | None = None
+    bearer_token_file: str | None = None
 
     def keys(self) -> tuple[tuple[GuardTeam, str], ...]:
         return tuple((team, key) for team in self.teams for key in team.keys)
@@ -111,7 +116,14 @@ def guard_config(plan: Plan) -> GuardConfig:
         fail_mode=g.fail_mode,
         fail_after_seconds=seconds(g.fail_after),
         teams=tuple(teams),
+        tenant=plan.query_tenant,
+        bearer_token_file=metrics_token_path() if plan.query_bearer_token is not None else None,
     )
+
+
+def metrics_token_path() -> str:
+    """Where a pod that reads the global engine finds its bearer token (a mounted Secret key)."""
+    return f"{c.METRICS_TOKEN_DIR}/{c.METRICS_TOKEN_FILE}"
 
 
 def to_document(config: GuardConfig) -> dict[str, Any]:
@@ -128,6 +140,8 @@ def to_document(config: GuardConfig) -> dict[str, Any]:
         "periodSeconds": format_decimal(config.period_seconds),
         "failMode": config.fail_mode,
         "failAfterSeconds": format_decimal(config.fail_after_seconds),
+        **({"tenant": config.tenant} if config.tenant else {}),
+        **({"bearerTokenFile": config.bearer_token_file} if config.bearer_token_file else {}),
         "teams": [
             {
                 "name": t.name,
@@ -155,6 +169,8 @@ def from_document(doc: Mapping[str, Any]) -> GuardConfig:
         period_seconds=to_decimal(doc["periodSeconds"]),
         fail_mode=doc["failMode"],
         fail_after_seconds=to_decimal(doc["failAfterSeconds"]),
+        tenant=doc.get("tenant"),
+        bearer_token_file=doc.get("bearerTokenFile"),
         teams=tuple(
             GuardTeam(
                 name=t["name"],

@@ -637,6 +637,11 @@ class Plan:
         """The tenant readers send (``X-Scope-OrgID``), if the global engine has one."""
         return self.metrics.tenant if self.clusters and self.metrics is not None else None
 
+    @property
+    def query_bearer_token(self) -> SecretKey | None:
+        """The Secret key holding the bearer token readers send, if the global engine needs one."""
+        return self.metrics.bearer_token if self.clusters and self.metrics is not None else None
+
     def all_budgets(self) -> tuple[Budget, ...]:
         """Team budgets (``team`` set) followed by global budgets."""
         team_budgets = tuple(b for t in self.teams for b in t.budgets)
