@@ -114,7 +114,7 @@ def test_the_guard_sends_the_documents_tenant_and_token(tmp_path, monkeypatch):
     path.write_text(json.dumps(document), encoding="utf-8")
     seen = {}
 
-    def prometheus(url, headers):
+    def prometheus(url, headers, timezone):
         seen["url"], seen["headers"] = url, headers()
         raise ExternalFailure("stop here")
 
