@@ -1675,7 +1675,21 @@ def test_pruning_stays_within_the_part_applied(fleet: Fleet) -> None:
     assert not fleet.backends["west"].writes and not fleet.backends["mgmt"].writes
 
 
-def test_two_parts_defining_one_object_on_one_server_are_refused(tmp_path: Path) -> None:
+def test_the_global_rules_share_a_clusters_namespace(tmp_path: Path) -> None:
+    shared = Fleet(tmp_path, shared_global=True)  # the management cluster is east
+    try:
+        assert shared.cli("apply", "--all-clusters").exit_code == 0
+        shared.clear()
+        again = shared.cli("apply", "--all-clusters")
+        assert again.exit_code == 0 and not any(backend.writes for backend in shared.backends.values()), again.stderr
+    finally:
+        shared.close()
+
+
+def test_two_parts_defining_one_object_on_one_server_are_refused(tmp_path: Path, monkeypatch) -> None:
+    import costplan.generators.prometheus as prometheus_generator
+
+    monkeypatch.setattr(prometheus_generator, "GLOBAL_SUFFIX", "")  # the global rules named as east's own
     shared = Fleet(tmp_path, shared_global=True)  # the management cluster is east
     try:
         for args in (["--all-clusters"], ["--global"], ["--cluster", "east"]):

@@ -34,6 +34,7 @@ from costplan.plan.model import Plan
 COMPONENT = "prometheus"
 VMALERT_CONFIGMAP = "costplan-vmalert-rules"
 MIMIR_COMPONENT = "mimir"
+GLOBAL_SUFFIX = "-global"  # of a fleet's global PrometheusRule objects
 
 
 def _placement(plan: Plan) -> tuple[str, dict[str, str]]:
@@ -58,13 +59,20 @@ def mimir_namespace(plan: Plan) -> str:
 
 
 def prometheus_rules(plan: Plan) -> list[dict[str, Any]]:
-    """One PrometheusRule object per rule group."""
+    """One PrometheusRule object per rule group.
+
+    A fleet's global objects are named ``<group>-global``: the global
+    engine's Prometheus may be one of the clusters', whose own groups have
+    the same names.
+    """
     namespace, labels = _placement(plan)
+    suffix = GLOBAL_SUFFIX if fleet.is_global(plan) else ""
     return [
         {
             "apiVersion": "monitoring.coreos.com/v1",
             "kind": "PrometheusRule",
-            "metadata": metadata(plan, COMPONENT, group["name"], namespace, labels=labels, wave=WAVE_POLICIES),
+            "metadata": metadata(plan, COMPONENT, group["name"] + suffix, namespace, labels=labels,
+                                 wave=WAVE_POLICIES),
             "spec": {"groups": [group]},
         }
         for group in rule_groups(plan)
