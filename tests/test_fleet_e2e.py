@@ -327,7 +327,11 @@ def test_report_on_the_global_view_splits_each_team_by_cluster(fleet_view):
 
 
 def test_remote_write_carries_the_cluster_label(tmp_path):
-    """A cluster's Prometheus, live, remote-writing its part's constants into VictoriaMetrics."""
+    """A cluster's Prometheus, live, remote-writing its part's constants into VictoriaMetrics.
+
+    Its external labels add what a series lacks (``region``) and never
+    replace the ``cluster`` the rules set, whatever the Prometheus calls itself.
+    """
     plan_path = tmp_path / "costplan.yaml"
     plan_path.write_text(PLAN_YAML)
     part = dict(fleet.parts(load_plan(plan_path)))["clusters/a"]
@@ -337,7 +341,8 @@ def test_remote_write_carries_the_cluster_label(tmp_path):
         (tmp_path / "rules.yaml").write_text(yaml.safe_dump(prices))
         server = PrometheusServer(tmp_path, tmp_path / "data")
         server.config.write_text(yaml.safe_dump({
-            "global": {"evaluation_interval": "1s", "external_labels": {"region": "eu-west-1"}},
+            "global": {"evaluation_interval": "1s",
+                       "external_labels": {"region": "eu-west-1", "cluster": "prometheus-eu-1"}},
             "rule_files": [str(tmp_path / "rules.yaml")],
             "remote_write": [{"url": f"{vm.url}/api/v1/write",
                               "queue_config": {"batch_send_deadline": "1s", "max_backoff": "1s"}}],
