@@ -292,6 +292,9 @@ DIFFERENCE_STEP = "15s"
 # How long a counter may go without samples and still be the same counter:
 # an outage shorter than this bills the growth over it when samples return.
 SAME_SERIES_GAP = "1h"
+# Wide enough, from any evaluation in the hour after a closed hour, to see
+# every series that has a sample in that hour (or the one before it).
+PRESENCE_WINDOW = "2h"
 
 
 def _windowed(fn: str, series: str, window: str) -> str:
@@ -316,17 +319,35 @@ def _windowed(fn: str, series: str, window: str) -> str:
     return clock_hour(f"sum_over_time({change}[59m59s:{DIFFERENCE_STEP}])")
 
 
+def _present(spec_: Spec, counter: Counter, fn: str, window: str) -> str:
+    """0 for every identity ``counter`` has a sample for in the window: a cheap fill for set operations.
+
+    One lookup per series (over ``PRESENCE_WINDOW`` for hourly amounts, the
+    rate's own window otherwise), so that an ``or`` fallback never
+    evaluates the measure a second time (the hourly measure is a subquery
+    over the whole hour: repeating it doubled a cycle's work).
+    """
+    span = PRESENCE_WINDOW if fn == "increase" else window
+    return f"{_normalise(spec_, counter, 'last_over_time', span)} * 0"
+
+
 def _counted(spec_: Spec, measure: Measure, fn: str, window: str) -> str:
-    """The measure's counter less its subtrahends, never below zero."""
+    """The measure's counter less its subtrahends, never below zero.
+
+    A missing addend or subtrahend counts 0 (``or`` a 0 for every identity
+    of the counter, read cheaply), so the counter's own expression is
+    evaluated once.
+    """
     expr = _normalise(spec_, measure.counter, fn, window)
     if measure.users:
         expr = f"({expr} {measure.users})"
+    zero = _present(spec_, measure.counter, fn, window)
     for plus in measure.plus:
         addend = _normalise(spec_, plus, fn, window)
-        expr = f"({expr} + ({addend} or {expr} * 0))"
+        expr = f"({expr} + ({addend} or {zero}))"
     for minus in measure.minus:
         subtrahend = _normalise(spec_, minus, fn, window)
-        expr = f"clamp_min({expr} - ({subtrahend} or {expr} * 0), 0)"
+        expr = f"clamp_min({expr} - ({subtrahend} or {zero}), 0)"
     if measure.per_request != 1:
         expr = f"{expr} / {measure.per_request}"
     return expr
@@ -339,7 +360,7 @@ def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure
     else:
         expr = _counted(spec_, measure, fn, window)
     if measure.kind == "limited":
-        return _complete_tier(spec_, expr, plan)
+        return _complete_tier(spec_, measure, expr, plan, fn, window)
     if len(models) == 1:
         served = promql_string(models[0].model_name)
         expr = f'label_replace({expr}, "{c.LABEL_MODEL_NAME}", {served}, "{c.LABEL_MODEL_NAME}", "")'
@@ -348,33 +369,42 @@ def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure
     if cap.USER not in spec_.labels and cap.TEAM not in spec_.labels:
         expr = f"{expr} * on({c.LABEL_MODEL}) group_left({c.LABEL_TEAM}, {c.LABEL_TIER}) {c.METRIC_MODEL_OWNER}"
         return expr
-    return _complete_tier(spec_, expr, plan)
+    return _complete_tier(spec_, measure, expr, plan, fn, window)
 
 
-def _complete_tier(spec_: Spec, expr: str, plan: Plan) -> str:
+def _identities(spec_: Spec, measure: Measure, labels: list[str], fn: str, window: str) -> str:
+    """``labels`` of every series the measure's counters may have, each once with value 1, read cheaply."""
+    counters = sorted({(p.counter.metric, p.counter.select()): p.counter for p in measure.parts or (measure,)}.items())
+    present = " or ".join(_present(spec_, counter, fn, window) for _, counter in counters)
+    return f"(group by ({', '.join(labels)}) ({present}))"
+
+
+def _complete_tier(spec_: Spec, measure: Measure, expr: str, plan: Plan, fn: str, window: str) -> str:
     """Team and tier of a series without them, from the user's key Secret or the team.
 
     A user without a team takes team and tier from ``costplan:user_identity``
     (users without a key Secret keep neither). A series with a team but no
     tier takes the user's own tier (``users[].tier``, on its key) where the
-    plan gives users their own, else the team's.
+    plan gives users their own, else the team's. The fallback is part of the
+    right-hand side (a 1 for every identity the counters have), so ``expr``
+    is evaluated once.
     """
     if cap.TIER in spec_.labels and cap.TEAM in spec_.labels:
         return expr
     if cap.USER in spec_.labels and cap.TEAM not in spec_.labels:
         added = [c.LABEL_TEAM] if cap.TIER in spec_.labels else [c.LABEL_TEAM, c.LABEL_TIER]
         on = f"on({c.LABEL_USER})"
-        return f"({expr} * {on} group_left({', '.join(added)}) {c.METRIC_USER_IDENTITY} or {on} {expr})"
+        users = _identities(spec_, measure, [c.LABEL_USER], fn, window)
+        return f"{expr} * {on} group_left({', '.join(added)}) ({c.METRIC_USER_IDENTITY} or {on} {users})"
     if cap.TEAM not in spec_.labels:
         return expr
     by_team = f"{c.METRIC_TEAM_INFO}"
     if cap.USER not in spec_.labels or not _own_tiers(plan):
         return f"{expr} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team}"
     on = f"on({c.LABEL_USER}, {c.LABEL_TEAM})"
-    return (
-        f"({expr} * {on} group_left({c.LABEL_TIER}) {c.METRIC_USER_IDENTITY}"
-        f" or {on} {expr} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team})"
-    )
+    keys = _identities(spec_, measure, [c.LABEL_USER, c.LABEL_TEAM], fn, window)
+    tiers = f"({c.METRIC_USER_IDENTITY} or {on} {keys} * on({c.LABEL_TEAM}) group_left({c.LABEL_TIER}) {by_team})"
+    return f"{expr} * {on} group_left({c.LABEL_TIER}) {tiers}"
 
 
 def needs_identity(plan: Plan) -> bool:
