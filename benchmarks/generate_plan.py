@@ -63,6 +63,25 @@ def make_plan(teams: int, users_per_team: int, models: int) -> dict:
     return plan
 
 
+def add_fleet(plan: dict, clusters: int, engine: str = "victoriametrics") -> dict:
+    """``plan`` as a fleet: ``clusters`` identical clusters serving every team and model, one global engine."""
+    plan["clusters"] = [
+        {
+            "name": f"cluster-{index:02d}",
+            "region": f"region-{index:02d}",
+            "context": f"cluster-{index:02d}",
+            "destination": {"server": f"https://cluster-{index:02d}.k8s.example.com"},
+        }
+        for index in range(clusters)
+    ]
+    plan["metrics"] = {
+        "engine": engine,
+        "queryURL": "http://vmselect.monitoring.svc:8481/select/0/prometheus",
+        "bearerTokenSecret": {"secretName": "costplan-metrics-reader", "key": "token"},
+    }
+    return plan
+
+
 def write_plan(directory: Path, scale: float = 1.0) -> Path:
     """``costplan.yaml`` in ``directory``: 500 teams x 10 users at scale 1."""
     directory.mkdir(parents=True, exist_ok=True)

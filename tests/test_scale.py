@@ -50,3 +50,43 @@ def test_many_budgets_share_one_top_budgets_panel(large_build):
     assert [p["title"] for p in panels if "budget" in p["title"].lower()] == [
         f"Most used budgets (top {grafana.MAX_BUDGET_GAUGES})"
     ]
+
+
+def _fleet_rules(tmp_path, users_per_team: int) -> dict[str, list[dict]]:
+    from costplan.generators.prometheus.groups import rule_groups
+    from costplan.plan import fleet
+    from costplan.plan.load import load_plan
+
+    plan = generate_plan.add_fleet(generate_plan.make_plan(teams=5, users_per_team=users_per_team, models=4), 2)
+    path = tmp_path / f"fleet-{users_per_team}.yaml"
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return {part: rule_groups(variant) for part, variant in fleet.parts(load_plan(path, None))}
+
+
+def test_fleet_rules_do_not_grow_with_users(tmp_path):
+    """Ten times the users, same teams and models: every part's rules are the same, count and text."""
+    small, large = _fleet_rules(tmp_path, 10), _fleet_rules(tmp_path, 100)
+    assert sorted(small) == ["clusters/cluster-00", "clusters/cluster-01", "global"]
+    for part in small:
+        assert sum(len(g["rules"]) for g in small[part]) > 0
+        assert yaml.safe_dump(large[part]) == yaml.safe_dump(small[part]), part
+
+
+def test_vmalert_rules_are_split_into_configmaps_that_fit(tmp_path, monkeypatch):
+    """Rule files are packed in order into as many ConfigMaps as their size needs, none of them lost."""
+    from costplan.generators import prometheus
+    from costplan.plan import fleet
+    from costplan.plan.load import load_plan
+
+    document = generate_plan.add_fleet(generate_plan.make_plan(teams=5, users_per_team=2, models=4), 2)
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    plan = fleet.global_plan(load_plan(path, None))
+    files = {name: dump_yaml(groups) for name, groups in prometheus.rules_files(plan).items()}
+    assert [c["metadata"]["name"] for c in prometheus.vmalert_configmaps(plan)] == ["costplan-vmalert-rules"]
+    monkeypatch.setattr(prometheus, "CONFIGMAP_BYTES", max(len(text) for text in files.values()))
+    configmaps = prometheus.vmalert_configmaps(plan)
+    assert len(configmaps) > 1
+    assert [c["metadata"]["name"] for c in configmaps][:2] == ["costplan-vmalert-rules", "costplan-vmalert-rules-2"]
+    assert {k: v for c in configmaps for k, v in c["data"].items()} == files
+    assert all(sum(map(len, c["data"].values())) <= prometheus.CONFIGMAP_BYTES for c in configmaps)

@@ -33,6 +33,8 @@ from costplan.plan.model import Plan
 
 COMPONENT = "prometheus"
 VMALERT_CONFIGMAP = "costplan-vmalert-rules"
+# Data bytes per vmalert ConfigMap: well under the API server's 1 MiB, room for metadata.
+CONFIGMAP_BYTES = 800_000
 MIMIR_COMPONENT = "mimir"
 GLOBAL_SUFFIX = "-global"  # of a fleet's global PrometheusRule objects
 
@@ -84,15 +86,40 @@ def rules_files(plan: Plan) -> dict[str, dict[str, Any]]:
     return {f"{group['name']}.rules.yaml": {"groups": [group]} for group in rule_groups(plan)}
 
 
-def vmalert_configmap(plan: Plan) -> dict[str, Any]:
-    """The global groups as vmalert rule files, one key per group."""
+def vmalert_configmaps(plan: Plan) -> list[dict[str, Any]]:
+    """The global groups as vmalert rule files, one key per group, in as few ConfigMaps as fit.
+
+    A ConfigMap holds at most 1 MiB of data; the groups that grow with teams
+    are already split (``groups.SHARD_BYTES``), so consecutive files are
+    packed into ``costplan-vmalert-rules``, ``costplan-vmalert-rules-2``, ...
+    each under ``CONFIGMAP_BYTES``. A small plan keeps its single ConfigMap.
+    """
     namespace, labels = _placement(plan)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata(plan, COMPONENT, VMALERT_CONFIGMAP, namespace, labels=labels, wave=WAVE_POLICIES),
-        "data": {name: dump_yaml(groups) for name, groups in sorted(rules_files(plan).items())},
-    }
+    chunks: list[dict[str, str]] = [{}]
+    size = 0
+    for name, groups in sorted(rules_files(plan).items()):
+        text = dump_yaml(groups)
+        if chunks[-1] and size + len(text) > CONFIGMAP_BYTES:
+            chunks.append({})
+            size = 0
+        chunks[-1][name] = text
+        size += len(text)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(
+                plan,
+                COMPONENT,
+                VMALERT_CONFIGMAP if index == 0 else f"{VMALERT_CONFIGMAP}-{index + 1}",
+                namespace,
+                labels=labels,
+                wave=WAVE_POLICIES,
+            ),
+            "data": data,
+        }
+        for index, data in enumerate(chunks)
+    ]
 
 
 def mimir_rules(plan: Plan) -> dict[str, Any]:
@@ -103,7 +130,7 @@ def mimir_rules(plan: Plan) -> dict[str, Any]:
 def generate(plan: Plan) -> list[Artifact]:
     kind = engine(plan)
     if kind == "victoriametrics":
-        return [manifest(COMPONENT, vmalert_configmap(plan))]
+        return [manifest(COMPONENT, obj) for obj in vmalert_configmaps(plan)]
     if kind == "mimir":
         return [file(MIMIR_COMPONENT, f"{mimir_namespace(plan)}.yaml", mimir_rules(plan))]
     return [manifest(COMPONENT, obj) for obj in prometheus_rules(plan)]
