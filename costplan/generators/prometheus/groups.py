@@ -51,8 +51,25 @@ def rule_groups(plan: Plan) -> list[dict[str, Any]]:
         chunks = _shards(rules) if name in SHARDABLE else [rules]
         for index, chunk in enumerate(chunk for chunk in chunks if chunk):
             shard = name if index == 0 else f"{name}-{index + 1}"
-            groups.append({"name": shard, "interval": INTERVALS[name], "rules": chunk})
+            groups.append({"name": shard, "interval": interval(plan, name), "rules": chunk})
     return groups
+
+
+# vmalert writes a recording rule's result through remote write and queries
+# the store for the next rule, so a rule sees the rules above it in its
+# group one evaluation later (upstream: "user shouldn't rely on chaining of
+# recording rules", app/vmalert/README.md). The hourly group is a chain of
+# about 14 rules, so there it runs every minute and settles within about a
+# quarter of each hour, long before the hour's last evaluation, the value
+# closed hours are read from.
+VMALERT_HOURLY_INTERVAL = "1m"
+
+
+def interval(plan: Plan, name: str) -> str:
+    """How often the group ``name`` runs where this part is evaluated."""
+    if name == c.GROUP_HOURLY and fleet.is_global(plan) and plan.metrics and plan.metrics.engine == "victoriametrics":
+        return VMALERT_HOURLY_INTERVAL
+    return INTERVALS[name]
 
 
 def _money_inputs(plan: Plan) -> tuple[bool, set[str]]:
