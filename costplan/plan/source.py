@@ -23,6 +23,8 @@ later stage meets a value it cannot handle:
   ``/dev/zero`` would hang), and aliases may not expand the document to
   more than ``MAX_EXPANSION_FACTOR`` values per input byte (a few KB of
   nested aliases would otherwise expand to billions of values).
+* a gzip-compressed file is read as its content (the report jobs' copy of
+  a large plan), within the same size limit.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import gc
 import os
 import re
 import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -307,6 +310,23 @@ def _with_pointer(diagnostic: Diagnostic, data: Any) -> Diagnostic:
     return replace(diagnostic, pointer=pointer(path)) if path else diagnostic
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzip(raw: bytes, max_length: int) -> bytes:
+    """A gzip stream's content, at most ``max_length`` bytes (no decompression bomb fills memory).
+
+    A plan too large for the annotation limit of one ConfigMap is shipped to
+    the report jobs gzip-compressed (``generators/reports.py``); YAML never
+    starts with these two bytes, so a compressed file is recognised by them.
+    """
+    inflater = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
+    out = inflater.decompress(raw, max_length)
+    if len(out) < max_length and not inflater.eof:
+        raise zlib.error("truncated gzip stream")
+    return out
+
+
 def load_yaml_file(path: Path, display_name: str | None = None) -> LoadedFile:
     """Read and parse a file; unreadable files become diagnostics, not exceptions."""
     name = display_name or str(path)
@@ -318,13 +338,15 @@ def load_yaml_file(path: Path, display_name: str | None = None) -> LoadedFile:
             return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", f"cannot read: {what}", "file-unreadable")])
         with open(path, "rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
+        if raw.startswith(GZIP_MAGIC):
+            raw = gunzip(raw, MAX_FILE_BYTES + 1)
         if len(raw) > MAX_FILE_BYTES:
             limit = f"{MAX_FILE_BYTES // (1024 * 1024)} MiB"
             return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", f"cannot read: larger than {limit}", "file-unreadable")])
         text = raw.decode("utf-8")
     except FileNotFoundError:
         return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", "file not found", "file-missing")])
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, zlib.error) as exc:
         return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", f"cannot read: {exc}", "file-unreadable")])
     return load_yaml_text(text, name)
 
