@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from costplan.core.canonical_yaml import QuickResolver
 from costplan.core.diagnostics import Diagnostic
 from costplan.core.money import MAX_MAGNITUDE, MAX_SIGNIFICANT_DIGITS
 
@@ -92,7 +93,7 @@ class LList(list, Located):
         self.item_positions: list[Position | None] = []
 
 
-class _ScalarLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _ScalarLoader(QuickResolver, _BaseLoader):  # type: ignore[misc, valid-type]
     """libyaml's parser and composer; PyYAML constructors only for non-string scalars.
 
     Numbers with a fraction become ``Decimal`` from the scalar's own text;
