@@ -55,7 +55,7 @@ def test_the_quick_representer_writes_pyyamls_exact_text(data):
 
 
 def test_shared_top_level_entries_are_dumped_once_and_joined_exactly():
-    dumped: dict[str, str] = {}
+    dumped: dict[bytes, str] = {}
     spec = {"groups": [{"name": "g", "rules": [{"expr": "sum(x)\n* 2\n", "record": "r"}]}]}
     one = {"apiVersion": "v1", "kind": "K", "metadata": {"name": "a"}, "spec": spec}
     two = {"apiVersion": "v1", "kind": "K", "metadata": {"name": "b"}, "spec": dict(spec)}

@@ -9,6 +9,7 @@ never disagree on a byte.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from decimal import Decimal
 from typing import Any
@@ -184,7 +185,7 @@ def dump_yaml(data: Any) -> str:
     )
 
 
-def dump_yaml_shared(data: Any, dumped: dict[str, str]) -> str:
+def dump_yaml_shared(data: Any, dumped: dict[bytes, str]) -> str:
     """``dump_yaml(data)``, each top-level entry of a mapping dumped once per distinct content.
 
     In a block mapping at the top level every entry is text of its own
@@ -192,8 +193,8 @@ def dump_yaml_shared(data: Any, dumped: dict[str, str]) -> str:
     comes before or after), so the sorted entries' texts joined are the
     text of the whole. The environments of one build emit the same rules,
     policies and dashboards with other metadata: the large ``spec`` or
-    ``data`` of each is dumped once. ``dumped`` maps an entry's key and
-    content (``content_key``) to its text. Like the content key, this relies
+    ``data`` of each is dumped once. ``dumped`` maps a digest of an entry's
+    key and content (``content_key``) to its text. Like the content key, this relies
     on generators never placing one container at two places (which PyYAML
     would write as an anchor and alias).
     """
@@ -205,7 +206,9 @@ def dump_yaml_shared(data: Any, dumped: dict[str, str]) -> str:
         content = content_key(value)
         if content is None:
             return dump_yaml(data)
-        entry = f"{key}\0{content}"
+        # A digest, not the content itself: the memo would otherwise hold a JSON copy
+        # of every object of the build.
+        entry = hashlib.blake2b(f"{key}\0{content}".encode(), digest_size=20).digest()
         text = dumped.get(entry)
         if text is None:
             text = dumped[entry] = dump_yaml({key: value})

@@ -60,7 +60,7 @@ def render_environment(
     artifacts: list[Artifact],
     plan_name: str,
     environment: str,
-    dumped: dict[str, str] | None = None,
+    dumped: dict[bytes, str] | None = None,
     *,
     kustomize: bool = True,
 ) -> dict[str, str]:
