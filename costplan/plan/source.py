@@ -70,6 +70,10 @@ class Position(NamedTuple):
     column: int
 
 
+# ``Position(...)`` without the Python-level ``__new__`` of NamedTuple (millions are made).
+_position = tuple.__new__
+
+
 class Located:
     """Mixin for containers that know where their children came from."""
 
@@ -265,17 +269,18 @@ class _Builder:
         result = LDict()
         result.position = Position(name, node.start_mark.line + 1, node.start_mark.column + 1)
         key_positions, value_positions = result.key_positions, result.value_positions
+        scalar, child_depth = yaml.ScalarNode, depth + 1
         for key_node, value_node in self._children(node):
-            if type(key_node) is yaml.ScalarNode and key_node.tag == _STR_TAG:
+            if type(key_node) is scalar and key_node.tag == _STR_TAG:
                 key = key_node.value  # checked below, as a key
             else:
-                key = self.build(key_node, depth + 1)
-            if not isinstance(key, (str, int, bool)) or isinstance(key, Decimal):
-                key = str(key)
+                key = self.build(key_node, child_depth)
+                if not isinstance(key, (str, int, bool)) or isinstance(key, Decimal):
+                    key = str(key)
             if isinstance(key, str) and _KEY_CONTROL.search(key):
                 self._problem(key_node, "a control character (line break, escape code) in a key", "control-character")
             mark = key_node.start_mark
-            key_pos = Position(name, mark.line + 1, mark.column + 1)
+            key_pos = _position(Position, (name, mark.line + 1, mark.column + 1))
             if key in result:
                 first = key_positions[key]
                 self.diagnostics.append(
@@ -284,10 +289,19 @@ class _Builder:
                         f"duplicate key {key!r} (first defined at line {first.line})", "duplicate-key",
                     )
                 )
-            result[key] = self.build(value_node, depth + 1)
+            if type(value_node) is scalar and value_node.tag == _STR_TAG and child_depth <= _MAX_DEPTH and self.budget > 0:
+                # ``build`` of a string value, inlined: most values are strings.
+                self.budget -= 1
+                value = value_node.value
+                if _VALUE_CONTROL.search(value):
+                    self._problem(value_node, "a control character in a value (only tab and newline are allowed)",
+                                  "control-character")
+                result[key] = value
+            else:
+                result[key] = self.build(value_node, child_depth)
             key_positions[key] = key_pos
             mark = value_node.start_mark
-            value_positions[key] = Position(name, mark.line + 1, mark.column + 1)
+            value_positions[key] = _position(Position, (name, mark.line + 1, mark.column + 1))
         return result
 
 
