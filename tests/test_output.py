@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from costplan.core.artifacts import file, manifest
 from costplan.core import canonical_yaml
+from costplan.core.artifacts import file, manifest
 from costplan.core.canonical_yaml import dump_yaml, dump_yaml_shared
 from costplan.output import serialise as output
 from costplan.plan.source import load_yaml_text
@@ -39,7 +39,7 @@ SHARED = {"x": 1}
 AWKWARD = [
     {"b": [1, True, None, 1.5, float("inf"), Decimal("2.50"), Decimal("3")], "a": "line\nnext\n", "": "",
      "c": ("t", 1), "d": {"yes": "no", "on": "0x1F", "n": "~", "t": "2026-01-01", "e": "=", "m": "<<"}},
-    {1: "int key", "s": "mixed key types stay unsorted", True: "bool"},
+    {1: "int key", "s": "mixed key types stay unsorted", 2.5: "float key"},
     {"first": SHARED, "second": SHARED, "list": [SHARED]},
     {"k": "trailing space \nhere", "l": "x" * 300, "u": "ünïcode", "q": "'quoted'", "z": "- dash", "w": ": colon"},
     load_yaml_text("b: [1, {c: d}]\na: {e: 1.0, f: '01'}\n", "x.yaml").data,

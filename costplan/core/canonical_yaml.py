@@ -83,8 +83,8 @@ class CanonicalDumper(QuickResolver, _BaseDumper):  # type: ignore[misc, valid-t
             super().represent(data)  # the shortcut writes dump_yaml's style only
             return
         self.serialize(_node(self, data, {}))
-        self.represented_objects = {}
-        self.object_keeper = []
+        self.represented_objects: dict[int, Any] = {}
+        self.object_keeper: list[Any] = []
         self.alias_key = None
 
 
