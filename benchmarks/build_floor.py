@@ -51,7 +51,18 @@ def write_plan(directory: Path, scale: float) -> Path:
 
 
 def objects_of(plan: Path, environments: list[str | None], target: Path) -> Path:
-    """What the build writes, as plain data, pickled for the floor."""
+    """What the build writes, as plain data, pickled for the floor, made in a process of its own.
+
+    Linux carries a parent's peak RSS over into its children's ``ru_maxrss``
+    (fork, then exec), so a benchmark process that built a large plan itself
+    would report its own size as every later build's peak memory.
+    """
+    command = [sys.executable, __file__, "--objects", str(plan), ",".join(e or "" for e in environments), str(target)]
+    subprocess.run(command, check=True)
+    return target
+
+
+def _write_objects(plan: Path, environments: list[str | None], target: Path) -> Path:
     result = build(plan, environments)
     objects = [
         (f"{env}/{a.path}", yaml.safe_load(yaml.dump(a.data, Dumper=yaml.CSafeDumper)) if not isinstance(a.data, str) else a.data)
@@ -74,6 +85,9 @@ def timed(command: list[str]) -> tuple[float, float]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--objects"]:
+        _write_objects(Path(sys.argv[2]), [e or None for e in sys.argv[3].split(",")], Path(sys.argv[4]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1,10")
     parser.add_argument("--runs", type=int, default=5)

@@ -8,14 +8,60 @@ from decimal import Decimal
 import pytest
 import yaml
 
+from costplan.core import canonical_yaml
 from costplan.core.artifacts import file, manifest
-from costplan.core.canonical_yaml import dump_yaml
+from costplan.core.canonical_yaml import dump_yaml, dump_yaml_shared
 from costplan.output import serialise as output
+from costplan.plan.source import load_yaml_text
 
 
 def test_keys_are_sorted_decimals_exact_and_multiline_strings_literal():
     text = dump_yaml({"b": Decimal("0.1") + Decimal("0.2"), "a": "sum(x)\n* 2\n", "c": Decimal("1.0060")})
     assert text == "a: |\n  sum(x)\n  * 2\nb: 0.3\nc: 1.006\n"
+
+
+class _StockDumper(canonical_yaml._BaseDumper):  # PyYAML's own represent and resolve, same representers
+    pass
+
+
+_StockDumper.add_representer(str, canonical_yaml._represent_str)
+_StockDumper.add_representer(Decimal, canonical_yaml._represent_decimal)
+_StockDumper.add_multi_representer(dict, lambda d, v: d.represent_dict(v.items()))
+_StockDumper.add_multi_representer(list, lambda d, v: d.represent_list(v))
+
+
+def _stock(data):
+    return yaml.dump(data, Dumper=_StockDumper, sort_keys=True, default_flow_style=False, allow_unicode=True,
+                     width=120, indent=2)
+
+
+SHARED = {"x": 1}
+AWKWARD = [
+    {"b": [1, True, None, 1.5, float("inf"), Decimal("2.50"), Decimal("3")], "a": "line\nnext\n", "": "",
+     "c": ("t", 1), "d": {"yes": "no", "on": "0x1F", "n": "~", "t": "2026-01-01", "e": "=", "m": "<<"}},
+    {1: "int key", "s": "mixed key types stay unsorted", 2.5: "float key"},
+    {"first": SHARED, "second": SHARED, "list": [SHARED]},
+    {"k": "trailing space \nhere", "l": "x" * 300, "u": "ünïcode", "q": "'quoted'", "z": "- dash", "w": ": colon"},
+    load_yaml_text("b: [1, {c: d}]\na: {e: 1.0, f: '01'}\n", "x.yaml").data,
+    [], {}, "plain", None, 7,
+]
+
+
+@pytest.mark.parametrize("data", AWKWARD, ids=range(len(AWKWARD)))
+def test_the_quick_representer_writes_pyyamls_exact_text(data):
+    assert dump_yaml(data) == _stock(data)
+    if data is not AWKWARD[2]:  # one container at two places: see dump_yaml_shared
+        assert dump_yaml_shared(data, {}) == _stock(data)
+
+
+def test_shared_top_level_entries_are_dumped_once_and_joined_exactly():
+    dumped: dict[bytes, str] = {}
+    spec = {"groups": [{"name": "g", "rules": [{"expr": "sum(x)\n* 2\n", "record": "r"}]}]}
+    one = {"apiVersion": "v1", "kind": "K", "metadata": {"name": "a"}, "spec": spec}
+    two = {"apiVersion": "v1", "kind": "K", "metadata": {"name": "b"}, "spec": dict(spec)}
+    assert dump_yaml_shared(one, dumped) == dump_yaml(one)
+    assert dump_yaml_shared(two, dumped) == dump_yaml(two)
+    assert len(dumped) == 5  # apiVersion, kind, spec once; two metadata
 
 
 def test_a_string_that_looks_like_yaml_stays_a_string():
@@ -75,3 +121,12 @@ def test_a_failure_while_writing_leaves_the_previous_output_untouched(tmp_path, 
     assert (target / "a.yaml").read_text() == "old\n"
     assert (target / "b.yaml").read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_no_generated_object_places_one_container_twice():
+    # dump_yaml_shared joins top-level entries dumped apart, which would drop an anchor
+    # and alias between two of them: the generators never share a container.
+    from tests.conftest import ROOT
+
+    texts = [path.read_text() for path in (ROOT / "tests" / "golden").rglob("*.yaml")]
+    assert texts and not [text for text in texts if "&id0" in text or "*id0" in text]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from costplan.chargeback.promapi import QueryEndpoint
 from costplan.plan.load import list_environments
+
+if TYPE_CHECKING:  # the HTTP client is imported by the commands that query, not by build
+    from costplan.chargeback.promapi import QueryEndpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +55,8 @@ def query_options(command: F) -> F:
 
 def query_endpoint(url: str, tenant: str | None, bearer_token_file: str | None) -> QueryEndpoint:
     """The query endpoint of the options (an empty option is no option: unset environment variables in jobs)."""
+    from costplan.chargeback.promapi import QueryEndpoint
+
     return QueryEndpoint(url, tenant or None, bearer_token_file or None)
 
 

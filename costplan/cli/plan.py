@@ -125,14 +125,16 @@ def _build(
                 for artifact in artifacts:
                     click.echo(f"# Source: {env}/{artifact.path}\n" + dump_yaml(artifact.data), nl=False)
             return
-    dumped: dict[str, str] | None = {} if several else None
-    files = {
-        f"{env}/{path}": text
-        for env, artifacts in result.environments.items()
-        for path, text in output.render_environment(
-            artifacts, result.plan_name, env, dumped, kustomize=output_format == "manifests"
-        ).items()
-    }
+    dumped: dict[bytes, str] | None = {} if several else None
+    count = sum(len(a) for a in result.environments.values())
+    files: dict[str, str] = {}
+    for env, artifacts in result.environments.items():
+        rendered = output.render_environment(artifacts, result.plan_name, env, dumped, kustomize=output_format == "manifests")
+        files.update((f"{env}/{path}", text) for path, text in rendered.items())
+        if output_dir is not None:
+            # Written from text from here on: an environment's objects go as soon as they
+            # are text, so a large build never holds every environment's objects and texts at once.
+            result.environments[env] = []
     if output_dir is None:
         click.echo(output.render_stream(result.environments, result.plan_name), nl=False)
         return
@@ -143,7 +145,6 @@ def _build(
         env = next(iter(result.environments))
         prefix = f"{env}/"
         output.write_tree({k[len(prefix):]: v for k, v in files.items()}, output_dir / env, protected=protected)
-    count = sum(len(a) for a in result.environments.values())
     out.info(f"wrote {count} artifacts for {', '.join(result.environments)} to {output_dir}")
     if use_kubeconform:
         _kubeconform(out, output_dir, locations, kubernetes_version)

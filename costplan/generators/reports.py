@@ -6,7 +6,9 @@ Prometheus' namespace, which exists wherever costplan's rules run):
 * ConfigMap ``costplan-plan``: the merged plan of this environment, written
   back as a plan document. The jobs run ``costplan`` against it, so a report
   always uses the prices that were deployed with it, not whatever is in git
-  at report time.
+  at report time. A plan whose document exceeds ``PLAN_INLINE_BYTES``
+  (thousands of teams) is stored gzip-compressed under ``binaryData``, so
+  the object stays under the annotation limit of client-side apply.
 * ServiceAccount ``costplan-report`` with no token mounted and **no RBAC**:
   the jobs only talk to Prometheus over HTTP, and the plan arrives as a
   mounted ConfigMap volume (the kubelet reads it, not the pod).
@@ -22,6 +24,8 @@ Prometheus' namespace, which exists wherever costplan's rules run):
 
 from __future__ import annotations
 
+import base64
+import gzip
 from typing import Any
 
 from costplan.core import conventions as c
@@ -41,6 +45,11 @@ SERVICE_ACCOUNT = "costplan-report"
 REPORT_CRONJOB = "costplan-report"
 GPU_CHECK_CRONJOB = "costplan-gpu-price-check"
 PLAN_DIR = "/etc/costplan"
+# Above this, the plan document goes to the ConfigMap gzip-compressed: client-side
+# apply copies the whole object into the last-applied-configuration annotation
+# (262,144 bytes at most), and 5,000 teams alone are ~290 kB of YAML (~30 kB
+# compressed). Below it the copy stays readable with kubectl.
+PLAN_INLINE_BYTES = 128 * 1024
 REPORTS_DIR = "/reports"
 WEBHOOK_ENV = "COSTPLAN_WEBHOOK_URL"
 RUN_AS = 10001
@@ -197,6 +206,23 @@ def gpu_check_cronjob(plan: Plan) -> dict[str, Any]:
                     volumes=[_plan_volume(plan), *access_volumes])
 
 
+def plan_data(document: str) -> dict[str, Any]:
+    """The ConfigMap's ``data`` (and, for a large plan, ``binaryData``) holding the plan document.
+
+    The key is ``costplan.yaml`` either way: the volume mounts the decoded
+    bytes under that name, and the plan loader reads gzip by its magic bytes.
+    ``mtime=0`` and a fixed level keep the bytes deterministic.
+    """
+    encoded = document.encode()
+    if len(encoded) <= PLAN_INLINE_BYTES:
+        return {"data": {"costplan.yaml": document, "environment.yaml": "{}\n"}}
+    packed = gzip.compress(encoded, compresslevel=9, mtime=0)
+    return {
+        "data": {"environment.yaml": "{}\n"},
+        "binaryData": {"costplan.yaml": base64.b64encode(packed).decode("ascii")},
+    }
+
+
 def generate(plan: Plan) -> list[Artifact]:
     if not plan.reports.enabled:
         return []
@@ -206,7 +232,7 @@ def generate(plan: Plan) -> list[Artifact]:
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": metadata(plan, COMPONENT, PLAN_CONFIGMAP, namespace, wave=WAVE_CONFIG),
-            "data": {"costplan.yaml": dump_yaml(plan_document(plan)), "environment.yaml": "{}\n"},
+            **plan_data(dump_yaml(plan_document(plan))),
         },
         {
             "apiVersion": "v1",

@@ -74,6 +74,7 @@ def _build(plan_path: Path | str, environments: list[str | None]) -> BuildResult
             plans.append(load_plan(Path(plan_path), environment, parsed))
         except PlanInvalid as invalid:
             problems.extend(invalid.diagnostics)
+    parsed.clear()  # the documents with positions: the largest thing a build holds, no longer needed
     if problems:
         raise PlanInvalid(problems)
     result = BuildResult(plan_name=plans[0].name if plans else "", environments={})

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from costplan.core.artifacts import Artifact
-from costplan.core.canonical_yaml import content_key, dump_yaml
+from costplan.core.canonical_yaml import dump_yaml, dump_yaml_shared
 from costplan.core.errors import InternalError, UsageProblem
 
 try:
@@ -60,14 +60,14 @@ def render_environment(
     artifacts: list[Artifact],
     plan_name: str,
     environment: str,
-    dumped: dict[str, str] | None = None,
+    dumped: dict[bytes, str] | None = None,
     *,
     kustomize: bool = True,
 ) -> dict[str, str]:
     """Relative path → file text for one environment, with a kustomization when there are manifests to list.
 
-    ``dumped`` (content key → YAML text), shared across the environments of
-    one build, dumps each distinct object once.
+    ``dumped`` (see ``dump_yaml_shared``), shared across the environments of
+    one build, dumps each distinct top-level entry of an object once.
     """
     files: dict[str, str] = {}
     for artifact in artifacts:
@@ -76,13 +76,7 @@ def render_environment(
         if dumped is None or isinstance(artifact.data, str):
             files[artifact.path] = serialize(artifact, plan_name, environment)
             continue
-        key = content_key(artifact.data)
-        if key is None:
-            files[artifact.path] = serialize(artifact, plan_name, environment)
-            continue
-        if key not in dumped:
-            dumped[key] = dump_yaml(artifact.data)
-        files[artifact.path] = header(plan_name, environment) + dumped[key]
+        files[artifact.path] = header(plan_name, environment) + dump_yaml_shared(artifact.data, dumped)
     if kustomize:
         # One kustomization per part: a fleet cluster's directory is applied to
         # that cluster only, the global part to where the global engine runs.

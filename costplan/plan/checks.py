@@ -106,17 +106,26 @@ def _teams(document: Any) -> Iterator[tuple[JsonPath, dict]]:
     return _items(document, ["teams"])
 
 
+def _items_under(parent: dict, path: JsonPath, key: str) -> Iterator[tuple[JsonPath, dict]]:
+    """``_items(document, path + [key])`` for ``parent``, the mapping at ``path``, without walking from the root."""
+    items = parent.get(key)
+    if isinstance(items, list):
+        for index, item in enumerate(items):
+            if isinstance(item, dict):
+                yield path + [key, index], item
+
+
 def _users(document: Any) -> Iterator[tuple[JsonPath, dict, dict]]:
     """(path, user, team) for every user of every team."""
     for team_path, team in _teams(document):
-        for user_path, user in _items(document, team_path + ["users"]):
+        for user_path, user in _items_under(team, team_path, "users"):
             yield user_path, user, team
 
 
 def _budgets(document: Any) -> Iterator[tuple[JsonPath, dict]]:
     """Team budgets, then global budgets."""
-    for team_path, _ in _teams(document):
-        yield from _items(document, team_path + ["budgets"])
+    for team_path, team in _teams(document):
+        yield from _items_under(team, team_path, "budgets")
     yield from _items(document, ["budgets"])
 
 
@@ -176,8 +185,8 @@ def check_unique_names(document: Any) -> Iterator[Diagnostic]:
     """Names that generated objects, labels and references are keyed on must not repeat."""
     for list_key, noun in NAMED_LISTS.items():
         yield from _duplicates(document, _items(document, [list_key]), "name", f"{noun} name")
-    for team_path, _ in _teams(document):
-        yield from _duplicates(document, _items(document, team_path + ["budgets"]), "name", "budget name")
+    for team_path, team in _teams(document):
+        yield from _duplicates(document, _items_under(team, team_path, "budgets"), "name", "budget name")
     yield from _duplicates(document, ((p, u) for p, u, _ in _users(document)), "id", "user id")
     yield from _duplicate_secret_names(document)
     yield from _duplicate_namespaces(document)
@@ -412,8 +421,13 @@ def _money_problem(value: Any) -> str | None:
 # --------------------------------------------------------------------------
 
 
+_QUOTING = frozenset("\"'`\\")
+
+
 def _unsafe_reason(value: str) -> str | None:
     """Why a string could break out of a PromQL or CEL string literal, if it could."""
+    if value.isascii() and value.isprintable() and not _QUOTING.intersection(value):
+        return None  # printable ASCII is never Cc, Cf, Zl or Zp: the common case without the loop
     for char in value:
         if char == '"':
             return "contains a double quote"
@@ -448,7 +462,7 @@ def check_k8s_names(document: Any) -> Iterator[Diagnostic]:
         for path, item in _items(document, [list_key]):
             yield from _dns_label(document, path + ["name"], f"{noun} name", item.get("name"))
     for team_path, team in _teams(document):
-        for path, budget in _items(document, team_path + ["budgets"]):
+        for path, budget in _items_under(team, team_path, "budgets"):
             yield from _dns_label(document, path + ["name"], "budget name", budget.get("name"))
         for index, namespace in enumerate(team.get("namespaces") or []):
             yield from _dns_label(document, team_path + ["namespaces", index], "namespace", namespace)
@@ -823,7 +837,7 @@ def check_budget_actions(document: Any) -> Iterator[Diagnostic]:
             yield _at(document, path + ["actions"], "actions apply to team budgets only: a global budget "
                       "has no keys or contacts of its own", "budget-action", key=True)
     for team_path, team in _teams(document):
-        for path, budget in _items(document, team_path + ["budgets"]):
+        for path, budget in _items_under(team, team_path, "budgets"):
             seen: dict[tuple[Any, Any], int] = {}
             blocks = [_number(a.get("at")) for a in budget.get("actions") or [] if a.get("action") == "block"]
             first_block = min((b for b in blocks if b is not None), default=None)
@@ -851,8 +865,8 @@ def check_budget_actions(document: Any) -> Iterator[Diagnostic]:
 def check_contacts(document: Any) -> Iterator[Diagnostic]:
     """Email needs the plan's SMTP relay; Secret names must be Secret names."""
     has_email = isinstance(_get(document, ["notifications", "email"]), dict)
-    for team_path, _team in _teams(document):
-        for path, contact in _items(document, team_path + ["contacts"]):
+    for team_path, team in _teams(document):
+        for path, contact in _items_under(team, team_path, "contacts"):
             if contact.get("type") == "email" and not has_email:
                 yield _at(document, path + ["type"], "email contacts need notifications.email "
                           "(the SMTP relay: smarthost and from)", "contacts")

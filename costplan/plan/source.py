@@ -23,6 +23,8 @@ later stage meets a value it cannot handle:
   ``/dev/zero`` would hang), and aliases may not expand the document to
   more than ``MAX_EXPANSION_FACTOR`` values per input byte (a few KB of
   nested aliases would otherwise expand to billions of values).
+* a gzip-compressed file is read as its content (the report jobs' copy of
+  a large plan), within the same size limit.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import gc
 import os
 import re
 import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -39,6 +42,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from costplan.core.canonical_yaml import QuickResolver
 from costplan.core.diagnostics import Diagnostic
 from costplan.core.money import MAX_MAGNITUDE, MAX_SIGNIFICANT_DIGITS
 
@@ -66,6 +70,10 @@ class Position(NamedTuple):
     column: int
 
 
+# ``Position(...)`` without the Python-level ``__new__`` of NamedTuple (millions are made).
+_position = tuple.__new__
+
+
 class Located:
     """Mixin for containers that know where their children came from."""
 
@@ -89,7 +97,7 @@ class LList(list, Located):
         self.item_positions: list[Position | None] = []
 
 
-class _ScalarLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _ScalarLoader(QuickResolver, _BaseLoader):  # type: ignore[misc, valid-type]
     """libyaml's parser and composer; PyYAML constructors only for non-string scalars.
 
     Numbers with a fraction become ``Decimal`` from the scalar's own text;
@@ -194,6 +202,11 @@ class _Builder:
     def __init__(self, loader: Any, filename: str, diagnostics: list[Diagnostic], text: str = "<<") -> None:
         self.loader = loader
         self.has_merge_keys = "<<" in text
+        # Without anchors no node is reached twice, so each node's children are
+        # let go as soon as they are built: the node tree (libyaml composes all
+        # of it first) then shrinks while the plan grows, instead of both
+        # being whole at once (about 40% of a large plan's peak memory).
+        self.releases = "&" not in text
         self.filename = filename
         self.diagnostics = diagnostics
         self.budget = MAX_EXPANSION_FACTOR * len(text) + _EXPANSION_FLOOR
@@ -225,13 +238,24 @@ class _Builder:
         assert isinstance(node, yaml.MappingNode)
         return self._mapping(node, depth)
 
+    def _children(self, node: yaml.Node) -> Iterator[Any]:
+        """The node's children, each released (when ``releases``) once the caller moved past it."""
+        if not self.releases:
+            yield from node.value
+            return
+        children, node.value = node.value, []
+        for index in range(len(children)):
+            child, children[index] = children[index], None
+            yield child
+
     def _sequence(self, node: yaml.SequenceNode, depth: int) -> LList:
         name = self.filename
-        result = LList(self.build(child, depth + 1) for child in node.value)
+        result = LList()
         result.position = Position(name, node.start_mark.line + 1, node.start_mark.column + 1)
-        result.item_positions = [
-            Position(name, child.start_mark.line + 1, child.start_mark.column + 1) for child in node.value
-        ]
+        positions = result.item_positions
+        for child in self._children(node):
+            result.append(self.build(child, depth + 1))
+            positions.append(Position(name, child.start_mark.line + 1, child.start_mark.column + 1))
         return result
 
     def _problem(self, node: yaml.Node, message: str, check_id: str) -> None:
@@ -245,17 +269,18 @@ class _Builder:
         result = LDict()
         result.position = Position(name, node.start_mark.line + 1, node.start_mark.column + 1)
         key_positions, value_positions = result.key_positions, result.value_positions
-        for key_node, value_node in node.value:
-            if type(key_node) is yaml.ScalarNode and key_node.tag == _STR_TAG:
+        scalar, child_depth = yaml.ScalarNode, depth + 1
+        for key_node, value_node in self._children(node):
+            if type(key_node) is scalar and key_node.tag == _STR_TAG:
                 key = key_node.value  # checked below, as a key
             else:
-                key = self.build(key_node, depth + 1)
-            if not isinstance(key, (str, int, bool)) or isinstance(key, Decimal):
-                key = str(key)
+                key = self.build(key_node, child_depth)
+                if not isinstance(key, (str, int, bool)) or isinstance(key, Decimal):
+                    key = str(key)
             if isinstance(key, str) and _KEY_CONTROL.search(key):
                 self._problem(key_node, "a control character (line break, escape code) in a key", "control-character")
             mark = key_node.start_mark
-            key_pos = Position(name, mark.line + 1, mark.column + 1)
+            key_pos = _position(Position, (name, mark.line + 1, mark.column + 1))
             if key in result:
                 first = key_positions[key]
                 self.diagnostics.append(
@@ -264,10 +289,19 @@ class _Builder:
                         f"duplicate key {key!r} (first defined at line {first.line})", "duplicate-key",
                     )
                 )
-            result[key] = self.build(value_node, depth + 1)
+            if type(value_node) is scalar and value_node.tag == _STR_TAG and child_depth <= _MAX_DEPTH and self.budget > 0:
+                # ``build`` of a string value, inlined: most values are strings.
+                self.budget -= 1
+                value = value_node.value
+                if _VALUE_CONTROL.search(value):
+                    self._problem(value_node, "a control character in a value (only tab and newline are allowed)",
+                                  "control-character")
+                result[key] = value
+            else:
+                result[key] = self.build(value_node, child_depth)
             key_positions[key] = key_pos
             mark = value_node.start_mark
-            value_positions[key] = Position(name, mark.line + 1, mark.column + 1)
+            value_positions[key] = _position(Position, (name, mark.line + 1, mark.column + 1))
         return result
 
 
@@ -307,6 +341,23 @@ def _with_pointer(diagnostic: Diagnostic, data: Any) -> Diagnostic:
     return replace(diagnostic, pointer=pointer(path)) if path else diagnostic
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzip(raw: bytes, max_length: int) -> bytes:
+    """A gzip stream's content, at most ``max_length`` bytes (no decompression bomb fills memory).
+
+    A plan too large for the annotation limit of one ConfigMap is shipped to
+    the report jobs gzip-compressed (``generators/reports.py``); YAML never
+    starts with these two bytes, so a compressed file is recognised by them.
+    """
+    inflater = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
+    out = inflater.decompress(raw, max_length)
+    if len(out) < max_length and not inflater.eof:
+        raise zlib.error("truncated gzip stream")
+    return out
+
+
 def load_yaml_file(path: Path, display_name: str | None = None) -> LoadedFile:
     """Read and parse a file; unreadable files become diagnostics, not exceptions."""
     name = display_name or str(path)
@@ -318,13 +369,15 @@ def load_yaml_file(path: Path, display_name: str | None = None) -> LoadedFile:
             return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", f"cannot read: {what}", "file-unreadable")])
         with open(path, "rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
+        if raw.startswith(GZIP_MAGIC):
+            raw = gunzip(raw, MAX_FILE_BYTES + 1)
         if len(raw) > MAX_FILE_BYTES:
             limit = f"{MAX_FILE_BYTES // (1024 * 1024)} MiB"
             return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", f"cannot read: larger than {limit}", "file-unreadable")])
         text = raw.decode("utf-8")
     except FileNotFoundError:
         return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", "file not found", "file-missing")])
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, zlib.error) as exc:
         return LoadedFile(name, None, [Diagnostic(name, 1, 1, "", f"cannot read: {exc}", "file-unreadable")])
     return load_yaml_text(text, name)
 

@@ -135,11 +135,18 @@ def _global_content(plan: Plan) -> dict[str, list[dict[str, Any]]]:
 
 
 # Groups whose rules never read each other's results: splitting them changes
-# nothing Prometheus computes. They are the ones that grow with teams and
-# budgets (constant price/budget series, one alert per budget threshold), and
-# one PrometheusRule object must stay well under the API server's ~1.5 MiB.
+# nothing Prometheus computes. They are the only ones that grow with teams and
+# budgets (constant price/budget series, one alert per budget threshold); the
+# usage, hourly and spend groups follow tiers, models and sources, and their
+# rules read rules above them, so they are never split.
 SHARDABLE = frozenset({c.GROUP_PRICES, c.GROUP_ALERTS})
-SHARD_BYTES = 400_000
+# Each shard is one PrometheusRule object. Client-side apply (kubectl apply,
+# Argo CD without ServerSideApply) copies the whole object into the
+# last-applied-configuration annotation, and the API server allows 262,144
+# bytes of annotations in total: 200,000 bytes of rules (measured with
+# json.dumps' default separators, so more than the compact JSON kubectl
+# writes) keep every object near 190 kB, a quarter below that limit.
+SHARD_BYTES = 200_000
 
 
 def _shards(rules: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
