@@ -58,7 +58,6 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 
 from build_floor import objects_of, timed  # noqa: E402
 from generate_plan import add_fleet, make_plan  # noqa: E402
-from rules_scaling import _group_times, counters, openmetrics  # noqa: E402
+from rules_scaling import Value, _group_times, counters, openmetrics  # noqa: E402
 
 from costplan.core import conventions as c  # noqa: E402
 from costplan.generators.prometheus.groups import rule_groups  # noqa: E402
@@ -179,7 +178,7 @@ def cluster_eval(plan: Plan, clusters: int, spread: int, work: Path, interval: i
     variant = fleet.cluster_plan(plan, plan.clusters[0])
     metric, series = counters("telemetry", variant)
     mine = [labels for index, labels in enumerate(series) if 0 in reached(index, clusters, spread)]
-    families: dict[str, tuple[list[dict[str, str]], Callable[[int], int]]] = {metric: (mine, lambda m: 3 * m)}
+    families: dict[str, tuple[list[dict[str, str]], Value]] = {metric: (mine, lambda i, m: 3 * m)}
     data = work / "data"
     started = time.monotonic()
     openmetrics(families, int(time.time()), 70, work / "in.om")

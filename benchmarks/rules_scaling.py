@@ -2,9 +2,12 @@
 
 For each identity mode and each number of users (10 users per team, so teams
 grow alongside), builds a plan shaped like the bundled one
-(``generate_plan.make_plan``), backfills 70 minutes of one synthetic usage
-counter per user (one sample a minute) with ``promtool tsdb
-create-blocks-from openmetrics``, and runs one local Prometheus with the
+(``generate_plan.make_plan``), backfills ``--history`` minutes (default 25
+hours, so that the naive rule's 24-hour window is as full as on a server
+that has been running for a day) of one synthetic usage counter per user
+(one sample a minute; ``--restarting`` of the users' counters restart from
+0 in the last closed hour) with ``promtool tsdb create-blocks-from
+openmetrics``, and runs one local Prometheus with the
 plan's rule groups and, beside them, the naive seed rule
 ``sum(increase(<counter>[24h])) by (user, group) * 0.002`` on the very same
 series. Every group is evaluated every ``--interval``; after each group has
@@ -120,18 +123,39 @@ def key_secrets(plan: Plan) -> list[dict[str, str]]:
     return out
 
 
-def openmetrics(families: dict[str, tuple[list[dict[str, str]], Callable[[int], int]]], now: int, minutes: int,
+Value = Callable[[int, int], int]  # (series index, minute) -> sample value
+
+
+def openmetrics(families: dict[str, tuple[list[dict[str, str]], Value]], now: int, minutes: int,
                 out: Path) -> None:
     """Every family's series, one sample a minute for ``minutes`` ending now (seconds timestamps)."""
     with out.open("w") as stream:
         for name, (series, value) in families.items():
             stream.write(f"# TYPE {name} {'gauge' if name.startswith('kube_') else 'unknown'}\n")
-            for labels in series:
+            for index, labels in enumerate(series):
                 text = _labels(labels)
-                lines = (f"{name}{{{text}}} {value(minute)} {now - (minutes - minute) * 60}\n"
+                lines = (f"{name}{{{text}}} {value(index, minute)} {now - (minutes - minute) * 60}\n"
                          for minute in range(minutes))
                 stream.writelines(lines)
         stream.write("# EOF\n")
+
+
+def counter_value(minutes: int, restarting: float) -> Value:
+    """3 calls a minute; every ``1/restarting``-th series restarts from 0 half an hour before the end.
+
+    The restart falls in the last closed hour of every evaluation in the
+    first half hour after the backfill (and in the decrease window after
+    that), so the hourly rules' step-by-step path has that share of series.
+    """
+    every = round(1 / restarting) if restarting > 0 else 0
+    restart = minutes - 30
+
+    def value(index: int, minute: int) -> int:
+        if every and index % every == 0 and minute >= restart:
+            return 3 * (minute - restart)
+        return 3 * minute
+
+    return value
 
 
 def naive_rules(metric: str) -> list[dict[str, str]]:
@@ -147,14 +171,15 @@ def _group_times(port: int) -> dict[str, tuple[float, str]]:
     return {g["name"]: (g["evaluationTime"], g["lastEvaluation"]) for g in _get(port, "/api/v1/rules")["groups"]}
 
 
-def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port: int) -> dict[str, Any]:
+def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port: int, history: int,
+            restarting: float) -> dict[str, Any]:
     metric, series = counters(mode, plan)
-    families: dict[str, tuple[list[dict[str, str]], Callable[[int], int]]] = {metric: (series, lambda m: 3 * m)}
+    families: dict[str, tuple[list[dict[str, str]], Value]] = {metric: (series, counter_value(history, restarting))}
     if mode == "legacy":
-        families["kube_secret_annotations"] = (key_secrets(plan), lambda m: 1)
+        families["kube_secret_annotations"] = (key_secrets(plan), lambda i, m: 1)
     data = work / "data"
     started = time.monotonic()
-    openmetrics(families, int(time.time()), 70, work / "in.om")
+    openmetrics(families, int(time.time()), history, work / "in.om")
     subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(work / "in.om"), str(data)],
                    check=True, capture_output=True)
     (work / "in.om").unlink()
@@ -198,12 +223,13 @@ def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port:
             "cycles": min((len(v) for v in readings.values()), default=0)}
 
 
-def rows(modes: list[str], sizes: list[int], interval: int, cycles: int, port: int) -> Iterator[dict[str, Any]]:
+def rows(modes: list[str], sizes: list[int], interval: int, cycles: int, port: int, history: int,
+         restarting: float) -> Iterator[dict[str, Any]]:
     for mode in modes:
         for users in sizes:
             with tempfile.TemporaryDirectory(prefix="costplan-rules-") as tmp:
                 plan = load(mode, users, Path(tmp))
-                found = measure(mode, plan, Path(tmp), interval, cycles, port)
+                found = measure(mode, plan, Path(tmp), interval, cycles, port, history, restarting)
             yield {"mode": mode, "users": len(plan.users()), "teams": len(plan.teams), **found}
 
 
@@ -214,13 +240,15 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=20, help="seconds between evaluations of every group")
     parser.add_argument("--cycles", type=int, default=3, help="evaluations measured per group (after one warm-up)")
     parser.add_argument("--port", type=int, default=19190)
+    parser.add_argument("--history", type=int, default=25 * 60, help="minutes of counter samples backfilled")
+    parser.add_argument("--restarting", type=float, default=0.01, help="share of counters that restart")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     out = []
     print("| mode | users | teams | rules | naive ms | costplan ms (all groups) | ratio | hourly ms | usage ms |"
           " other groups ms |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for row in rows(args.modes, args.users, args.interval, args.cycles, args.port):
+    for row in rows(args.modes, args.users, args.interval, args.cycles, args.port, args.history, args.restarting):
         out.append(row)
         costs = dict(row["costs"])
         naive = costs.pop(NAIVE_GROUP, float("nan"))

@@ -65,6 +65,43 @@ def test_a_counter_that_goes_missing_and_returns_bills_its_growth_once(bundled_p
     ], interval="2m")
 
 
+PREMIUM2 = 'authorized_calls{user="premiumuser2", team="ml-research", tier="premium"}'
+PREMIUM2_SPEND = '{user="premiumuser2", team="ml-research", tier="premium", cost_center="CC-1001"}'
+BY_USER2 = 'costplan:spend_by_user:increase1h{user="premiumuser2"}'
+
+
+def test_restarts_inside_hours_bill_every_call_while_a_steady_counter_beside_them_is_billed_alike(bundled_plan):
+    plan = bundled_plan(None)
+    # Scrapes every 2 minutes; scrape k at 2k minutes, the hour 00:00-01:00 is scrapes 1-30.
+    # premiumuser1: 0 → 40 by 00:40 (+2 a scrape), restarts to 3 at 00:42, 4 at 00:44 and holds;
+    # restarts again to 1 at 01:22, +1 a scrape to 11 at 01:42, then holds to the end.
+    restarting = "0+2x20 3 4x18 1+1x10 11x40"
+    # premiumuser2 never restarts: +1 a scrape, 30 calls an hour.
+    steady = "0+1x91"
+    check(plan, [(PREMIUM1, restarting), (PREMIUM2, steady)], [
+        # 00:00-01:00: 40 before the restart, 3 shown by the restarted counter, 1 more = 44 x 0.002
+        expr(money(BY_USER), "61m", [sample(PREMIUM1_SPEND, 0.088)]),
+        expr(money(BY_USER2), "61m", [sample(PREMIUM2_SPEND, 0.06)]),
+        # 01:00-02:00: the second restart shows 1, then 10 more = 11 x 0.002 (never 11 - 4 + ... twice)
+        expr(money(BY_USER), "121m", [sample(PREMIUM1_SPEND, 0.022)]),
+        expr(money(BY_USER2), "121m", [sample(PREMIUM2_SPEND, 0.06)]),
+        # 02:00-03:00: no calls, though the restarts are still in the window that looks for them.
+        expr(money(BY_USER), "181m", [sample(PREMIUM1_SPEND, 0)]),
+        expr(money(BY_USER2), "181m", [sample(PREMIUM2_SPEND, 0.06)]),
+    ], interval="2m")
+
+
+def test_a_counter_unseen_across_an_hour_edge_bills_its_growth_in_the_hour_it_returns(bundled_plan):
+    plan = bundled_plan(None)
+    # 26 by 00:50, no scrapes 00:52-01:18 (the hour edge inside the gap), 30 at 01:20, then holds.
+    check(plan, [(PREMIUM1, "1+1x25 _x14 30x40")], [
+        # 00:00-01:00: 25 (the value 1 at 00:00 belongs to the hour before) = 0.05
+        expr(money(BY_USER), "61m", [sample(PREMIUM1_SPEND, 0.05)]),
+        # 01:00-02:00: 30 - 26 = 4 = 0.008, never the whole 30 again
+        expr(money(BY_USER), "121m", [sample(PREMIUM1_SPEND, 0.008)]),
+    ], interval="2m")
+
+
 def daily_tiered(plan: Plan) -> Plan:
     model = next(m for m in plan.models if m.name == "mixtral-batch")
     assert isinstance(model.pricing, TieredVolume)

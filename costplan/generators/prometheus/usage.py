@@ -285,38 +285,66 @@ def _normalise(spec_: Spec, counter: Counter, fn: str, window: str, extra: Mappi
     return expr
 
 
-# Hourly usage is the sum of the counter's changes between aligned steps this
-# far apart. One scrape at most falls between two steps when scrapes are at
-# least this far apart, so every reset is seen (see ``_windowed``).
+# A counter's hourly growth needs every pair of consecutive samples only where
+# the counter went down: at steps this far apart at most one scrape falls
+# between two steps when scrapes are at least this far apart, so every
+# decrease is seen (see ``_windowed``).
 DIFFERENCE_STEP = "15s"
-# How long a counter may go without samples and still be the same counter:
-# an outage shorter than this bills the growth over it when samples return.
-SAME_SERIES_GAP = "1h"
+# Series that went down anywhere in this window, ending at the evaluation,
+# take the step-by-step path. From any evaluation in the hour after a closed
+# hour it covers that hour and the hour before it, where the value the hour
+# starts from lies.
+DECREASE_WINDOW = "3h"
 # Wide enough, from any evaluation in the hour after a closed hour, to see
 # every series that has a sample in that hour (or the one before it).
 PRESENCE_WINDOW = "2h"
+# A transient label that keeps the two terms of the hourly growth apart until they are added.
+_TERM = "costplan_term"
 
 
 def _windowed(fn: str, series: str, window: str) -> str:
     """``rate``, or the exact growth of the counter in the clock hour that closed last.
 
-    At steps ``DIFFERENCE_STEP`` apart through the hour, each step adds the
-    change since the latest sample before the previous step (looked up as
-    far back as ``SAME_SERIES_GAP``): the difference when the counter did
-    not go down, the new value when it did (a restart counts from 0), and
-    the whole value when the series has no earlier sample (a series is
-    born at its first request, with a value of at least 1). The steps of
-    consecutive hours meet, so hours tile the counter's growth exactly and
-    never go negative; nothing is extrapolated (``increase()`` would, and
-    would lose a new series' first value). The hour is the clock hour before
-    the evaluation (``periods.clock_hour``), the same at every evaluation in
-    the hour after it.
+    The hour ``(H - 1h, H]`` has samples ``S1 … Sn``; it starts from ``P``,
+    the counter's last sample in the hour before (none for a series born in
+    the hour: a series is born at its first request, with a value of at
+    least 1). The growth is the sum over consecutive pairs of the sequence
+    ``P, S1 … Sn`` of the difference where the counter did not go down and
+    of the new value where it did (a restart counts from 0). That sum is
+
+        Sn - P  +  the value before every decrease
+
+    (``Sn`` alone without ``P``). The first term is two range lookups per
+    series. The second is zero for a counter that never went down, and
+    finding the decreases needs a step-by-step look at the hour, which costs
+    a binary operation per series at every step: so it is evaluated only for
+    the series ``resets()`` finds going down in ``DECREASE_WINDOW`` (a
+    superset of those that went down between ``P`` and ``Sn``), selected
+    once per evaluation (``@ end()``, step-invariant) and by ``and`` before
+    any arithmetic. At each step the decrease is the last value before the
+    previous step (looked up ``2h`` back, as far as ``P`` can lie) when it
+    is above the value now. A cycle's cost follows the series and the few
+    that restarted, not a binary operation per series per step.
+
+    Consecutive hours meet (``Sn`` of one is ``P`` of the next), so hours
+    tile the counter's growth exactly and never go negative; nothing is
+    extrapolated (``increase()`` would, and would lose a new series' first
+    value). The hour is the clock hour before the evaluation
+    (``periods.clock_hour``), the same at every evaluation in the hour after
+    it. A counter unseen for the whole hour before an hour starts that hour
+    as a new series.
     """
     if fn != "increase":
         return f"{fn}({series}[{window}])"
-    previous = f"last_over_time({series}[{SAME_SERIES_GAP}] offset {DIFFERENCE_STEP})"
-    change = f"({series} - {previous} >= 0 or {series} * 1)"
-    return clock_hour(f"sum_over_time({change}[59m59s:{DIFFERENCE_STEP}])")
+    last = f"last_over_time({series}[1h])"
+    start = f"last_over_time({series}[1h] offset 1h)"
+    growth = f"({last} - {start} or {last})"
+    went_down = f"(resets({series}[{DECREASE_WINDOW}] @ end()) > 0)"
+    before = f"last_over_time({series}[2h] offset {DIFFERENCE_STEP})"
+    decreases = f"sum_over_time((({before} and {went_down}) > {series})[59m59s:{DIFFERENCE_STEP}])"
+    terms = (f'label_replace({growth}, "{_TERM}", "growth", "", "")'
+             f' or label_replace({decreases}, "{_TERM}", "decreases", "", "")')
+    return clock_hour(f"sum without ({_TERM}) ({terms})")
 
 
 def _present(spec_: Spec, counter: Counter, fn: str, window: str) -> str:
