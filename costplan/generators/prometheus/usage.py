@@ -77,10 +77,11 @@ class Measure:
     # When set, the measure is these parts joined with ``or`` (disjoint
     # selections, e.g. by tier, each counted its own way).
     parts: tuple[Measure, ...] = ()
-    # A set operation applied to the counter once summed by identity (e.g.
-    # ``and on(user) <users of some tiers>``): selects users by data, not by a
-    # matcher that lists them.
-    users: str = ""
+    # Series (by ``user``) of the users that ``plus``, ``minus`` and
+    # ``per_request`` apply to; every other user counts the counter alone.
+    # Selects users by data, not by a matcher that lists them, and reads the
+    # counter once for both kinds of user.
+    adjusted_users: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,16 +156,14 @@ def _legacy_requests(plan: Plan) -> Measure:
         return Measure("requests", Counter("authorized_calls"))
     # The tier on the user's key: its own (users[].tier) or its team's.
     token_users = selector(c.METRIC_USER_IDENTITY, None, **{c.LABEL_TIER: one_of(token_tiers)})
-    thrice = Measure(
+    return Measure(
         "requests",
         Counter("authorized_calls"),
         minus=(Counter("limited_calls"),),
         plus=(Counter("limited_hits"),),
         per_request=3,
-        users=f"and on({c.LABEL_USER}) {token_users}",
+        adjusted_users=token_users,
     )
-    once = Measure("requests", Counter("authorized_calls"), users=f"unless on({c.LABEL_USER}) {token_users}")
-    return Measure("requests", thrice.counter, parts=(thrice, once))
 
 
 def _envoy(token_type: str) -> Counter:
@@ -366,9 +365,9 @@ def _counted(spec_: Spec, measure: Measure, fn: str, window: str) -> str:
     of the counter, read cheaply), so the counter's own expression is
     evaluated once.
     """
+    if measure.adjusted_users:
+        return _counted_for_some_users(spec_, measure, fn, window)
     expr = _normalise(spec_, measure.counter, fn, window)
-    if measure.users:
-        expr = f"({expr} {measure.users})"
     zero = _present(spec_, measure.counter, fn, window)
     for plus in measure.plus:
         addend = _normalise(spec_, plus, fn, window)
@@ -379,6 +378,29 @@ def _counted(spec_: Spec, measure: Measure, fn: str, window: str) -> str:
     if measure.per_request != 1:
         expr = f"{expr} / {measure.per_request}"
     return expr
+
+
+def _counted_for_some_users(spec_: Spec, measure: Measure, fn: str, window: str) -> str:
+    """``(counter + plus - minus) / per_request`` for ``adjusted_users``, the counter for everyone else.
+
+    One expression over the counter: the adjustment is kept for the
+    adjusted users only (``and on(user)``, a 0 for the others) and the
+    divisor is ``per_request`` for them and 1 for the others, so the
+    counter, the costly part, is read once whatever the number of users
+    of either kind (two complementary selections would read it twice).
+    Counts are whole numbers, so the sum is the same in any order.
+    """
+    user = c.LABEL_USER
+    expr = _normalise(spec_, measure.counter, fn, window)
+    zero = _present(spec_, measure.counter, fn, window)
+    adjustment = " + ".join(f"({_normalise(spec_, plus, fn, window)} or {zero})" for plus in measure.plus) or "0"
+    adjustment += "".join(f" - ({_normalise(spec_, minus, fn, window)} or {zero})" for minus in measure.minus)
+    adjusted = f"group by ({user}) ({measure.adjusted_users})"
+    expr = f"clamp_min({expr} + (({adjustment}) and on({user}) {adjusted} or {zero}), 0)"
+    if measure.per_request == 1:
+        return expr
+    divisor = f"({adjusted} * 0 + {measure.per_request} or on({user}) {zero} + 1)"
+    return f"{expr} / on({user}) {divisor}"
 
 
 def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure, fn: str, window: str,
