@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 
 from build_floor import objects_of, timed  # noqa: E402
 from generate_plan import add_fleet, make_plan  # noqa: E402
-from rules_scaling import Value, _group_times, counters, openmetrics  # noqa: E402
+from rules_scaling import Value, backfill, counters, group_costs, prometheus  # noqa: E402
 
 from costplan.core import conventions as c  # noqa: E402
 from costplan.generators.prometheus.groups import rule_groups  # noqa: E402
@@ -179,48 +179,16 @@ def cluster_eval(plan: Plan, clusters: int, spread: int, work: Path, interval: i
     metric, series = counters("telemetry", variant)
     mine = [labels for index, labels in enumerate(series) if 0 in reached(index, clusters, spread)]
     families: dict[str, tuple[list[dict[str, str]], Value]] = {metric: (mine, lambda i, m: 3 * m)}
-    data = work / "data"
     started = time.monotonic()
-    openmetrics(families, int(time.time()), 70, work / "in.om")
-    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(work / "in.om"), str(data)],
-                   check=True, capture_output=True)
-    (work / "in.om").unlink()
-    backfill = time.monotonic() - started
+    data = backfill(families, 70, work)
+    backfilled = time.monotonic() - started
     groups = _with_interval(rule_groups(variant), interval)
-    (work / "rules.yaml").write_text(yaml.dump({"groups": groups}, Dumper=DUMPER, sort_keys=False))
-    (work / "prometheus.yml").write_text(yaml.safe_dump({"rule_files": [str(work / "rules.yaml")]}))
-    port = free_port()
-    server = subprocess.Popen(
-        ["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        readings: dict[str, list[float]] = {}
-        seen: dict[str, set[str]] = {}
-        deadline = time.monotonic() + max(600, interval * (cycles + 3) * 4)
-        while time.monotonic() < deadline:
-            time.sleep(interval)
-            try:
-                times = _group_times(port)
-            except OSError:
-                continue
-            for name, (seconds, last) in times.items():
-                if last.startswith("0001") or last in seen.setdefault(name, set()):
-                    continue
-                seen[name].add(last)
-                readings.setdefault(name, []).append(seconds)
-            if times and all(len(readings.get(name, ())) > cycles for name in times):
-                break
-        costs = {name: statistics.median(values[1:] or values) for name, values in readings.items()}
+    with prometheus(work, data, groups, free_port()) as port:
+        costs, seen = group_costs(port, interval, cycles)
         usage = _prom_query(port, "costplan:usage_requests:rate5m")
         hourly = _prom_query(port, c.METRIC_CLUSTER_USAGE_REQUESTS_HOURLY)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    return {"users": len(mine), "rules": count(groups), "costs": costs, "backfill_s": backfill,
-            "identities_rate5m": usage, "identities_hourly": hourly,
-            "cycles": max(0, min((len(v) for v in readings.values()), default=1) - 1)}
+    return {"users": len(mine), "rules": count(groups), "costs": costs, "backfill_s": backfilled,
+            "identities_rate5m": usage, "identities_hourly": hourly, "cycles": max(0, seen - 1)}
 
 
 # -- evaluation: the global part in vmalert over VictoriaMetrics -----------------------------------

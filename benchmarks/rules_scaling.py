@@ -34,6 +34,7 @@ Identity modes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -171,22 +172,21 @@ def _group_times(port: int) -> dict[str, tuple[float, str]]:
     return {g["name"]: (g["evaluationTime"], g["lastEvaluation"]) for g in _get(port, "/api/v1/rules")["groups"]}
 
 
-def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port: int, history: int,
-            restarting: float) -> dict[str, Any]:
-    metric, series = counters(mode, plan)
-    families: dict[str, tuple[list[dict[str, str]], Value]] = {metric: (series, counter_value(history, restarting))}
-    if mode == "legacy":
-        families["kube_secret_annotations"] = (key_secrets(plan), lambda i, m: 1)
+def backfill(families: dict[str, tuple[list[dict[str, str]], Value]], minutes: int, work: Path) -> Path:
+    """The families' samples as TSDB blocks in ``work/data``, ``minutes`` ending now."""
     data = work / "data"
-    started = time.monotonic()
-    openmetrics(families, int(time.time()), history, work / "in.om")
+    openmetrics(families, int(time.time()), minutes, work / "in.om")
     subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(work / "in.om"), str(data)],
                    check=True, capture_output=True)
     (work / "in.om").unlink()
-    backfill = time.monotonic() - started
-    groups = [{**g, "interval": f"{interval}s"} for g in rule_groups(plan)]
-    groups.append({"name": NAIVE_GROUP, "interval": f"{interval}s", "rules": naive_rules(metric)})
-    (work / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    return data
+
+
+@contextlib.contextmanager
+def prometheus(work: Path, data: Path, groups: list[dict[str, Any]], port: int) -> Iterator[int]:
+    """A Prometheus over ``data`` evaluating ``groups``, stopped on leaving; yields its port."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # rule files of large plans are megabytes
+    (work / "rules.yaml").write_text(yaml.dump({"groups": groups}, Dumper=dumper, sort_keys=False))
     (work / "prometheus.yml").write_text(yaml.safe_dump({"rule_files": [str(work / "rules.yaml")]}))
     server = subprocess.Popen(
         ["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
@@ -194,33 +194,55 @@ def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        readings: dict[str, list[float]] = {}
-        seen: dict[str, set[str]] = {}
-        deadline = time.monotonic() + max(600, interval * (cycles + 3) * 4)
-        while time.monotonic() < deadline:
-            time.sleep(interval)
-            try:
-                times = _group_times(port)
-            except OSError:
-                continue
-            for name, (seconds, last) in times.items():
-                if last.startswith("0001"):
-                    continue
-                if last not in seen.setdefault(name, set()):
-                    seen[name].add(last)
-                    readings.setdefault(name, []).append(seconds)
-            if times and all(len(readings.get(name, ())) > cycles for name in times):
-                break
-        # The first evaluation warms caches: left out.
-        costs = {name: statistics.median(values[1:] or values) for name, values in readings.items()}
-        result = _get(port, "/api/v1/query?query=" + urllib.parse.quote(f"count({c.METRIC_SPEND_RATE})"))
-        priced = int(float(result["result"][0]["value"][1])) if result["result"] else 0
+        yield port
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def group_costs(port: int, interval: int, cycles: int) -> tuple[dict[str, float], int]:
+    """Each group's median ``evaluationTime`` over ``cycles`` evaluations after a warm-up one; and the cycles seen.
+
+    Read once per interval; an evaluation is counted once (by its
+    ``lastEvaluation``). The first evaluation warms caches: left out.
+    """
+    readings: dict[str, list[float]] = {}
+    seen: dict[str, set[str]] = {}
+    deadline = time.monotonic() + max(600, interval * (cycles + 3) * 4)
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        try:
+            times = _group_times(port)
+        except OSError:
+            continue
+        for name, (seconds, last) in times.items():
+            if last.startswith("0001") or last in seen.setdefault(name, set()):
+                continue
+            seen[name].add(last)
+            readings.setdefault(name, []).append(seconds)
+        if times and all(len(readings.get(name, ())) > cycles for name in times):
+            break
+    costs = {name: statistics.median(values[1:] or values) for name, values in readings.items()}
+    return costs, min((len(v) for v in readings.values()), default=0)
+
+
+def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port: int, history: int,
+            restarting: float) -> dict[str, Any]:
+    metric, series = counters(mode, plan)
+    families: dict[str, tuple[list[dict[str, str]], Value]] = {metric: (series, counter_value(history, restarting))}
+    if mode == "legacy":
+        families["kube_secret_annotations"] = (key_secrets(plan), lambda i, m: 1)
+    started = time.monotonic()
+    data = backfill(families, history, work)
+    backfilled = time.monotonic() - started
+    groups = [{**g, "interval": f"{interval}s"} for g in rule_groups(plan)]
+    groups.append({"name": NAIVE_GROUP, "interval": f"{interval}s", "rules": naive_rules(metric)})
+    with prometheus(work, data, groups, port):
+        costs, seen = group_costs(port, interval, cycles)
+        result = _get(port, "/api/v1/query?query=" + urllib.parse.quote(f"count({c.METRIC_SPEND_RATE})"))
+        priced = int(float(result["result"][0]["value"][1])) if result["result"] else 0
     rules = sum(len(g["rules"]) for g in groups) - 1
-    return {"costs": costs, "rules": rules, "priced_series": priced, "backfill_s": backfill,
-            "cycles": min((len(v) for v in readings.values()), default=0)}
+    return {"costs": costs, "rules": rules, "priced_series": priced, "backfill_s": backfilled, "cycles": seen}
 
 
 def rows(modes: list[str], sizes: list[int], interval: int, cycles: int, port: int, history: int,
