@@ -197,10 +197,14 @@ def prometheus(work: Path, data: Path, groups: list[dict[str, Any]], port: int) 
         yield port
     finally:
         server.terminate()
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # still compacting a large backfill
+            server.kill()
+            server.wait()
 
 
-def group_costs(port: int, interval: int, cycles: int) -> tuple[dict[str, float], int]:
+def group_costs(port: int, interval: int, cycles: int, patience: int = 600) -> tuple[dict[str, float], int]:
     """Each group's median ``evaluationTime`` over ``cycles`` evaluations after a warm-up one; and the cycles seen.
 
     Read once per interval; an evaluation is counted once (by its
@@ -208,7 +212,7 @@ def group_costs(port: int, interval: int, cycles: int) -> tuple[dict[str, float]
     """
     readings: dict[str, list[float]] = {}
     seen: dict[str, set[str]] = {}
-    deadline = time.monotonic() + max(600, interval * (cycles + 3) * 4)
+    deadline = time.monotonic() + max(patience, interval * (cycles + 3) * 4)
     while time.monotonic() < deadline:
         time.sleep(interval)
         try:
