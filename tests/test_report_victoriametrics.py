@@ -10,8 +10,7 @@ query's subquery steps are multiples of the step (``[86399s:1h]`` at a full
 hour reads the 24 hours before it), ``last_over_time(m[1h] offset 1s)``
 sees the samples of the hour before the step only, and data of 2025 is
 kept (``-retentionPeriod=100y``: the default of one month would drop it).
-``-search.latencyOffset`` (30 s) only hides the newest samples, never a
-past month's.
+The server is ``tests/vmserver.py``'s, the one the engine tests use.
 
 A fleet's series (``cluster`` labels) give per-cluster rows whose team
 totals are the single-cluster totals' exact sums.
@@ -22,10 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -36,71 +31,24 @@ from click.testing import CliRunner
 from costplan.cli.chargeback import report_command
 from tests import report_data
 from tests.conftest import PLAN
-from tests.promserver import free_port
 from tests.test_report_golden import CASES, GOLDEN, berlin_plan
+from tests.vmserver import MISSING, VICTORIA_METRICS, vm_server
 
-VICTORIA = shutil.which("victoria-metrics")
-pytestmark = pytest.mark.skipif(VICTORIA is None, reason="needs the victoria-metrics binary (Debian package victoria-metrics)")
-
-
-class Victoria:
-    def __init__(self, work: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (work / "victoria.log").open("w")
-        self.process = subprocess.Popen(
-            [VICTORIA, f"-storageDataPath={work / 'data'}", f"-httpListenAddr=127.0.0.1:{self.port}",
-             "-retentionPeriod=100y", "-search.disableCache"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"victoria-metrics did not start: {(work / 'victoria.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-
-    def load(self, text: str) -> None:
-        request = urllib.request.Request(f"{self.url}/api/v1/import/prometheus", data=text.encode(), method="POST")
-        with urllib.request.urlopen(request, timeout=120) as response:
-            assert response.status == 204
-        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=60):
-            pass
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.log.close()
+pytestmark = pytest.mark.skipif(VICTORIA_METRICS is None, reason=MISSING)
 
 
 @pytest.fixture(scope="module")
 def victoria(tmp_path_factory) -> Iterator[str]:
-    server = Victoria(tmp_path_factory.mktemp("victoria"))
-    try:
-        server.load(report_data.prometheus_text())
+    with vm_server(tmp_path_factory.mktemp("victoria")) as server:
+        server.import_prometheus(report_data.prometheus_text())
         yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory) -> Iterator[str]:
-    server = Victoria(tmp_path_factory.mktemp("victoria-fleet"))
-    try:
-        server.load(report_data.prometheus_text(clusters=True))
+    with vm_server(tmp_path_factory.mktemp("victoria-fleet")) as server:
+        server.import_prometheus(report_data.prometheus_text(clusters=True))
         yield server.url
-    finally:
-        server.stop()
 
 
 def report_files(url: str, plan: Path, args: list[str], out: Path) -> dict[str, bytes]:

@@ -26,6 +26,7 @@ VICTORIA_METRICS = shutil.which("victoria-metrics")
 VMALERT = shutil.which("vmalert")
 MISSING = "needs the victoria-metrics and vmalert binaries (Debian package victoria-metrics)"
 READY_TIMEOUT = 20  # seconds for the server to answer /health
+IMPORT_TIMEOUT = 120  # seconds for an import or a flush: a month of a report's series is large
 
 
 def dry_run(rule_files: Sequence[Path]) -> str:
@@ -41,10 +42,10 @@ class VMServer:
     def import_prometheus(self, text: str) -> None:
         """Import Prometheus exposition text; each line may end with a millisecond timestamp."""
         req = urllib.request.Request(f"{self.url}/api/v1/import/prometheus", data=text.encode(), method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=IMPORT_TIMEOUT) as resp:
             assert resp.status == 204, resp.status
         # Freshly ingested rows become searchable about a second later; flush them now.
-        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10):
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=IMPORT_TIMEOUT):
             pass
 
     def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
@@ -62,6 +63,8 @@ class VMServer:
 def vm_server(tmp: Path) -> Iterator[VMServer]:
     assert VICTORIA_METRICS is not None, MISSING
     port = free_port()
+    log_path = tmp / "victoria.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [
             VICTORIA_METRICS,
@@ -71,8 +74,8 @@ def vm_server(tmp: Path) -> Iterator[VMServer]:
             "-search.latencyOffset=0s",
             "-retentionPeriod=100y",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -83,7 +86,7 @@ def vm_server(tmp: Path) -> Iterator[VMServer]:
                     break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("victoria-metrics did not become ready") from None
+                    raise RuntimeError(f"victoria-metrics did not become ready: {log_path.read_text()[-2000:]}") from None
                 time.sleep(0.1)
         yield VMServer(url)
     finally:
@@ -93,3 +96,4 @@ def vm_server(tmp: Path) -> Iterator[VMServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
