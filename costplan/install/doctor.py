@@ -4,7 +4,8 @@ The build is only right if the components behave as ``docs/upstream.md``
 says, with the objects it made. Those facts can drift on a live cluster: a
 CRD at another version, a policy the operator did not accept or enforce, a
 key Secret without the annotations the policies read, usage series without
-the identity labels, limits missing from the live RateLimitPolicy, GPU
+the identity labels, key Secrets whose annotations kube-state-metrics does
+not export (then the identity join attributes nothing), limits missing from the live RateLimitPolicy, GPU
 prices that never reached the cost engine. Each check gives one finding,
 ``ok``, ``warn`` or ``fail``, with the fix.
 
@@ -21,7 +22,7 @@ from typing import Any
 from costplan.core import conventions as c
 from costplan.generators.kuadrant import secrets as key_secrets
 from costplan.generators.kuadrant.auth import all_namespaces, secret_selector_labels
-from costplan.generators.prometheus import usage
+from costplan.generators.prometheus import prices, usage
 from costplan.install.cluster import Cluster
 from costplan.install.objects import api_group, group_kind, is_builtin_group
 from costplan.plan.model import Plan
@@ -217,6 +218,62 @@ def check_usage_series(plan: Plan, query: Query) -> list[Finding]:
     return findings
 
 
+SHOWN = 5  # users named in one finding; the rest are counted
+
+
+def _some(names: Sequence[str]) -> str:
+    more = len(names) - SHOWN
+    return ", ".join(names[:SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
+def _users(count: int) -> str:
+    return f"{count} user" + ("" if count == 1 else "s")
+
+
+def check_identity(plan: Plan, query: Query) -> list[Finding]:
+    """The identity join finds every user's team, tier and cost center (plans whose usage carries only the user).
+
+    Runs the expression of ``costplan:user_identity`` itself, so the answer
+    does not wait for the rules to be loaded and evaluated: what it returns
+    is what the usage rules will join. A user missing from it (no
+    kube-state-metrics series for the key Secret, an allowlist without the
+    annotations, two keys that disagree) has usage that is never attributed.
+    """
+    if not usage.needs_identity(plan):
+        return []
+    namespace = plan.integrations.gateway.api_key.secret_namespace
+    found = {s.labels.get(c.LABEL_USER, ""): s.labels for s in query(prices.user_identity_rule(plan)["expr"])}
+    if not found:
+        exported = query(f'count({c.KSM_SECRET_ANNOTATIONS}{{{c.KSM_LABEL_NAMESPACE}="{namespace}"}})')
+        if not exported:
+            return [Finding("identity", FAIL, f"no {c.KSM_SECRET_ANNOTATIONS} series for namespace {namespace}",
+                            "scrape kube-state-metrics with this Prometheus: usage is attributed from its series")]
+        return [Finding("identity", FAIL, f"{c.KSM_SECRET_ANNOTATIONS} in {namespace} carry no user id annotation",
+                        f"run kube-state-metrics with {prices.ksm_annotations_allowlist()}")]
+    missing, wrong = [], []
+    for team, user in plan.users():
+        annotations = key_secrets.key_secret_annotations(team, user)
+        want = {label: annotations[annotation] for label, annotation in prices.IDENTITY_ANNOTATIONS.items()}
+        labels = found.get(user.id)
+        if labels is None:
+            missing.append(user.id)
+        elif any(labels.get(label, "") != value for label, value in want.items()):
+            wrong.append(user.id)
+    findings = []
+    if missing:
+        findings.append(Finding(
+            "identity", FAIL, f"no identity for {_users(len(missing))}: {_some(missing)}",
+            f"their usage is not attributed: check their key Secrets in {namespace} (one per user, or keys that "
+            f"agree) and kube-state-metrics' {prices.ksm_annotations_allowlist()}"))
+    if wrong:
+        findings.append(Finding(
+            "identity", FAIL, f"identity differs from the plan for {_users(len(wrong))}: {_some(wrong)}",
+            "set their key Secrets' annotations as the plan says (costplan doctor's key-secrets check names them)"))
+    if not findings:
+        findings.append(Finding("identity", OK, f"{_users(len(found))} found with the plan's team, tier and cost center"))
+    return findings
+
+
 def check_gpu_prices(plan: Plan, query: Query, compare: GpuCheck, price_query: str) -> list[Finding]:
     if not plan.gpu_instances or plan.integrations.cost_engine.type == "none":
         return []
@@ -241,7 +298,7 @@ def run(
     if plan.integrations.gateway.type == "kuadrant":
         findings += check_key_secrets(cluster, plan)
     if query is not None:
-        findings += check_usage_series(plan, query)
+        findings += check_usage_series(plan, query) + check_identity(plan, query)
         if gpu_check is not None:
             findings += check_gpu_prices(plan, query, gpu_check[0], gpu_check[1])
     return findings
