@@ -4,9 +4,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY costplan ./costplan
-# schemas/ and templates/ ship inside the wheel as costplan/_data/.
+# schemas/ ships inside the wheel as costplan/_data/.
 COPY schemas ./schemas
-COPY templates ./templates
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim

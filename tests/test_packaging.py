@@ -17,20 +17,18 @@ def test_every_subpackage_is_listed_in_pyproject():
     }
     data_dirs = {
         "costplan._data." + ".".join(p.relative_to(ROOT).parts)
-        for top in ("schemas", "templates")
-        for p in [ROOT / top, *(ROOT / top).rglob("*")]
+        for p in [ROOT / "schemas", *(ROOT / "schemas").rglob("*")]
         if p.is_dir() and "__pycache__" not in p.parts
     }
     found |= data_dirs
     assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
 
 
-def test_schemas_and_templates_ship_as_package_data():
+def test_schemas_ship_as_package_data():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     shipped = set()
     for package, patterns in config["tool"]["setuptools"]["package-data"].items():
         directory = ROOT.joinpath(*package.split(".")[2:])
         shipped |= {str(p.relative_to(ROOT)) for pattern in patterns for p in directory.glob(pattern)}
     on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "schemas").glob("*.json")}
-    on_disk |= {str(p.relative_to(ROOT)) for p in (ROOT / "templates").rglob("*.j2")}
     assert on_disk and on_disk <= shipped

@@ -1,7 +1,7 @@
 """docs/upstream.md names the upstream definition of everything costplan emits.
 
-Every kind the generators can write (found in their source and templates,
-and in real builds of the bundled plan and its variants) and every usage
+Every kind the generators can write (found in their source and
+in real builds of the bundled plan and its variants) and every usage
 source type must have a row with a version and an upstream file.
 """
 
@@ -36,7 +36,7 @@ def _rows(title: str) -> dict[str, list[str]]:
 
 def kinds_in_source() -> set[str]:
     found = set()
-    for path in list((ROOT / "costplan" / "generators").rglob("*.py")) + list((ROOT / "templates").rglob("*")):
+    for path in (ROOT / "costplan" / "generators").rglob("*.py"):
         if path.is_file():
             text = path.read_text(encoding="utf-8")
             found |= set(re.findall(r'"kind": "([A-Z][A-Za-z]+)"', text))

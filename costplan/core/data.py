@@ -1,4 +1,4 @@
-"""Where the user-facing data files live: ``schemas/`` and ``templates/``.
+"""Where the user-facing data files live: ``schemas/``.
 
 They sit at the top of the repository (they are part of the contract a user
 reads) and ship inside the wheel as ``costplan/_data/``. One function finds

@@ -39,7 +39,6 @@ from costplan.core.artifacts import Artifact, manifest
 from costplan.core.names import object_name
 from costplan.generators import opencost
 from costplan.generators.common import WAVE_CONFIG, metadata
-from costplan.generators.render import render_mapping
 from costplan.plan import fleet
 from costplan.plan.model import SCOPE_GLOBAL, ArgoCD, Cluster, Plan
 
@@ -66,14 +65,29 @@ def destination(cluster: Cluster) -> dict[str, str]:
     return {"name": cluster.destination_name or cluster.name}
 
 
+def _sync_policy() -> dict[str, Any]:
+    """Server-side apply (large objects exceed client-side apply's annotation), prune last, apply only
+    what is out of sync, retry with backoff while CRDs and webhooks come up; a fresh dict per object."""
+    return {
+        "automated": {"prune": True, "selfHeal": True},
+        "syncOptions": ["ServerSideApply=true", "PruneLast=true", "ApplyOutOfSyncOnly=true"],
+        "retry": {"limit": 5, "backoff": {"duration": "10s", "factor": 2, "maxDuration": "5m"}},
+    }
+
+
 def _application(plan: Plan, argocd: ArgoCD, name: str, path: str, target: dict[str, str]) -> dict[str, Any]:
-    return render_mapping(
-        "argocd/application.yaml.j2",
-        metadata=metadata(plan, "argocd", name, argocd.namespace, wave=WAVE_CONFIG),
-        argocd=argocd,
-        path=path,
-        destination=target,
-    )
+    """The Application syncing one environment's output (or one fleet part's); the ApplicationSet's template too."""
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": metadata(plan, "argocd", name, argocd.namespace, wave=WAVE_CONFIG),
+        "spec": {
+            "project": argocd.project,
+            "source": {"repoURL": argocd.repo_url, "targetRevision": argocd.target_revision, "path": path},
+            "destination": dict(target),
+            "syncPolicy": _sync_policy(),
+        },
+    }
 
 
 def application_set(plan: Plan, argocd: ArgoCD) -> dict[str, Any]:
