@@ -112,6 +112,9 @@ def main() -> None:
                 timed(build_cmd)  # warm-up: page cache, pyc files
                 builds, floors, ratios, peaks = [], [], [], []
                 for _ in range(args.runs):
+                    # Both write into a directory that does not exist yet (a build
+                    # over its previous output would also delete that, untimed here).
+                    shutil.rmtree(out_a, ignore_errors=True)
                     shutil.rmtree(out_b, ignore_errors=True)
                     b, peak = timed(build_cmd)
                     f, _ = timed(floor_cmd)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +29,7 @@ from costplan.output.verify import (
     run_kubeconform,
     split_locations,
 )
+from tests.conftest import PLAN
 
 LABELS = {"app.kubernetes.io/managed-by": "costplan", "costplan.dev/environment": "dev"}
 TARGET = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "vllm-gateway"}
@@ -211,6 +213,52 @@ def test_removed_api_version_is_an_error_naming_the_served_one(core_validator):
     problem = only(core_validator.validate(old))
     assert problem.check_id == "unknown-api" and problem.severity == "error"
     assert "does not serve CronJob in batch/v1beta1; served: batch/v1" in problem.message
+
+
+def _both_verdicts(obj: dict, kind: str) -> tuple[bool, bool]:
+    """(compiled says valid, jsonschema finds no error) for one object under the schema of CORE[kind]."""
+    lookup = ManifestValidator(schema_locations=[])._validator(CORE[kind]["apiVersion"], kind)
+    schema = lookup.validator
+    assert schema is not None and schema._fast is not None, "a core kind gets a compiled validator"
+    return bool(schema._fast.is_valid(obj)), not list(schema.python().iter_errors(obj))
+
+
+@pytest.mark.parametrize("kind", sorted(CORE))
+def test_the_compiled_verdict_is_jsonschemas_on_valid_and_broken_core_objects(kind):
+    """A valid verdict skips jsonschema: it must never pass what jsonschema rejects."""
+    obj = CORE[kind]
+    broken = [
+        edited(obj, extra=1),  # closed objects
+        edited(obj, metadata__labels={"a": 5}),  # label values are strings
+        edited(obj, metadata__name=7),
+        edited(obj, apiVersion=5),
+    ]
+    assert _both_verdicts(obj, kind) == (True, True)
+    for other in broken:
+        assert _both_verdicts(other, kind) == (False, False), other
+
+
+def test_a_decimal_integer_goes_to_jsonschema_and_passes(core_validator):
+    """Generators write integral Decimals as integers: the compiled validator cannot read them, jsonschema can."""
+    cronjob = edited(CORE["CronJob"], spec__successfulJobsHistoryLimit=Decimal(3))
+    assert core_validator.validate(cronjob) == []
+    assert only(core_validator.validate(edited(cronjob, spec__successfulJobsHistoryLimit=Decimal("3.5")))).pointer \
+        == "/spec/successfulJobsHistoryLimit"
+
+
+def test_a_valid_build_never_loads_jsonschema(tmp_path):
+    """Valid plans are checked by compiled validators alone; jsonschema is for explaining mistakes."""
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from costplan.cli.app import main\n"
+        f"result = CliRunner().invoke(main, ['-q', 'build', '-f', {str(PLAN)!r}, '-e', 'prod', '-o', {str(tmp_path / 'out')!r}])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jsonschema', 'referencing', 'jinja2')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != SCHEMA_LOCATION_ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_kubernetes_version_selects_the_schemas():

@@ -7,8 +7,14 @@ must find out without a cluster. Three sources of truth are combined:
   JSON schemas that ``kubernetes-validate`` ships for Kubernetes 1.25–1.37.
   Its own ``validate()`` re-reads a 1.45 MB definitions file on every call and
   stops at the first error, so this module loads each per-kind schema once,
-  registers ``_definitions.json`` in a ``referencing.Registry`` and keeps one
-  compiled validator per (Kubernetes version, apiVersion, kind).
+  registers ``_definitions.json`` once and keeps one compiled validator per
+  (Kubernetes version, apiVersion, kind). Each core object is first asked
+  "valid?" of a compiled (Rust, ``jsonschema_rs``) validator of the same
+  schema: the core schemas have no ``pattern`` and no asserted ``format``,
+  so its verdict is jsonschema's, and a valid object (nearly all of them)
+  needs nothing more. Any other answer goes to ``jsonschema``, whose errors
+  carry the paths and messages the findings need, so an invalid object is
+  explained exactly as before. ``jsonschema`` is imported only then.
 * **Custom resources** are checked against JSON schemas found through
   kubeconform-style schema locations (``{{.Group}}/{{.ResourceKind}}_
   {{.ResourceAPIVersion}}.json``), local paths only. A custom kind without a
@@ -16,12 +22,12 @@ must find out without a cluster. Three sources of truth are combined:
 * **Rules outside the schemas** (names, labels, sizes, cron syntax, the CEL
   rules of the Kuadrant CRDs) live in ``manifest_checks.py``.
 
-Speed, measured on 2 cores (CPython 3.11, jsonschema 4.26), median of five
-runs: the first core object of a Kubernetes version costs ~15 ms (reading
-and indexing ``_definitions.json``); after that 500 ConfigMaps validate in
-~0.10 s (0.2 ms each), 500 CronJobs in ~0.20 s and 500 RateLimitPolicies in
-~0.12 s, all rules included. ``kubernetes_validate.validate()`` needs ~15 ms
-for a single ConfigMap, i.e. ~7 s for 500.
+Speed, measured on 2 cores (CPython 3.11): the first core object of a
+Kubernetes version costs ~15 ms (reading and indexing
+``_definitions.json``); the schema check of a valid plan's 512 core objects
+takes ~13 ms compiled against ~0.10 s with jsonschema alone (all rules
+outside the schemas come on top). ``kubernetes_validate.validate()`` needs
+~15 ms for a single ConfigMap, i.e. ~7 s for 500.
 
 Caches live in a ``ManifestValidator`` instance, not in module globals: a
 build creates one per run and throws it away, so nothing leaks between runs
@@ -30,6 +36,7 @@ or tests.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -38,13 +45,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-import referencing
-import referencing.exceptions
-import referencing.jsonschema
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from costplan.core.artifacts import Artifact
 from costplan.core.canonical_yaml import content_key
@@ -53,6 +54,9 @@ from costplan.core.errors import UsageProblem
 from costplan.core.regex import end_anchored
 from costplan.output.kubeconform import KubeconformUnavailable, run_kubeconform
 from costplan.output.manifest_checks import check_object, pointer
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 __all__ = [
     "DEFAULT_KUBERNETES_VERSION",
@@ -259,6 +263,8 @@ def go_regex(pattern: str) -> re.Pattern[str] | None:
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    from jsonschema.exceptions import ValidationError
+
     if not validator.is_type(instance, "string"):
         return
     regex = go_regex(pattern)
@@ -266,13 +272,68 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterat
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-# Generators emit Decimal for money; YAML writes Decimal('5') as 5, so the
-# schema must see it as the integer it will become.
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    validators={"pattern": _pattern},
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
+@functools.lru_cache(maxsize=1)
+def _python_validator_class() -> Any:
+    """jsonschema's 2020-12 validator with RE2 patterns and Decimal integers.
+
+    Generators emit Decimal for money; YAML writes Decimal('5') as 5, so the
+    schema must see it as the integer it will become.
+    """
+    import jsonschema
+
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        validators={"pattern": _pattern},
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+    )
+
+
+def _rust_validator(schema: dict[str, Any], registry: Any) -> Any:
+    """The compiled validator of a core schema, or None where there is none (then jsonschema answers alone)."""
+    if registry is None:
+        return None
+    try:
+        import jsonschema_rs
+
+        return jsonschema_rs.validator_for(schema, registry=registry, validate_formats=False)
+    except Exception:  # a construct it does not compile
+        return None
+
+
+class _Schema:
+    """One schema: a compiled verdict first where there is one, jsonschema's errors when it is not "valid"."""
+
+    def __init__(self, schema: dict[str, Any], python_registry: Any = None, rust_registry: Any = None) -> None:
+        self.schema = schema
+        self._registry = python_registry
+        self._fast = _rust_validator(schema, rust_registry)
+        self._python: Any = None
+
+    def python(self) -> Any:
+        if self._python is None:
+            cls = _python_validator_class()
+            registry = self._registry() if callable(self._registry) else None
+            self._python = cls(self.schema, registry=registry) if registry is not None else cls(self.schema)
+        return self._python
+
+    def problems(self, obj: Any, where: str) -> list[Diagnostic]:
+        if self._fast is not None:
+            try:
+                if self._fast.is_valid(obj):
+                    return []
+            except Exception:  # a value it cannot read (a Decimal): jsonschema decides
+                pass
+        return _schema_problems(self.python(), obj, where)
+
+
+def _rust_registry(definitions: dict[str, Any]) -> Any:
+    """``_definitions.json`` for the compiled validators (None without ``jsonschema_rs``)."""
+    try:
+        import jsonschema_rs
+
+        return jsonschema_rs.Registry([(definitions["$id"], definitions)])
+    except Exception:
+        return None
 
 
 class _CoreSchemas:
@@ -282,10 +343,9 @@ class _CoreSchemas:
         self.directory = root / f"v{kubernetes_version}.0-local-strict"
         with (self.directory / "_definitions.json").open(encoding="utf-8") as handle:
             definitions = json.load(handle)
-        resource = referencing.Resource.from_contents(
-            definitions, default_specification=referencing.jsonschema.DRAFT202012
-        )
-        self.registry: referencing.Registry = resource @ referencing.Registry()
+        self.definitions = definitions
+        self._python_registry: Any = None
+        self.rust_registry = _rust_registry(definitions)
         # Every (group, kind) -> versions this Kubernetes serves; also tells a
         # built-in API group (a removed version is an error) from a CRD group.
         self.served: dict[tuple[str, str], set[str]] = {}
@@ -293,6 +353,18 @@ class _CoreSchemas:
             for gvk in schema.get("x-kubernetes-group-version-kind", ()):
                 self.served.setdefault((gvk["group"], gvk["kind"]), set()).add(gvk["version"])
         self.groups = {group for group, _ in self.served}
+
+    def python_registry(self) -> Any:
+        """``_definitions.json`` in a ``referencing.Registry``, made when jsonschema is first needed."""
+        if self._python_registry is None:
+            import referencing
+            import referencing.jsonschema
+
+            resource = referencing.Resource.from_contents(
+                self.definitions, default_specification=referencing.jsonschema.DRAFT202012
+            )
+            self._python_registry = resource @ referencing.Registry()
+        return self._python_registry
 
     def schema_file(self, group: str, version: str, kind: str) -> Path:
         prefix = f"{group.split('.')[0]}-" if group else ""
@@ -341,7 +413,7 @@ class ManifestValidator:
         if lookup.problem is not None:
             found.append(replace(lookup.problem, file=where))
         if lookup.validator is not None:
-            found.extend(_schema_problems(lookup.validator, obj, where))
+            found.extend(lookup.validator.problems(obj, where))
         found.extend(object_finding(where, ptr, msg, sev, check) for ptr, msg, check, sev in check_object(obj))
         return sorted(set(found), key=lambda p: (p.pointer, p.message, p.check_id))
 
@@ -392,7 +464,7 @@ class ManifestValidator:
             if version in core.served.get((group, kind), ()) and path.is_file():
                 with path.open(encoding="utf-8") as handle:
                     schema = json.load(handle)
-                return _Lookup(_Validator(schema, registry=core.registry), str(path))
+                return _Lookup(_Schema(schema, core.python_registry, core.rust_registry), str(path))
             served = sorted(core.served.get((group, kind), ()))
             hint = f"; served: {', '.join(f'{group}/{v}' if group else v for v in served)}" if served else ""
             return _Lookup(
@@ -413,7 +485,7 @@ class ManifestValidator:
             if os.path.isfile(candidate):
                 try:
                     return _Lookup(self._file_validator(candidate), candidate)
-                except (OSError, ValueError, jsonschema.SchemaError) as exc:
+                except (OSError, ValueError) as exc:
                     message = f"schema file {candidate} is unusable: {_shorten(str(exc).splitlines()[0])}"
                     return _Lookup(None, candidate, object_finding("", "", message, "error", "schema-file"))
         looked = f"looked in: {', '.join(tried)}" if tried else "no schema location given (--schema-location)"
@@ -438,7 +510,8 @@ class ManifestValidator:
             # No meta-schema check: it costs seconds on large CRDs (2.3 s for
             # ApplicationSet) and rejects valid RE2 patterns. A broken schema
             # shows up as a schema-file problem when it is used.
-            self._files[path] = _Validator(schema)
+            # Python only: CRD patterns are RE2's, which ``go_regex`` translates.
+            self._files[path] = _Schema(schema)
         return self._files[path]
 
 
@@ -446,7 +519,7 @@ class ManifestValidator:
 class _Lookup:
     """A compiled validator and its file, or the problem that stands in for it."""
 
-    validator: Any
+    validator: _Schema | None
     source: str
     problem: Diagnostic | None = None
 
@@ -479,6 +552,9 @@ def _identity_problems(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _schema_problems(validator: Any, obj: Any, where: str) -> list[Diagnostic]:
+    import jsonschema
+    import referencing.exceptions
+
     problems = []
     try:
         for error in validator.iter_errors(obj):
@@ -501,7 +577,9 @@ def _describe(error: ValidationError) -> list[tuple[str, str]]:
         if extra:
             return [(at + pointer(k), f"unknown field {k!r}") for k in extra]
     if error.validator in ("anyOf", "oneOf") and error.context:
-        best = jsonschema.exceptions.best_match(error.context)
+        from jsonschema.exceptions import best_match
+
+        best = best_match(error.context)
         return [(at, f"{error.message} (e.g. {best.message})")]
     return [(at, error.message)]
 

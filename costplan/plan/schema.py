@@ -22,15 +22,15 @@ from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import ValidationError, best_match
+from typing import TYPE_CHECKING, Any
 
 from costplan.core.data import CHECKOUT_ROOT, data_dir
 from costplan.core.diagnostics import Diagnostic
 from costplan.core.regex import schema_regex
 from costplan.plan.source import locate, pointer
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 SCHEMA_FILE = "costplan.schema.json"
 _REPO_SCHEMAS = CHECKOUT_ROOT / "schemas"
@@ -73,18 +73,24 @@ def load_schema() -> dict[str, Any]:
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
     """``pattern`` as ECMA-262 means it: ``$`` is the end of the string, not a final newline."""
+    from jsonschema.exceptions import ValidationError
+
     if validator.is_type(instance, "string") and not schema_regex(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-_PlanValidator = validators.extend(Draft202012Validator, {"pattern": _pattern})
-
-
 @lru_cache(maxsize=1)
-def _validator() -> Draft202012Validator:
-    # The schema file never changes while the process runs; compiling it once
-    # keeps validating every environment of a plan cheap.
-    return _PlanValidator(load_schema())
+def _validator() -> Any:
+    """jsonschema's validator of the plan schema, whose errors explain an invalid plan.
+
+    Imported and built only for a plan the compiled validator did not pass:
+    valid plans, nearly all builds, never load jsonschema. The schema file
+    never changes while the process runs; compiling it once keeps
+    validating every environment of a plan cheap.
+    """
+    from jsonschema import Draft202012Validator, validators
+
+    return validators.extend(Draft202012Validator, {"pattern": _pattern})(load_schema())
 
 
 @lru_cache(maxsize=1)
@@ -182,6 +188,8 @@ def _diagnose(
     if error.context and error.validator in ("anyOf", "oneOf"):
         # The schema avoids these, but if one appears, report the likeliest
         # branch instead of "not valid under any of the given schemas".
+        from jsonschema.exceptions import best_match
+
         yield from _diagnose(best_match(error.context), document, root, renames)
         return
     if error.schema is False:
