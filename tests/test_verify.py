@@ -308,6 +308,59 @@ def test_valid_custom_resources_pass(crd_validator, obj):
     assert source.endswith(f"/{group}/{obj['kind'].lower()}_{version}.json")
 
 
+def _crd_verdicts(validator: ManifestValidator, obj: dict) -> tuple[bool, bool]:
+    """(compiled says valid, jsonschema finds no error) for one custom resource."""
+    schema = validator._validator(obj["apiVersion"], obj["kind"]).validator
+    assert schema is not None and schema._fast is not None, "the bundled CRDs' patterns read alike in RE2 and Rust"
+    return bool(schema._fast.is_valid(obj)), not list(schema.python().iter_errors(obj))
+
+
+def _set(obj: dict, path: str, value: object) -> dict:
+    out = copy.deepcopy(obj)
+    *parents, last = path.split("/")
+    node = out
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    node[last] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "obj, broken",
+    [
+        (TOKEN_RATE_LIMIT_POLICY, [("spec/limits/free-tokens/rates/0/window", "1d"),
+                                   ("spec/limits/free-tokens/rates/0/window", "10s\n")]),
+        (PROMETHEUS_RULE, [("spec/groups/0/partial_response_strategy", "maybe"),
+                           ("spec/groups/0/interval", "5 minutes"),
+                           ("spec/groups/0/rules/0/expr", ["sum(x)"])]),
+        (RATE_LIMIT_POLICY, [("spec/extra", 1)]),
+        (AUTH_POLICY, [("spec/targetRef/kind", 5)]),
+        (TELEMETRY_POLICY, [("spec/metrics/default/labels", {"user": 1}), ("spec/targetRef/name", "")]),
+    ],
+    ids=lambda v: v["kind"] if isinstance(v, dict) else "",
+)
+def test_the_compiled_verdict_is_jsonschemas_on_custom_resources(crd_validator, obj, broken):
+    """Patterns included (RE2's ``$`` is the end of the text, ``(?i)`` mid-pattern): never more lenient."""
+    assert _crd_verdicts(crd_validator, obj) == (True, True)
+    for path, value in broken:
+        assert _crd_verdicts(crd_validator, _set(obj, path, value)) == (False, False), (path, value)
+    assert _crd_verdicts(crd_validator, _set(PROMETHEUS_RULE, "spec/groups/0/partial_response_strategy", "WARN")) \
+        == (True, True)
+
+
+def test_a_schema_whose_patterns_differ_in_rust_gets_jsonschema_alone(tmp_path):
+    """``\\d`` is ASCII in RE2 and Unicode in Rust: no compiled verdict for such a schema."""
+    (tmp_path / "example.com").mkdir()
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "port": {"type": "string", "pattern": "^\\d+$"}}}}}
+    (tmp_path / "example.com" / "widget_v1.json").write_text(json.dumps(schema))
+    validator = ManifestValidator(schema_locations=[str(tmp_path / "{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json")])
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": meta("w"), "spec": {"port": "80x"}}
+    lookup = validator._validator("example.com/v1", "Widget")
+    assert lookup.validator is not None and lookup.validator._fast is None
+    assert only(validator.validate(widget), "schema").pointer == "/spec/port"
+
+
 def test_token_window_of_one_day_is_rejected(crd_validator):
     policy = copy.deepcopy(TOKEN_RATE_LIMIT_POLICY)
     policy["spec"]["limits"]["free-tokens"]["rates"][0]["window"] = "1d"

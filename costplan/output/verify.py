@@ -8,17 +8,19 @@ must find out without a cluster. Three sources of truth are combined:
   Its own ``validate()`` re-reads a 1.45 MB definitions file on every call and
   stops at the first error, so this module loads each per-kind schema once,
   registers ``_definitions.json`` once and keeps one compiled validator per
-  (Kubernetes version, apiVersion, kind). Each core object is first asked
-  "valid?" of a compiled (Rust, ``jsonschema_rs``) validator of the same
-  schema: the core schemas have no ``pattern`` and no asserted ``format``,
-  so its verdict is jsonschema's, and a valid object (nearly all of them)
-  needs nothing more. Any other answer goes to ``jsonschema``, whose errors
-  carry the paths and messages the findings need, so an invalid object is
-  explained exactly as before. ``jsonschema`` is imported only then.
+  (Kubernetes version, apiVersion, kind).
 * **Custom resources** are checked against JSON schemas found through
   kubeconform-style schema locations (``{{.Group}}/{{.ResourceKind}}_
   {{.ResourceAPIVersion}}.json``), local paths only. A custom kind without a
   schema is a ``missing-schema`` problem: a warning, or an error in strict mode.
+* **Compiled first.** Each object is first asked "valid?" of a compiled
+  (Rust, ``jsonschema_rs``) validator of the same schema, formats not
+  asserted, patterns on Rust's RE2-like ``regex``; a schema whose patterns
+  use a Perl class (ASCII in RE2, Unicode in Rust) gets none. A valid
+  object (nearly all of them) needs nothing more; any other answer goes to
+  ``jsonschema``, whose errors carry the paths and messages the findings
+  need (and which reads integral Decimals as integers), so an invalid
+  object is explained exactly as before. ``jsonschema`` is imported only then.
 * **Rules outside the schemas** (names, labels, sizes, cron syntax, the CEL
   rules of the Kuadrant CRDs) live in ``manifest_checks.py``.
 
@@ -288,25 +290,53 @@ def _python_validator_class() -> Any:
     )
 
 
-def _rust_validator(schema: dict[str, Any], registry: Any) -> Any:
-    """The compiled validator of a core schema, or None where there is none (then jsonschema answers alone)."""
-    if registry is None:
-        return None
+def _rust_validator(schema: dict[str, Any], registry: Any = None) -> Any:
+    """The compiled validator of a schema, or None where there is none (then jsonschema answers alone).
+
+    Formats are not asserted (as jsonschema, given no format checker, does
+    not), and patterns run on Rust's ``regex`` engine: RE2's syntax and
+    meaning (``$`` is the end of the text, flag groups anywhere) as Go's
+    API server has them, except for the Perl classes (see ``_re2_equivalent``).
+    """
     try:
         import jsonschema_rs
 
-        return jsonschema_rs.validator_for(schema, registry=registry, validate_formats=False)
-    except Exception:  # a construct it does not compile
+        options = {"registry": registry} if registry is not None else {}
+        return jsonschema_rs.validator_for(
+            schema, validate_formats=False, pattern_options=jsonschema_rs.RegexOptions(), **options
+        )
+    except Exception:  # not installed, or a construct it does not compile
         return None
+
+
+# ``\d``, ``\w``, ``\s`` and ``\b`` are ASCII in RE2 and Unicode in Rust's regex.
+_PERL_CLASS = re.compile(r"\\[dDwWsSbB]")
+
+
+def _re2_equivalent(schema: Any) -> bool:
+    """Whether every ``pattern`` in a schema means in Rust's regex what it means in RE2."""
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            pattern = node.get("pattern")
+            if isinstance(pattern, str) and _PERL_CLASS.search(pattern):
+                return False
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
 
 
 class _Schema:
     """One schema: a compiled verdict first where there is one, jsonschema's errors when it is not "valid"."""
 
-    def __init__(self, schema: dict[str, Any], python_registry: Any = None, rust_registry: Any = None) -> None:
+    def __init__(
+        self, schema: dict[str, Any], python_registry: Any = None, rust_registry: Any = None, compiled: bool = True
+    ) -> None:
         self.schema = schema
         self._registry = python_registry
-        self._fast = _rust_validator(schema, rust_registry)
+        self._fast = _rust_validator(schema, rust_registry) if compiled else None
         self._python: Any = None
 
     def python(self) -> Any:
@@ -464,7 +494,8 @@ class ManifestValidator:
             if version in core.served.get((group, kind), ()) and path.is_file():
                 with path.open(encoding="utf-8") as handle:
                     schema = json.load(handle)
-                return _Lookup(_Schema(schema, core.python_registry, core.rust_registry), str(path))
+                compiled = core.rust_registry is not None and _re2_equivalent(schema)
+                return _Lookup(_Schema(schema, core.python_registry, core.rust_registry, compiled), str(path))
             served = sorted(core.served.get((group, kind), ()))
             hint = f"; served: {', '.join(f'{group}/{v}' if group else v for v in served)}" if served else ""
             return _Lookup(
@@ -510,8 +541,9 @@ class ManifestValidator:
             # No meta-schema check: it costs seconds on large CRDs (2.3 s for
             # ApplicationSet) and rejects valid RE2 patterns. A broken schema
             # shows up as a schema-file problem when it is used.
-            # Python only: CRD patterns are RE2's, which ``go_regex`` translates.
-            self._files[path] = _Schema(schema)
+            # CRD patterns are RE2's: compiled where Rust's regex reads them alike,
+            # else jsonschema alone (``go_regex`` translates them).
+            self._files[path] = _Schema(schema, compiled=_re2_equivalent(schema))
         return self._files[path]
 
 
