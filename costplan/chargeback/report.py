@@ -490,10 +490,46 @@ def view_labels(group: str, rows: Sequence[UsageRow]) -> tuple[str, ...]:
     Without a ``cluster`` label anywhere (one cluster, one Prometheus) the
     views are exactly the single-cluster ones.
     """
+    return _view_labels(group, has_clusters(rows))
+
+
+def _view_labels(group: str, clusters: bool) -> tuple[str, ...]:
     labels = GROUPS[group]
-    if c.LABEL_CLUSTER in labels or not has_clusters(rows):
+    if c.LABEL_CLUSTER in labels or not clusters:
         return labels
     return (*labels, c.LABEL_CLUSTER)
+
+
+Key = tuple[str, ...]
+
+
+def _summed(parts: Iterable[tuple[Key, Decimal, Decimal, Mapping[str, Decimal]]]) -> list[Line]:
+    """``(key, cost, requests, tokens)`` summed by key, in the order keys first appear."""
+    costs: dict[Key, Decimal] = {}
+    requests: dict[Key, Decimal] = {}
+    tokens: dict[Key, dict[str, Decimal]] = {}
+    for key, cost, count, kinds in parts:
+        costs[key] = costs.get(key, Decimal(0)) + cost
+        requests[key] = requests.get(key, Decimal(0)) + count
+        bucket = tokens.setdefault(key, {})
+        for kind, number in kinds.items():
+            bucket[kind] = bucket.get(kind, Decimal(0)) + number
+    return [Line(key, costs[key], requests[key], tokens[key]) for key in costs]
+
+
+def _tuple_of(get: Callable[[Any], Any], size: int) -> Callable[[Any], Key]:
+    """An ``attrgetter``/``itemgetter`` that returns a tuple for one label too (they return the bare value)."""
+    return get if size > 1 else lambda item: (get(item),)
+
+
+def _ordered(lines: list[Line], labels: Sequence[str]) -> list[Line]:
+    """A view's order: by cost (highest first), then key; one group's clusters together (see ``aggregate``)."""
+    if len(labels) > 1 and labels[-1] == c.LABEL_CLUSTER:
+        parents: dict[Key, Decimal] = {}
+        for line in lines:
+            parents[line.key[:-1]] = parents.get(line.key[:-1], Decimal(0)) + line.cost
+        return sorted(lines, key=lambda line: (-parents[line.key[:-1]], line.key[:-1], -line.cost, line.key))
+    return sorted(lines, key=lambda line: (-line.cost, line.key))
 
 
 def aggregate(rows: Iterable[UsageRow], labels: Sequence[str]) -> list[Line]:
@@ -503,25 +539,44 @@ def aggregate(rows: Iterable[UsageRow], labels: Sequence[str]) -> list[Line]:
     (e.g. one team's clusters) stay together: ordered by the group's total,
     then within it by cost.
     """
-    costs: dict[tuple[str, ...], Decimal] = {}
-    requests: dict[tuple[str, ...], Decimal] = {}
-    tokens: dict[tuple[str, ...], dict[str, Decimal]] = {}
-    get = operator.attrgetter(*labels)
-    single = len(labels) == 1
-    for row in rows:
-        key = (get(row),) if single else get(row)
-        costs[key] = costs.get(key, Decimal(0)) + row.cost
-        requests[key] = requests.get(key, Decimal(0)) + row.requests
-        bucket = tokens.setdefault(key, {})
-        for kind, count in row.tokens.items():
-            bucket[kind] = bucket.get(kind, Decimal(0)) + count
-    lines = [Line(key, costs[key], requests[key], tokens[key]) for key in costs]
-    if len(labels) > 1 and labels[-1] == c.LABEL_CLUSTER:
-        parents: dict[tuple[str, ...], Decimal] = {}
-        for line in lines:
-            parents[line.key[:-1]] = parents.get(line.key[:-1], Decimal(0)) + line.cost
-        return sorted(lines, key=lambda line: (-parents[line.key[:-1]], line.key[:-1], -line.cost, line.key))
-    return sorted(lines, key=lambda line: (-line.cost, line.key))
+    get = _tuple_of(operator.attrgetter(*labels), len(labels))
+    return _ordered(_summed((get(row), row.cost, row.requests, row.tokens) for row in rows), labels)
+
+
+class PeriodSums:
+    """The period's rows summed once by ``ROW_LABELS`` (identity and cluster, all days together).
+
+    Every view (team, user, model, cost center, cluster, detail, and each
+    one's split by cluster) is a sum of these lines, so the views are summed
+    from them instead of each walking every daily row again: a month of
+    5,000 users is 310,000 rows, this is 5,000 lines. The result is the same
+    to the last digit as summing the rows: rows are rounded to the money
+    quantum (counts to whole units), and Decimal adds such values exactly
+    while a sum fits the context's 28 digits, whatever the order; a sum that
+    does not fit could not be quantized to the quantum for output either.
+    Lines are ordered as ``aggregate`` orders them.
+    """
+
+    def __init__(self, rows: Iterable[UsageRow]) -> None:
+        get = operator.attrgetter(*ROW_LABELS)
+        self.lines = _summed((get(row), row.cost, row.requests, row.tokens) for row in rows)
+        self.clusters = any(line.key[-1] for line in self.lines)
+        self.total = sum((line.cost for line in self.lines), Decimal(0))
+
+    def labels(self, group: str) -> tuple[str, ...]:
+        """``view_labels`` of the rows these lines sum."""
+        return _view_labels(group, self.clusters)
+
+    def view(self, labels: Sequence[str]) -> list[Line]:
+        """``aggregate(rows, labels)``, from the summed lines; ``labels`` are some of ``ROW_LABELS``."""
+        if tuple(labels) == ROW_LABELS:
+            return _ordered(list(self.lines), labels)
+        pick = _tuple_of(operator.itemgetter(*(ROW_LABELS.index(label) for label in labels)), len(labels))
+        return _ordered(_summed((pick(line.key), line.cost, line.requests, line.tokens) for line in self.lines), labels)
+
+
+def _sums(rows: Sequence[UsageRow] | PeriodSums) -> PeriodSums:
+    return rows if isinstance(rows, PeriodSums) else PeriodSums(rows)
 
 
 def _tokens_of(tokens: Mapping[str, Decimal], kind: str) -> Decimal:
@@ -579,29 +634,35 @@ def _cell(value: object) -> object:
     return value
 
 
-def chargeback_csv(plan: Plan, period: Period, rows: Sequence[UsageRow], group: str = "team") -> str:
-    labels = view_labels(group, rows)
+def chargeback_csv(
+    plan: Plan, period: Period, rows: Sequence[UsageRow] | PeriodSums, group: str = "team"
+) -> str:
+    """One view as CSV; ``rows`` may be summed already (``PeriodSums``) when several views are written."""
+    sums = _sums(rows)
+    labels = sums.labels(group)
+    quantum = money_quantum(plan)
+    start, end = utc(period.start), utc(period.end)
     buffer = io.StringIO()
     writer = _NeutralisedWriter(csv.writer(buffer, lineterminator="\n"))
     writer.writerow(
         ["period_start", "period_end", *labels, "requests", *(f"{k}_tokens" for k in TOKEN_COLUMNS), "cost", "currency"]
     )
-    for line in aggregate(rows, labels):
+    for line in sums.view(labels):
         writer.writerow(
             [
-                utc(period.start),
-                utc(period.end),
+                start,
+                end,
                 *line.key,
                 units(line.requests),
                 *(units(_tokens_of(line.tokens, kind)) for kind in TOKEN_COLUMNS),
-                money(line.cost, money_quantum(plan)),
+                money(line.cost, quantum),
                 plan.currency,
             ]
         )
     return buffer.getvalue()
 
 
-def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict:
+def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow] | PeriodSums) -> dict:
     """Every view in one document; money as exact strings.
 
     When the rows have clusters, every line of the team, user, model and
@@ -609,8 +670,9 @@ def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) ->
     cluster lines add up to the line exactly); detail lines carry their
     ``cluster``; ``byCluster`` totals each cluster.
     """
+    sums = _sums(rows)
     quantum = money_quantum(plan)
-    clusters = has_clusters(rows)
+    clusters = sums.clusters
 
     def amounts(line: Line) -> dict:
         return {
@@ -620,13 +682,13 @@ def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) ->
         }
 
     def view(group: str) -> list[dict]:
-        labels = GROUPS[group] if group != "detail" else view_labels(group, rows)
+        labels = GROUPS[group] if group != "detail" else sums.labels(group)
         split: dict[tuple[str, ...], list[dict]] = {}
         if clusters and group not in ("detail", "cluster"):
-            for line in aggregate(rows, (*labels, c.LABEL_CLUSTER)):
+            for line in sums.view((*labels, c.LABEL_CLUSTER)):
                 split.setdefault(line.key[:-1], []).append({c.LABEL_CLUSTER: line.key[-1], **amounts(line)})
         out = []
-        for line in aggregate(rows, labels):
+        for line in sums.view(labels):
             entry = {**dict(zip(labels, line.key, strict=False)), **amounts(line)}
             if line.key in split:
                 entry["clusters"] = split[line.key]
@@ -640,7 +702,7 @@ def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) ->
         "currency": plan.currency,
         "periodStart": utc(period.start),
         "periodEnd": utc(period.end),
-        "total": money(total(rows), money_quantum(plan)),
+        "total": money(sums.total, quantum),
         "byTeam": view("team"),
         "byUser": view("user"),
         "byModel": view("model"),
@@ -652,7 +714,7 @@ def chargeback_document(plan: Plan, period: Period, rows: Sequence[UsageRow]) ->
     return document
 
 
-def chargeback_json(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> str:
+def chargeback_json(plan: Plan, period: Period, rows: Sequence[UsageRow] | PeriodSums) -> str:
     return json.dumps(chargeback_document(plan, period, rows), indent=2, sort_keys=True) + "\n"
 
 
@@ -822,13 +884,20 @@ def output_files(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict[s
     return dict(each_output_file(plan, period, rows))
 
 
-def each_output_file(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> Iterator[tuple[str, str]]:
-    """``output_files`` one at a time, so a writer holds one file's text at once, not all seven."""
+def each_output_file(
+    plan: Plan, period: Period, rows: Sequence[UsageRow], sums: PeriodSums | None = None
+) -> Iterator[tuple[str, str]]:
+    """``output_files`` one at a time, so a writer holds one file's text at once, not all seven.
+
+    The rows are summed once (``PeriodSums``, or ``sums`` when the caller has
+    them) for every view; the FOCUS export is per row.
+    """
+    sums = sums if sums is not None else PeriodSums(rows)
     base = f"chargeback-{plan.environment}-{period.label}"
-    yield f"{base}.csv", chargeback_csv(plan, period, rows, "detail")
-    for group in ("team", "user", "model", "cost-center", *(("cluster",) if has_clusters(rows) else ())):
-        yield f"{base}-by-{group}.csv", chargeback_csv(plan, period, rows, group)
-    yield f"{base}.json", chargeback_json(plan, period, rows)
+    yield f"{base}.csv", chargeback_csv(plan, period, sums, "detail")
+    for group in ("team", "user", "model", "cost-center", *(("cluster",) if sums.clusters else ())):
+        yield f"{base}-by-{group}.csv", chargeback_csv(plan, period, sums, group)
+    yield f"{base}.json", chargeback_json(plan, period, sums)
     yield f"focus-{plan.environment}-{period.label}.csv", focus_csv(plan, rows)
 
 
