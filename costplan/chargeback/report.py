@@ -64,13 +64,14 @@ from costplan.generators.prometheus import fleet
 from costplan.generators.prometheus.periods import closed_hour
 from costplan.plan.model import (
     GpuHourly,
+    Model,
     PerMillionTokens,
     PerRequest,
     PerRequestWithIncludedTokens,
     Plan,
     TieredVolume,
 )
-from costplan.plan.pricing import priced_tiers
+from costplan.plan.pricing import priced_tiers, tier_pricing
 
 MONEY_QUANTUM = Decimal("0.000001")  # the least precision money is shown with
 MAX_MONEY_PLACES = 12  # beyond this, floats returned by Prometheus carry noise, not money
@@ -767,115 +768,197 @@ FOCUS_COLUMNS = (
 )
 
 
-def _pricing_quantity(plan: Plan, row: UsageRow) -> tuple[str, str]:
-    """``(PricingQuantity, PricingUnit)`` from the model's pricing type."""
-    model = next((m for m in plan.models if row.model in (m.name, m.model_name)), None)
+_MILLION = Decimal(1_000_000)
+
+
+def _requests_quantity(row: UsageRow, total_tokens: Decimal) -> str:
+    return units(row.requests)
+
+
+def _tokens_quantity(row: UsageRow, total_tokens: Decimal) -> str:
+    return f"{(total_tokens / _MILLION).normalize():f}"
+
+
+def _no_quantity(row: UsageRow, total_tokens: Decimal) -> str:
+    return ""
+
+
+_Quantity = Callable[[UsageRow, Decimal], str]
+
+
+def _pricing_quantity(plan: Plan, model: Model | None) -> tuple[_Quantity, str]:
+    """``PricingUnit`` of a model's pricing type, and how a row's ``PricingQuantity`` is counted in it."""
     if model is None:
-        return "", ""
+        return _no_quantity, ""
     pricing = model.pricing
     if isinstance(pricing, (PerRequest, PerRequestWithIncludedTokens)) or (
         isinstance(pricing, TieredVolume) and pricing.unit == "requests"
     ):
-        return units(row.requests), "Requests"
+        return _requests_quantity, "Requests"
     if isinstance(pricing, (PerMillionTokens, TieredVolume)):
-        return f"{(row.total_tokens / Decimal(1_000_000)).normalize():f}", "1000000 Tokens"
+        return _tokens_quantity, "1000000 Tokens"
     if isinstance(pricing, GpuHourly) and model.gpu_instance:
         rate = plan.gpu_instance(model.gpu_instance).hourly_rate_per_gpu
-        return (f"{(row.cost / rate).quantize(money_quantum(plan), ROUND_HALF_EVEN):f}", "GPU-Hours") if rate else ("", "")
-    return "", ""
+        if not rate:
+            return _no_quantity, ""
+        quantum = money_quantum(plan)
+
+        def gpu_hours(row: UsageRow, total_tokens: Decimal) -> str:
+            return f"{(row.cost / rate).quantize(quantum, ROUND_HALF_EVEN):f}"
+
+        return gpu_hours, "GPU-Hours"
+    return _no_quantity, ""
 
 
-def _list_cost(plan: Plan, row: UsageRow) -> Decimal:
-    """Cost before the tier's price multiplier (equal to the billed cost when none applies)."""
-    tier = next((t for t in plan.tiers if t.name == row.tier), None)
-    if tier is None or tier.price_multiplier in (0, 1):
-        return row.cost
-    model = next((m for m in plan.models if row.model in (m.name, m.model_name)), None)
-    if model is not None and any(o.model == model.name for o in tier.price_overrides):
-        return row.cost  # an override is a price of its own, not a discount on the list price
-    return (row.cost / tier.price_multiplier).quantize(money_quantum(plan), ROUND_HALF_EVEN)
+def _list_multiplier(plan: Plan, model: Model | None, tier: str) -> Decimal | None:
+    """What the billed cost is divided by for the list cost (before the tier's multiplier); ``None``: they are equal.
+
+    A tier's price override is a price of its own, not a discount on the list
+    price: ``tier_pricing`` gives it a multiplier of 1.
+    """
+    if model is None:
+        multiplier = next((t.price_multiplier for t in plan.tiers if t.name == tier), None)
+    else:
+        priced = tier_pricing(plan, model, tier)
+        multiplier = priced[1] if priced is not None else None
+    return None if multiplier is None or multiplier in (0, 1) else multiplier
+
+
+_FOCUS_PER_ROW = (
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "PricingQuantity",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "x_Requests",
+    "x_InputTokens",
+    "x_OutputTokens",
+)
+"""The FOCUS columns that change from row to row; every other one depends only on the plan and the row's identity."""
+_FOCUS_SLOTS = tuple(FOCUS_COLUMNS.index(column) for column in _FOCUS_PER_ROW)
+
+
+@dataclass(frozen=True, slots=True)
+class _FocusIdentity:
+    """The FOCUS cells of one identity (team, user, tier, model, cost center, cluster), shaped once."""
+
+    cells: list[object]  # every column, the per-row ones still empty; neutralised for spreadsheets
+    quantity: _Quantity
+    list_multiplier: Decimal | None
+
+
+def _focus_identity(plan: Plan, row: UsageRow, models: Mapping[str, Model]) -> _FocusIdentity:
+    model = models.get(row.model)
+    # The pricing is the first model's whose name or served model name this is; the names shown come from ``models``.
+    priced = next((m for m in plan.models if row.model in (m.name, m.model_name)), None)
+    quantity, unit = _pricing_quantity(plan, priced)
+    provider = model.provider if model else ""
+    fixed = {
+        "BillingAccountId": plan.name,
+        "BillingAccountName": plan.name,
+        "BillingCurrency": plan.currency,
+        "ChargeCategory": "Usage",
+        "ChargeClass": "",
+        "ChargeDescription": f"{row.model} used by {row.user or 'unattributed'} ({row.team or 'no team'})",
+        "ChargeFrequency": "Usage-Based",
+        "ListUnitPrice": "",
+        "ContractedUnitPrice": "",
+        "PricingCategory": "Standard",
+        "PricingUnit": unit,
+        "InvoiceIssuerName": plan.name,
+        "ProviderName": provider,
+        "PublisherName": provider,
+        "ResourceId": row.model,
+        "ResourceName": model.model_name if model else row.model,
+        "ResourceType": "LLM",
+        "ServiceCategory": "AI and Machine Learning",
+        "ServiceSubcategory": "Generative AI",
+        "ServiceName": row.model,
+        "SubAccountId": row.team,
+        "SubAccountName": row.team,
+        "SubAccountType": "Team",
+        "Tags": json.dumps(
+            {"cost_center": row.cost_center, "team": row.team, "tier": row.tier, "user": row.user,
+             **({c.LABEL_CLUSTER: row.cluster} if row.cluster else {})},
+            sort_keys=True,
+        ),
+        "x_Team": row.team,
+        "x_User": row.user,
+        "x_Tier": row.tier,
+        "x_Model": row.model,
+        "x_CostCenter": row.cost_center,
+        "x_Environment": plan.environment,
+        "x_Cluster": row.cluster or plan.cluster,
+    }
+    cells = [_cell(fixed.get(column, "")) for column in FOCUS_COLUMNS]
+    return _FocusIdentity(cells, quantity, _list_multiplier(plan, priced, row.tier))
 
 
 def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
-    """FOCUS 1.2-shaped rows: one per day x team x user x tier x model."""
+    """FOCUS 1.2-shaped rows: one per day x team x user x tier x model.
+
+    What depends only on a row's identity (descriptions, tags, the pricing
+    unit, the list-price multiplier) is shaped once per identity, and only
+    the numbers and times once per row. Identity cells go through ``_cell``
+    when they are shaped; the per-row cells are numbers and times, which
+    ``csv_cell`` never changes, so they are written as they are.
+    """
     tz = ZoneInfo(plan.timezone)
     buffer = io.StringIO()
-    writer = _NeutralisedWriter(csv.writer(buffer, lineterminator="\n"))
-    writer.writerow(FOCUS_COLUMNS)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([_cell(column) for column in FOCUS_COLUMNS])
     models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
     quantum = money_quantum(plan)
     identity = operator.attrgetter(*ROW_LABELS)
+    shaped: dict[tuple[str, ...], _FocusIdentity] = {}
     times: dict[datetime, str] = {}
     billing: dict[datetime, tuple[str, str]] = {}
+    zero = Decimal(0)
 
     def stamp(moment: datetime) -> str:
         if moment not in times:
             times[moment] = utc(moment)
         return times[moment]
 
-    for row in sorted(rows, key=lambda r: (r.start, identity(r))):
-        model = models.get(row.model)
+    for key, row in sorted(((identity(row), row) for row in rows), key=lambda pair: (pair[1].start, pair[0])):
+        known = shaped.get(key)
+        if known is None:
+            known = shaped[key] = _focus_identity(plan, row, models)
         if row.start not in billing:
             first, last = billing_period(row.start, tz)
             billing[row.start] = (utc(first), utc(last))
         bill_start, bill_end = billing[row.start]
-        quantity, unit = _pricing_quantity(plan, row)
-        consumed, consumed_unit = (
-            (units(row.total_tokens), "Tokens") if row.total_tokens else (units(row.requests), "Requests")
+        tokens = row.tokens
+        total_tokens = sum(tokens.values(), zero)
+        requests = units(row.requests)
+        billed = money(row.cost, quantum)
+        listed = billed if known.list_multiplier is None else money(row.cost / known.list_multiplier, quantum)
+        values = (
+            bill_start,
+            bill_end,
+            stamp(row.start),
+            stamp(row.end),
+            billed,
+            billed,
+            listed,
+            billed,
+            known.quantity(row, total_tokens),
+            units(total_tokens) if total_tokens else requests,
+            "Tokens" if total_tokens else "Requests",
+            requests,
+            units(tokens.get(c.TOKEN_TYPE_INPUT, zero)),
+            units(tokens.get(c.TOKEN_TYPE_OUTPUT, zero)),
         )
-        provider = model.provider if model else ""
-        record = {
-            "BillingAccountId": plan.name,
-            "BillingAccountName": plan.name,
-            "BillingCurrency": plan.currency,
-            "BillingPeriodStart": bill_start,
-            "BillingPeriodEnd": bill_end,
-            "ChargeCategory": "Usage",
-            "ChargeClass": "",
-            "ChargeDescription": f"{row.model} used by {row.user or 'unattributed'} ({row.team or 'no team'})",
-            "ChargeFrequency": "Usage-Based",
-            "ChargePeriodStart": stamp(row.start),
-            "ChargePeriodEnd": stamp(row.end),
-            "BilledCost": money(row.cost, quantum),
-            "EffectiveCost": money(row.cost, quantum),
-            "ListCost": money(_list_cost(plan, row), quantum),
-            "ContractedCost": money(row.cost, quantum),
-            "ListUnitPrice": "",
-            "ContractedUnitPrice": "",
-            "PricingCategory": "Standard",
-            "PricingQuantity": quantity,
-            "PricingUnit": unit,
-            "ConsumedQuantity": consumed,
-            "ConsumedUnit": consumed_unit,
-            "InvoiceIssuerName": plan.name,
-            "ProviderName": provider,
-            "PublisherName": provider,
-            "ResourceId": row.model,
-            "ResourceName": model.model_name if model else row.model,
-            "ResourceType": "LLM",
-            "ServiceCategory": "AI and Machine Learning",
-            "ServiceSubcategory": "Generative AI",
-            "ServiceName": row.model,
-            "SubAccountId": row.team,
-            "SubAccountName": row.team,
-            "SubAccountType": "Team",
-            "Tags": json.dumps(
-                {"cost_center": row.cost_center, "team": row.team, "tier": row.tier, "user": row.user,
-                 **({c.LABEL_CLUSTER: row.cluster} if row.cluster else {})},
-                sort_keys=True,
-            ),
-            "x_Team": row.team,
-            "x_User": row.user,
-            "x_Tier": row.tier,
-            "x_Model": row.model,
-            "x_CostCenter": row.cost_center,
-            "x_Environment": plan.environment,
-            "x_Cluster": row.cluster or plan.cluster,
-            "x_Requests": units(row.requests),
-            "x_InputTokens": units(row.tokens.get(c.TOKEN_TYPE_INPUT, Decimal(0))),
-            "x_OutputTokens": units(row.tokens.get(c.TOKEN_TYPE_OUTPUT, Decimal(0))),
-        }
-        writer.writerow([record[column] for column in FOCUS_COLUMNS])
+        cells = known.cells.copy()
+        for slot, value in zip(_FOCUS_SLOTS, values, strict=True):
+            cells[slot] = value
+        writer.writerow(cells)
     return buffer.getvalue()
 
 
