@@ -13,19 +13,28 @@ starts the Debian ``prometheus`` on them. Then, in the same run:
   (``report.spend_query``);
 * **report**: ``costplan report --month 2025-03 --output-dir`` in a child
   process: wall time, peak RSS (``ru_maxrss`` of the child) and the number of
-  queries it sent (its last progress line).
+  queries it sent (its last progress line), and the CPU time of the child
+  (user + system): the client's share of the wall time, the rest is waiting
+  for the server.
+
+``--profile`` runs the report a second time under ``cProfile`` and writes the
+30 functions with the most cumulative time to stderr. Only the main thread
+is profiled: folding answers into rows and shaping the files; the answers
+are read and parsed in the query threads.
 
 The series have one sample an hour (a live Prometheus records each hour at
 every evaluation of the next one, 12 times with a 5-minute interval): the
 server reads 12 times fewer samples than it would live, for both sides.
 
     python benchmarks/report_bench.py --users 5000 50000
+    python benchmarks/report_bench.py --users 500 --profile
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import re
 import resource
 import subprocess
@@ -135,24 +144,42 @@ def timed_query(url: str, expr: str, at: datetime) -> tuple[float, int]:
     return elapsed, answer.count(b'"metric"')
 
 
-def run_report(url: str, out: Path) -> tuple[float, float, int, str]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def report_command(url: str, out: Path) -> list[str]:
+    return ["-m", "costplan", "report", "-f", str(ROOT / "costplan.yaml"), "--month", "2025-03",
+            "--prometheus-url", url, "--output-dir", str(out), "--timeout", "600"]
+
+
+def run_report(url: str, out: Path) -> tuple[float, float, float, int, str]:
+    """Wall time, peak RSS (MiB), CPU time (user + system), queries and total of one report run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "costplan", "report", "-f", str(ROOT / "costplan.yaml"), "--month", "2025-03",
-         "--prometheus-url", url, "--output-dir", str(out), "--timeout", "600"],
+        [sys.executable, *report_command(url, out)],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     queries = re.search(r"(\d+) quer(?:y|ies)$", result.stderr, re.M)
     total = re.search(r"^total (\S+)", result.stderr, re.M)
-    return elapsed, max(peak, before) / 1024, int(queries.group(1)) if queries else -1, total.group(1) if total else "?"
+    peak = max(after.ru_maxrss, before.ru_maxrss) / 1024
+    return elapsed, peak, cpu, int(queries.group(1)) if queries else -1, total.group(1) if total else "?"
 
 
-def bench(users: int) -> None:
+def profile_report(url: str, out: Path, stats: Path) -> None:
+    """The report once more under ``cProfile``; the top 30 by cumulative time on stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(stats), *report_command(url, out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-2000:])
+    pstats.Stats(str(stats), stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+
+
+def bench(users: int, profile: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="costplan-report-bench-") as tmp:
         work = Path(tmp)
         started = time.perf_counter()
@@ -169,8 +196,10 @@ def bench(users: int) -> None:
             timed_query(server.url, combined, at)  # warm the page cache for both sides
             one = min(timed_query(server.url, combined, at)[0] for _ in range(3))
             spend_only, series = min(timed_query(server.url, spend, at) for _ in range(3))
-            elapsed, peak, queries, total = run_report(server.url, work / "out")
+            elapsed, peak, cpu, queries, total = run_report(server.url, work / "out")
             rows = sum(1 for _ in (work / "out" / "focus-base-2025-03.csv").open()) - 1
+            if profile:
+                profile_report(server.url, work / "profiled", work / "report.pstats")
         finally:
             server.stop()
     print(f"users={users} samples={samples} (prepared in {prepared:.0f} s, {blocks} blocks after compaction) "
@@ -178,15 +207,18 @@ def bench(users: int) -> None:
     print(f"  one query (spend+requests+tokens, month): {one:.2f} s; spend alone: {spend_only:.2f} s")
     print(f"  costplan report: {elapsed:.2f} s, peak RSS {peak:.0f} MiB, {queries} queries, {rows} FOCUS rows, "
           f"total {total}")
+    print(f"  report CPU (client): {cpu:.2f} s, {cpu / elapsed:.0%} of its wall time")
     print(f"  ratio report / one query: {elapsed / one:.2f}; report / spend-only query: {elapsed / spend_only:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[5000, 50000])
+    parser.add_argument("--profile", action="store_true",
+                        help="Profile a second report run; the top 30 functions on stderr.")
     args = parser.parse_args()
     for users in args.users:
-        bench(users)
+        bench(users, args.profile)
 
 
 if __name__ == "__main__":

@@ -334,21 +334,38 @@ def vector(payload: dict[str, Any], where: str) -> Iterator[tuple[dict[str, str]
     result = data.get("result")
     if not isinstance(result, list):
         raise PrometheusError(f"Prometheus at {where} answered a vector that is not a list")
+
+    def problem(index: int) -> str:
+        return f"Prometheus at {where} answered a malformed sample (result[{index}])"
+
     for index, item in enumerate(result):
-        problem = f"Prometheus at {where} answered a malformed sample (result[{index}])"
         if not isinstance(item, dict):
-            raise PrometheusError(problem)
+            raise PrometheusError(problem(index))
         metric, value = item.get("metric", {}), item.get("value")
-        if not isinstance(metric, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metric.items()):
-            raise PrometheusError(f"{problem}: labels are not strings")
+        if not isinstance(metric, dict) or not _all_strings(metric):
+            raise PrometheusError(f"{problem(index)}: labels are not strings")
         if not isinstance(value, list) or len(value) != 2 or not isinstance(value[1], str):
-            raise PrometheusError(f"{problem}: the value is not [time, \"number\"]")
+            raise PrometheusError(f"{problem(index)}: the value is not [time, \"number\"]")
         number = _decimal(value[1])
         if number is None:
             continue
         if abs(number) >= MAX_SAMPLE_VALUE:
-            raise PrometheusError(f"{problem}: the value {printable(value[1])[:40]} is implausibly large")
+            raise PrometheusError(f"{problem(index)}: the value {printable(value[1])[:40]} is implausibly large")
         yield metric, number
+
+
+def _all_strings(labels: dict[Any, Any]) -> bool:
+    """Whether every label name and value is a string, each in one pass in C: ``str.join`` takes only strings.
+
+    Every sample of an answer is checked, tens of thousands of them per
+    query; a generator over the items costs more than reading the answer.
+    """
+    try:
+        "".join(labels)
+        "".join(labels.values())
+    except TypeError:
+        return False
+    return True
 
 
 def _timestamp(at: datetime) -> str:

@@ -82,22 +82,23 @@ def report_command(
             f"Prometheus at {client.base_url} has no {c.METRIC_SPEND_HOURLY} samples between {chargeback.utc(period.start)} and "
             f"{chargeback.utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
         )
-    lines = len(chargeback.aggregate(rows, chargeback.view_labels(group_by, rows)))
-    say(f"total {chargeback.money(chargeback.total(rows), chargeback.money_quantum(plan))} {plan.currency}: "
+    sums = chargeback.PeriodSums(rows)  # summed once for every view written below
+    lines = len(sums.view(sums.labels(group_by)))
+    say(f"total {chargeback.money(sums.total, chargeback.money_quantum(plan))} {plan.currency}: "
         f"{lines} {group_by} line(s) from {len(rows)} daily row(s), {client.queries} quer{'y' if client.queries == 1 else 'ies'}")
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in chargeback.each_output_file(plan, period, rows):
+        for name, text in chargeback.each_output_file(plan, period, rows, sums):
             (output_dir / name).write_text(text, encoding="utf-8")
             say(f"wrote {output_dir / name}")
     elif output_format == "json":
-        click.echo(chargeback.chargeback_json(plan, period, rows), nl=False)
+        click.echo(chargeback.chargeback_json(plan, period, sums), nl=False)
     elif output_format == "focus":
         click.echo(chargeback.focus_csv(plan, rows), nl=False)
     else:
-        click.echo(chargeback.chargeback_csv(plan, period, rows, group_by), nl=False)
+        click.echo(chargeback.chargeback_csv(plan, period, sums, group_by), nl=False)
     if webhook_url:
-        chargeback.post_webhook(webhook_url, chargeback.chargeback_json(plan, period, rows))
+        chargeback.post_webhook(webhook_url, chargeback.chargeback_json(plan, period, sums))
         say("posted the report to the webhook")
 
 
