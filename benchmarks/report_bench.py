@@ -43,6 +43,8 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,6 +55,7 @@ from costplan.plan.load import load_plan
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.promserver import PrometheusServer  # noqa: E402
+from tests.vmserver import vm_server  # noqa: E402
 
 FIRST = datetime(2025, 2, 28, 0, tzinfo=UTC)
 LAST = datetime(2025, 4, 1, 2, tzinfo=UTC)
@@ -62,13 +65,13 @@ MONTH = report.Period(datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzi
 BLOCK_HOURS = 2  # promtool's block length
 
 
-def backfill(data: Path, work: Path, users: int) -> int:
-    """Every user's spend, requests and input/output tokens, one sample an hour; the sample count.
+def blocks_of_samples(users: int, millis: bool = False) -> Iterator[tuple[str, int]]:
+    """Every user's spend, requests and input/output tokens, one sample an hour, two hours at a time.
 
-    ``promtool tsdb create-blocks-from openmetrics`` reads its whole input
-    once per two-hour block it writes, so a month in one file is read about
-    370 times; one file per block is read once. Each file is complete
-    OpenMetrics (its own ``# TYPE`` lines and ``# EOF``).
+    Each piece is complete OpenMetrics (its own ``# TYPE`` lines and
+    ``# EOF``, timestamps in seconds) for promtool, or the Prometheus text
+    format with millisecond timestamps for VictoriaMetrics' import; with its
+    sample count.
     """
     plan = load_plan(ROOT / "costplan.yaml")
     models = [m.name for m in plan.models]
@@ -90,21 +93,66 @@ def backfill(data: Path, work: Path, users: int) -> int:
     heads = {(metric, i): [f"{metric}{{{labels}{extra(u)}}} " for u, labels in enumerate(identities)]
              for metric, kinds in families for i, (extra, _) in enumerate(kinds)}
     hours = int((LAST - FIRST) / timedelta(hours=1)) + 1
-    count = 0
     for block in range(0, hours, BLOCK_HOURS):
-        chunk = work / "block.om"
-        with chunk.open("w") as out:
-            for metric, kinds in families:
-                out.write(f"# TYPE {metric} gauge\n")
-                for i, (_, value) in enumerate(kinds):
-                    for u, head in enumerate(heads[(metric, i)]):
-                        for h in range(block, min(block + BLOCK_HOURS, hours)):
-                            stamp = int((FIRST + timedelta(hours=h)).timestamp()) + 30
-                            out.write(f"{head}{value(u, h)} {stamp}\n")
-                            count += 1
-            out.write("# EOF\n")
-        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(chunk), str(data)],
-                       check=True, capture_output=True)
+        lines: list[str] = []
+        for metric, kinds in families:
+            if not millis:
+                lines.append(f"# TYPE {metric} gauge\n")
+            for i, (_, value) in enumerate(kinds):
+                for u, head in enumerate(heads[(metric, i)]):
+                    for h in range(block, min(block + BLOCK_HOURS, hours)):
+                        stamp = int((FIRST + timedelta(hours=h)).timestamp()) + 30
+                        lines.append(f"{head}{value(u, h)} {stamp * 1000 if millis else stamp}\n")
+        count = len(lines) - (0 if millis else len(families))
+        if not millis:
+            lines.append("# EOF\n")
+        yield "".join(lines), count
+
+
+PROMTOOLS_IN_FLIGHT = 2  # promtool runs writing blocks while the next piece is generated
+
+
+def backfill(data: Path, work: Path, users: int) -> int:
+    """The month into promtool's blocks; the sample count.
+
+    ``promtool tsdb create-blocks-from openmetrics`` reads its whole input
+    once per two-hour block it writes, so a month in one file is read about
+    370 times; one file per block is read once. A few promtool runs write
+    their blocks side by side (each block is its own directory).
+    """
+    count = 0
+    running: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def finish(run: subprocess.Popen[bytes], chunk: Path) -> None:
+        _, errors = run.communicate()
+        if run.returncode != 0:
+            raise RuntimeError(f"promtool failed: {errors.decode()[-2000:]}")
+        chunk.unlink()
+
+    for index, (text, samples) in enumerate(blocks_of_samples(users)):
+        if len(running) >= PROMTOOLS_IN_FLIGHT:
+            finish(*running.pop(0))
+        chunk = work / f"block-{index:04d}.om"
+        chunk.write_text(text)
+        count += samples
+        running.append((subprocess.Popen(
+            ["promtool", "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(chunk), str(data)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), chunk))
+    for run, chunk in running:
+        finish(run, chunk)
+    return count
+
+
+def import_victoria(url: str, users: int) -> int:
+    """The month into VictoriaMetrics through ``/api/v1/import/prometheus``, flushed; the sample count."""
+    count = 0
+    for text, samples in blocks_of_samples(users, millis=True):
+        request = urllib.request.Request(f"{url}/api/v1/import/prometheus", data=text.encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=600):
+            pass
+        count += samples
+    with urllib.request.urlopen(f"{url}/internal/force_flush", timeout=600):
+        pass
     return count
 
 
@@ -179,30 +227,60 @@ def profile_report(url: str, out: Path, stats: Path) -> None:
     pstats.Stats(str(stats), stream=sys.stderr).sort_stats("cumulative").print_stats(30)
 
 
-def bench(users: int, profile: bool = False) -> None:
+def victoria_settled(url: str, quiet: float = 30.0, limit: float = 1800.0) -> None:
+    """Wait until VictoriaMetrics has no background merge running for ``quiet`` seconds."""
+    def merging() -> float:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        return sum(float(v) for v in re.findall(r"^vm_active_merges\{[^}]*\} (\S+)$", text, re.M))
+
+    deadline = time.monotonic() + limit
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        if merging():
+            since = time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
+@contextmanager
+def prepared_server(engine: str, work: Path, users: int) -> Iterator[tuple[str, int, str]]:
+    """A server holding the month: its URL, the sample count and what its storage looks like."""
+    if engine == "victoriametrics":
+        with vm_server(work, ["-search.maxUniqueTimeseries=10000000", "-search.maxQueryDuration=10m",
+                              "-search.maxSamplesPerQuery=10000000000"]) as vm:
+            samples = import_victoria(vm.url, users)
+            victoria_settled(vm.url)
+            yield vm.url, samples, "merges settled"
+        return
+    samples = backfill(work / "data", work, users)
+    server = PrometheusServer(work, work / "data")
+    server.flags = ["--query.max-samples=1000000000", "--query.timeout=10m"]
+    server.start()
+    try:
+        yield server.url, samples, f"{settled(server.url)} blocks after compaction"
+    finally:
+        server.stop()
+
+
+def bench(users: int, engine: str = "prometheus", profile: bool = False, repeat: int = 3) -> None:
     with tempfile.TemporaryDirectory(prefix="costplan-report-bench-") as tmp:
         work = Path(tmp)
         started = time.perf_counter()
-        samples = backfill(work / "data", work, users)
-        prepared = time.perf_counter() - started
-        server = PrometheusServer(work, work / "data")
-        server.flags = ["--query.max-samples=1000000000", "--query.timeout=10m"]
-        server.start()
-        try:
-            blocks = settled(server.url)
+        with prepared_server(engine, work, users) as (url, samples, storage):
+            prepared = time.perf_counter() - started
             at = report.read_time(MONTH.end)
             combined = report.day_query(MONTH.start, MONTH.end)
             spend = report.spend_query(MONTH.start, MONTH.end)
-            timed_query(server.url, combined, at)  # warm the page cache for both sides
-            one = min(timed_query(server.url, combined, at)[0] for _ in range(3))
-            spend_only, series = min(timed_query(server.url, spend, at) for _ in range(3))
-            elapsed, peak, cpu, queries, total = run_report(server.url, work / "out")
+            timed_query(url, combined, at)  # warm the page cache for both sides
+            one = min(timed_query(url, combined, at)[0] for _ in range(repeat))
+            spend_only, series = min(timed_query(url, spend, at) for _ in range(repeat))
+            elapsed, peak, cpu, queries, total = run_report(url, work / "out")
             rows = sum(1 for _ in (work / "out" / "focus-base-2025-03.csv").open()) - 1
             if profile:
-                profile_report(server.url, work / "profiled", work / "report.pstats")
-        finally:
-            server.stop()
-    print(f"users={users} samples={samples} (prepared in {prepared:.0f} s, {blocks} blocks after compaction) "
+                profile_report(url, work / "profiled", work / "report.pstats")
+    print(f"{engine} users={users} samples={samples} (prepared in {prepared:.0f} s, {storage}) "
           f"spend series={series}")
     print(f"  one query (spend+requests+tokens, month): {one:.2f} s; spend alone: {spend_only:.2f} s")
     print(f"  costplan report: {elapsed:.2f} s, peak RSS {peak:.0f} MiB, {queries} queries, {rows} FOCUS rows, "
@@ -214,11 +292,15 @@ def bench(users: int, profile: bool = False) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[5000, 50000])
+    parser.add_argument("--engine", choices=["prometheus", "victoriametrics"], default="prometheus",
+                        help="The server holding the month: Debian's prometheus (promtool backfill) or "
+                             "victoria-metrics (imported over HTTP).")
+    parser.add_argument("--repeat", type=int, default=3, help="Single queries timed (the best is kept).")
     parser.add_argument("--profile", action="store_true",
                         help="Profile a second report run; the top 30 functions on stderr.")
     args = parser.parse_args()
     for users in args.users:
-        bench(users, args.profile)
+        bench(users, args.engine, args.profile, args.repeat)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ class VMServer:
 
 
 @contextmanager
-def vm_server(tmp: Path) -> Iterator[VMServer]:
+def vm_server(tmp: Path, flags: Sequence[str] = ()) -> Iterator[VMServer]:
+    """The server on a free port; ``flags`` are added to the test defaults (a benchmark's query limits)."""
     assert VICTORIA_METRICS is not None, MISSING
     port = free_port()
     log_path = tmp / "victoria.log"
@@ -73,6 +74,7 @@ def vm_server(tmp: Path) -> Iterator[VMServer]:
             "-search.disableCache",
             "-search.latencyOffset=0s",
             "-retentionPeriod=100y",
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -4,7 +4,8 @@ They run on a merged document that already matches the schema, so they can
 rely on its shape, and they read positions from the document itself (the
 model has none). Every diagnostic carries a stable id registered in
 ``diagnostics.CHECKS``; each ``check_*`` function covers one concern and
-``CHECKS_RUN`` lists them all.
+``CHECKS_RUN`` lists them all (``MODEL_CHECKS`` those that read the plan
+model too).
 
 The checks guard three things: that names resolve (a typo in ``tier:``
 must not silently bill a team at no tier), that money is exact and sane,
@@ -29,6 +30,7 @@ from costplan.core.diagnostics import Diagnostic, sort_diagnostics
 from costplan.core.money import MAX_DECIMAL_PLACES, decimal_places
 from costplan.plan.capabilities import missing_for, source_capabilities
 from costplan.plan.document import from_document
+from costplan.plan.model import Plan
 from costplan.plan.source import Position, locate, pointer
 
 JsonPath = list[Any]  # keys and indexes from the document root
@@ -116,10 +118,24 @@ def _items_under(parent: dict, path: JsonPath, key: str) -> Iterator[tuple[JsonP
 
 
 def _users(document: Any) -> Iterator[tuple[JsonPath, dict, dict]]:
-    """(path, user, team) for every user of every team."""
-    for team_path, team in _teams(document):
-        for user_path, user in _items_under(team, team_path, "users"):
-            yield user_path, user, team
+    """(path, user, team) for every user of every team.
+
+    ``_items_under`` of every team, written out: several checks walk every
+    user, and in a plan of tens of thousands of users the nested generators
+    and path concatenations cost more than the checks' own work.
+    """
+    teams = _get(document, ["teams"])
+    if not isinstance(teams, list):
+        return
+    for t, team in enumerate(teams):
+        if not isinstance(team, dict):
+            continue
+        users = team.get("users")
+        if not isinstance(users, list):
+            continue
+        for u, user in enumerate(users):
+            if isinstance(user, dict):
+                yield ["teams", t, "users", u], user, team
 
 
 def _budgets(document: Any) -> Iterator[tuple[JsonPath, dict]]:
@@ -720,8 +736,13 @@ def check_secrets(document: Any) -> Iterator[Diagnostic]:
 # --------------------------------------------------------------------------
 
 
-def check_usage_sources(document: Any) -> Iterator[Diagnostic]:
-    """Each model's source must measure what its pricing charges for."""
+def check_usage_sources(document: Any, plan: Plan | None) -> Iterator[Diagnostic]:
+    """Each model's source must measure what its pricing charges for.
+
+    ``plan`` is the document's model (``model_of``), built once for the
+    checks and the build; ``None`` when the document cannot be mapped (other
+    checks say why), and then only the document's own shape is checked.
+    """
     for path, source in _items(document, ["usageSources"]):
         if source.get("type") != "custom":
             for key in ("metrics", "labels"):
@@ -733,10 +754,8 @@ def check_usage_sources(document: Any) -> Iterator[Diagnostic]:
                         "usage-source",
                         key=True,
                     )
-    try:
-        plan = from_document(document, "validate")
-    except (KeyError, TypeError, ValueError, ArithmeticError):
-        return  # other checks report what makes the document unmappable
+    if plan is None:
+        return
     sources = {source.name: source for source in plan.usage_sources}
     models = {model.name: model for model in plan.models}
     priced = [(["models", i, "pricing"], m, m.pricing) for i, m in enumerate(plan.models)]
@@ -986,7 +1005,6 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_timezone,
     check_urls,
     check_secrets,
-    check_usage_sources,
     check_tier_effect,
     check_gateway_telemetry,
     check_budget_actions,
@@ -994,6 +1012,9 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_legacy_image,
     check_fleet,
 )
+
+MODEL_CHECKS: tuple[Callable[[Any, Plan | None], Iterable[Diagnostic]], ...] = (check_usage_sources,)
+"""Checks that read the plan model as well as the document (``model_of``, built once)."""
 
 
 def run_readable(document: Any, broken: set[str]) -> list[Diagnostic]:
@@ -1012,6 +1033,12 @@ def run_readable(document: Any, broken: set[str]) -> list[Diagnostic]:
             found.extend(list(check(document)))
         except Exception:  # that part of the plan is out of shape; the schema said so
             continue
+    try:
+        model = model_of(document)
+        for model_check in MODEL_CHECKS:
+            found.extend(list(model_check(document, model)))
+    except Exception:  # as above
+        pass
     return sort_diagnostics(d for d in found if d.pointer not in broken and _present(document, d.pointer))
 
 
@@ -1029,9 +1056,25 @@ def _present(document: Any, pointer: str) -> bool:
     return True
 
 
-def run_all(document: Any) -> list[Diagnostic]:
-    """Every semantic problem in a schema-valid document, sorted."""
+def model_of(document: Any, environment: str = "validate") -> Plan | None:
+    """The plan model of a schema-valid document, or ``None`` where it cannot be mapped (other checks say why)."""
+    try:
+        return from_document(document, environment)
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def run_all(document: Any, plan: Plan | None = None) -> list[Diagnostic]:
+    """Every semantic problem in a schema-valid document, sorted.
+
+    ``plan`` is the document's model when the caller has built it already
+    (``model_of``): a large plan's model costs as much as several checks,
+    and the build needs it too.
+    """
     found: list[Diagnostic] = []
     for check in CHECKS_RUN:
         found.extend(check(document))
+    model = plan if plan is not None else model_of(document)
+    for model_check in MODEL_CHECKS:
+        found.extend(model_check(document, model))
     return sort_diagnostics(found)

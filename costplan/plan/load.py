@@ -95,11 +95,17 @@ def load_document(plan_path: Path, environment: str | None = None, parsed: Parse
 
 
 def validate_document(loaded: LoadedDocument) -> list[Diagnostic]:
-    """Every problem in a loaded document: syntax, schema, then semantic checks.
+    """Every problem in a loaded document: syntax, schema, then semantic checks."""
+    return validated(loaded)[0]
+
+
+def validated(loaded: LoadedDocument) -> tuple[list[Diagnostic], Plan | None]:
+    """Every problem in a loaded document, and its plan model when nothing is an error.
 
     Semantic checks rely on the schema's shape; on a document with schema
     errors they still run where the document can be read (``run_readable``),
-    so one run reports every mistake rather than the schema's first.
+    so one run reports every mistake rather than the schema's first. The
+    model is built once, for the checks that read it and for the caller.
     """
     from costplan.plan import checks, schema  # local: keeps loading cheap for `envs`
 
@@ -107,20 +113,24 @@ def validate_document(loaded: LoadedDocument) -> list[Diagnostic]:
     if loaded.document is None:
         if not diagnostics:
             diagnostics.append(Diagnostic("<plan>", 1, 1, "", "the plan is empty", "schema"))
-        return sort_diagnostics(diagnostics)
+        return sort_diagnostics(diagnostics), None
     schema_problems = schema.validate(loaded.document)
     diagnostics.extend(schema_problems)
+    plan = None
     if not schema_problems:
-        diagnostics.extend(checks.run_all(loaded.document))
+        plan = checks.model_of(loaded.document, loaded.environment)
+        diagnostics.extend(checks.run_all(loaded.document, plan))
     else:
         diagnostics.extend(checks.run_readable(loaded.document, {d.pointer for d in schema_problems}))
-    return sort_diagnostics(diagnostics)
+    diagnostics = sort_diagnostics(diagnostics)
+    return diagnostics, None if any(d.severity == "error" for d in diagnostics) else plan
 
 
 def load_plan(plan_path: Path | str, environment: str | None = None, parsed: ParsedFiles | None = None) -> Plan:
     """A validated plan for one environment, or ``PlanInvalid`` with every problem."""
     loaded = load_document(Path(plan_path), environment, parsed)
-    problems = [d for d in validate_document(loaded) if d.severity == "error"]
+    diagnostics, plan = validated(loaded)
+    problems = [d for d in diagnostics if d.severity == "error"]
     if problems:
         raise PlanInvalid(problems)
-    return from_document(loaded.document, loaded.environment)
+    return plan if plan is not None else from_document(loaded.document, loaded.environment)
