@@ -14,8 +14,8 @@ from costplan.core.canonical_yaml import dump_yaml
 from costplan.core.diagnostics import Diagnostic, sort_diagnostics
 from costplan.core.errors import OutputInvalid, PlanInvalid, ToolMissing, UsageProblem
 from costplan.output import build as build_stage
+from costplan.output import parallel, verify
 from costplan.output import serialise as output
-from costplan.output import verify
 from costplan.output.build import BuildResult
 from costplan.plan.load import environments_dir, list_environments, load_document, validate_document
 
@@ -79,6 +79,15 @@ def validate(plan_path: Path, environment: str | None, all_envs: bool, output_fo
     "alertmanager: the alert routing as a plain Alertmanager configuration.",
 )
 @click.option("--check-rules", is_flag=True, help="Also run 'promtool check rules' on the spend rules.")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1, max=parallel.MAX_JOBS),
+    envvar=parallel.JOBS_VARIABLE,
+    default=None,
+    help="Processes that turn objects into YAML (default: the processors available, at most "
+    f"{parallel.MAX_JOBS}); the files are the same with any number.",
+)
 @guarded
 def build(**options: Any) -> None:
     """Compile the plan into manifests, validated before anything is written."""
@@ -97,6 +106,7 @@ def _build(
     use_kubeconform: bool,
     output_format: str,
     check_rules: bool,
+    jobs: int | None,
 ) -> None:
     out = console()
     envs = environments(plan_path, environment, all_envs)
@@ -129,7 +139,10 @@ def _build(
     count = sum(len(a) for a in result.environments.values())
     files: dict[str, str] = {}
     for env, artifacts in result.environments.items():
-        rendered = output.render_environment(artifacts, result.plan_name, env, dumped, kustomize=output_format == "manifests")
+        rendered = output.render_environment(
+            artifacts, result.plan_name, env, dumped, kustomize=output_format == "manifests",
+            jobs=jobs or parallel.default_jobs(),
+        )
         files.update((f"{env}/{path}", text) for path, text in rendered.items())
         if output_dir is not None:
             # Written from text from here on: an environment's objects go as soon as they

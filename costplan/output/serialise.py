@@ -16,13 +16,14 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from costplan.core.artifacts import Artifact
 from costplan.core.canonical_yaml import dump_yaml, dump_yaml_shared
 from costplan.core.errors import InternalError, UsageProblem
+from costplan.output import parallel
 
 try:
     import fcntl
@@ -52,6 +53,18 @@ def kustomization(artifacts: Iterable[Artifact]) -> dict[str, Any]:
     }
 
 
+class _RecordingMemo(dict[bytes, str]):
+    """A copy of the dump memo that also keeps what is added to it (``added``), to send back from a child."""
+
+    def __init__(self, memo: dict[bytes, str]) -> None:
+        super().__init__(memo)
+        self.added: dict[bytes, str] = {}
+
+    def __setitem__(self, key: bytes, value: str) -> None:
+        super().__setitem__(key, value)
+        self.added[key] = value
+
+
 class DuplicateOutput(InternalError):
     """Two artifacts would be written to one path: a generator bug, never silently merged."""
 
@@ -63,20 +76,43 @@ def render_environment(
     dumped: dict[bytes, str] | None = None,
     *,
     kustomize: bool = True,
+    jobs: int = 1,
 ) -> dict[str, str]:
     """Relative path → file text for one environment, with a kustomization when there are manifests to list.
 
     ``dumped`` (see ``dump_yaml_shared``), shared across the environments of
     one build, dumps each distinct top-level entry of an object once.
+    ``jobs`` processes share the objects out (``parallel.map_shares``); the
+    text is the same with any number.
     """
     files: dict[str, str] = {}
     for artifact in artifacts:
         if artifact.path in files:
             raise DuplicateOutput(f"two artifacts for {environment}/{artifact.path}")
-        if dumped is None or isinstance(artifact.data, str):
-            files[artifact.path] = serialize(artifact, plan_name, environment)
-            continue
-        files[artifact.path] = header(plan_name, environment) + dump_yaml_shared(artifact.data, dumped)
+        files[artifact.path] = ""
+    parent = os.getpid()
+
+    def render(share: Sequence[Artifact]) -> list[tuple[str, dict[bytes, str]]]:
+        # In a child the memo is a copy whose new entries go back with each text, so the
+        # environments after this one still dump each distinct entry once.
+        memo: dict[bytes, str] | None = dumped
+        if dumped is not None and os.getpid() != parent:
+            memo = _RecordingMemo(dumped)
+        rendered: list[tuple[str, dict[bytes, str]]] = []
+        for artifact in share:
+            if memo is None or isinstance(artifact.data, str):
+                rendered.append((serialize(artifact, plan_name, environment), {}))
+                continue
+            added: dict[bytes, str] = {}
+            if isinstance(memo, _RecordingMemo):
+                memo.added = added
+            rendered.append((header(plan_name, environment) + dump_yaml_shared(artifact.data, memo), added))
+        return rendered
+
+    for artifact, (text, added) in zip(artifacts, parallel.map_shares(render, artifacts, jobs), strict=True):
+        files[artifact.path] = text
+        if dumped is not None:
+            dumped.update(added)
     if kustomize:
         # One kustomization per part: a fleet cluster's directory is applied to
         # that cluster only, the global part to where the global engine runs.
