@@ -1,6 +1,6 @@
 """A build against its floor: ``costplan build`` next to dumping the same objects with libyaml alone.
 
-Usage: ``python benchmarks/build_floor.py [--scales 1,10] [--runs 5]``.
+Usage: ``python benchmarks/build_floor.py [--scales 1,10] [--runs 5] [--jobs 1,auto]``.
 
 For each plan size (1 = 500 teams, 5,000 users, 100 models; with dev,
 staging and prod overlays) two modes are timed: one environment (``-e
@@ -8,7 +8,9 @@ prod``) and ``--all-envs``. Each mode runs the build and the floor
 (``yaml_floor.py`` on the very objects that build writes) in turn, A B A B,
 each in a fresh process, and reports the medians, the median of the
 pair-by-pair ratios build / floor (robust against a machine whose speed
-drifts) and the build's peak memory (max RSS).
+drifts) and the build's peak memory (max RSS, its rendering processes
+included). Each is timed with one rendering process (``--jobs 1``) and with
+the build's default (the processors available, at most 4).
 
 costplan's modules are byte-compiled first, as ``pip install`` does: with
 ``PYTHONDONTWRITEBYTECODE`` set (as in many CI images and the report
@@ -97,9 +99,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1,10")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--jobs", default="1,auto",
+                        help="Build processes to time, comma-separated: a number, or auto (the build's default)")
     args = parser.parse_args()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "costplan")], check=True)
-    print(f"{'scale':>5} {'mode':>9} {'build s':>8} {'floor s':>8} {'ratio':>6} {'peak MiB':>9}")
+    print(f"{'scale':>5} {'mode':>9} {'jobs':>5} {'build s':>8} {'floor s':>8} {'ratio':>6} {'peak MiB':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for scale in (float(s) for s in args.scales.split(",")):
             work = Path(tmp) / f"scale-{scale:g}"
@@ -107,26 +111,29 @@ def main() -> None:
             for mode, envs, flags in (("prod", ["prod"], ["-e", "prod"]), ("all-envs", list(OVERLAYS), ["--all-envs"])):
                 pickled = objects_of(plan, sorted(envs), work / f"{mode}.pickle")
                 out_a, out_b = work / f"out-{mode}", work / f"floor-{mode}"
-                build_cmd = [sys.executable, "-m", "costplan", "-q", "build", "-f", str(plan), *flags, "-o", str(out_a)]
                 floor_cmd = [sys.executable, str(HERE / "yaml_floor.py"), str(pickled), str(out_b)]
-                timed(build_cmd)  # warm-up: page cache, pyc files
-                builds, floors, ratios, peaks = [], [], [], []
-                for _ in range(args.runs):
-                    # Both write into a directory that does not exist yet (a build
-                    # over its previous output would also delete that, untimed here).
-                    shutil.rmtree(out_a, ignore_errors=True)
-                    shutil.rmtree(out_b, ignore_errors=True)
-                    b, peak = timed(build_cmd)
-                    f, _ = timed(floor_cmd)
-                    builds.append(b)
-                    floors.append(f)
-                    ratios.append(b / f)
-                    peaks.append(peak)
-                print(
-                    f"{scale:>5g} {mode:>9} {statistics.median(builds):>8.2f} {statistics.median(floors):>8.2f} "
-                    f"{statistics.median(ratios):>6.2f} {max(peaks):>9.0f}",
-                    flush=True,
-                )
+                for jobs in args.jobs.split(","):
+                    build_cmd = [sys.executable, "-m", "costplan", "-q", "build", "-f", str(plan), *flags,
+                                 "-o", str(out_a), *([] if jobs == "auto" else ["--jobs", jobs])]
+                    timed(build_cmd)  # warm-up: page cache, pyc files
+                    builds, floors, ratios, peaks = [], [], [], []
+                    for _ in range(args.runs):
+                        # Both write into a directory that does not exist yet (a build
+                        # over its previous output would also delete that, untimed here).
+                        shutil.rmtree(out_a, ignore_errors=True)
+                        shutil.rmtree(out_b, ignore_errors=True)
+                        b, peak = timed(build_cmd)
+                        f, _ = timed(floor_cmd)
+                        builds.append(b)
+                        floors.append(f)
+                        ratios.append(b / f)
+                        peaks.append(peak)
+                    shown = jobs if jobs != "auto" else f"{min(len(os.sched_getaffinity(0)), 4)}"
+                    print(
+                        f"{scale:>5g} {mode:>9} {shown:>5} {statistics.median(builds):>8.2f} "
+                        f"{statistics.median(floors):>8.2f} {statistics.median(ratios):>6.2f} {max(peaks):>9.0f}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
