@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generate_plan import make_plan  # noqa: E402
 
+from costplan.output import parallel  # noqa: E402
 from costplan.output.build import build  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -92,6 +93,26 @@ def timed(command: list[str]) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024
 
 
+def timed_pairs(build_cmd: list[str], floor_cmd: list[str], runs: int, fresh: list[Path]) -> dict[str, float]:
+    """Build and floor in turn, ``runs`` pairs after a warm-up build; medians, the pairs' median ratio, peak MiB.
+
+    The directories in ``fresh`` are removed before each pair.
+    """
+    timed(build_cmd)  # warm-up: page cache, pyc files
+    builds, floors, ratios, peaks = [], [], [], []
+    for _ in range(runs):
+        for directory in fresh:
+            shutil.rmtree(directory, ignore_errors=True)
+        b, peak = timed(build_cmd)
+        f, _ = timed(floor_cmd)
+        builds.append(b)
+        floors.append(f)
+        ratios.append(b / f)
+        peaks.append(peak)
+    return {"build_s": statistics.median(builds), "floor_s": statistics.median(floors),
+            "ratio": statistics.median(ratios), "peak_mib": max(peaks)}
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--objects"]:
         _write_objects(Path(sys.argv[2]), [e or None for e in sys.argv[3].split(",")], Path(sys.argv[4]))
@@ -115,23 +136,13 @@ def main() -> None:
                 for jobs in args.jobs.split(","):
                     build_cmd = [sys.executable, "-m", "costplan", "-q", "build", "-f", str(plan), *flags,
                                  "-o", str(out_a), *([] if jobs == "auto" else ["--jobs", jobs])]
-                    timed(build_cmd)  # warm-up: page cache, pyc files
-                    builds, floors, ratios, peaks = [], [], [], []
-                    for _ in range(args.runs):
-                        # Both write into a directory that does not exist yet (a build
-                        # over its previous output would also delete that, untimed here).
-                        shutil.rmtree(out_a, ignore_errors=True)
-                        shutil.rmtree(out_b, ignore_errors=True)
-                        b, peak = timed(build_cmd)
-                        f, _ = timed(floor_cmd)
-                        builds.append(b)
-                        floors.append(f)
-                        ratios.append(b / f)
-                        peaks.append(peak)
-                    shown = jobs if jobs != "auto" else f"{min(len(os.sched_getaffinity(0)), 4)}"
+                    # Both write into a directory that does not exist yet (a build
+                    # over its previous output would also delete that, untimed here).
+                    found = timed_pairs(build_cmd, floor_cmd, args.runs, fresh=[out_a, out_b])
+                    shown = jobs if jobs != "auto" else str(parallel.default_jobs())
                     print(
-                        f"{scale:>5g} {mode:>9} {shown:>5} {statistics.median(builds):>8.2f} "
-                        f"{statistics.median(floors):>8.2f} {statistics.median(ratios):>6.2f} {max(peaks):>9.0f}",
+                        f"{scale:>5g} {mode:>9} {shown:>5} {found['build_s']:>8.2f} "
+                        f"{found['floor_s']:>8.2f} {found['ratio']:>6.2f} {found['peak_mib']:>9.0f}",
                         flush=True,
                     )
 

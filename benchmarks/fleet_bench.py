@@ -51,7 +51,6 @@ import argparse
 import json
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,7 +67,7 @@ HERE = ROOT / "benchmarks"
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from build_floor import objects_of, timed  # noqa: E402
+from build_floor import objects_of, timed_pairs  # noqa: E402
 from generate_plan import add_fleet, make_plan  # noqa: E402
 from rules_scaling import Value, backfill, counters, group_costs, prometheus  # noqa: E402
 
@@ -139,20 +138,9 @@ def measure_build(plan_path: Path, runs: int) -> dict[str, float]:
     out_a, out_b = work / "out-build", work / "out-floor"
     build_cmd = [sys.executable, "-m", "costplan", "-q", "build", "-f", str(plan_path), "-o", str(out_a)]
     floor_cmd = [sys.executable, str(HERE / "yaml_floor.py"), str(pickled), str(out_b)]
-    timed(build_cmd)  # warm-up: page cache, pyc files
-    builds, floors, ratios, peaks = [], [], [], []
-    for _ in range(runs):
-        shutil.rmtree(out_b, ignore_errors=True)
-        b, peak = timed(build_cmd)
-        f, _ = timed(floor_cmd)
-        builds.append(b)
-        floors.append(f)
-        ratios.append(b / f)
-        peaks.append(peak)
+    found = timed_pairs(build_cmd, floor_cmd, runs, fresh=[out_b])
     files = [p for p in out_a.rglob("*") if p.is_file()]
-    return {"build_s": statistics.median(builds), "floor_s": statistics.median(floors),
-            "ratio": statistics.median(ratios), "peak_mib": max(peaks), "files": len(files),
-            "mib_out": sum(p.stat().st_size for p in files) / 2**20}
+    return {**found, "files": len(files), "mib_out": sum(p.stat().st_size for p in files) / 2**20}
 
 
 # -- evaluation: one cluster in Prometheus ---------------------------------------------------------

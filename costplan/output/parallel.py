@@ -31,13 +31,11 @@ MIN_ITEMS_PER_JOB = 50
 """Below this many items a share, a fork costs more than the share's work (a few ms of rendering)."""
 MAX_JOBS = 4
 JOBS_VARIABLE = "COSTPLAN_JOBS"
+"""The environment variable ``build --jobs`` is read from."""
 
 
 def default_jobs() -> int:
-    """``COSTPLAN_JOBS`` when set (1 renders in this process only), else the processors this process may use."""
-    configured = os.environ.get(JOBS_VARIABLE, "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return min(int(configured), MAX_JOBS)
+    """The processors this process may use, at most ``MAX_JOBS`` (``build --jobs`` / ``COSTPLAN_JOBS`` choose otherwise)."""
     try:
         available = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
