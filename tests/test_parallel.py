@@ -109,3 +109,71 @@ def test_small_lists_and_one_job_stay_in_this_process():
     )
     result = run("-c", script)
     assert result.returncode == 0, result.stderr
+
+
+def test_meanwhile_runs_here_while_every_share_is_worked_on_in_children():
+    script = textwrap.dedent(
+        """
+        import os
+        from costplan.output import parallel
+        ran = []
+        results = parallel.map_shares(lambda share: [os.getpid() for _ in share], list(range(200)), 2,
+                                      meanwhile=lambda: ran.append(os.getpid()))
+        assert ran == [os.getpid()], ran
+        assert os.getpid() not in set(results) and len(set(results)) == 2, set(results)
+        # A failing meanwhile drops the shares' results and raises its own exception.
+        def refuse():
+            raise RuntimeError("output invalid")
+        try:
+            parallel.map_shares(lambda share: list(share), list(range(200)), 2, meanwhile=refuse)
+        except RuntimeError as exc:
+            print(exc)
+        # Nothing forks (one job): meanwhile still runs, first.
+        order = []
+        parallel.map_shares(lambda share: order.append("work") or list(share), list(range(200)), 1,
+                            meanwhile=lambda: order.append("meanwhile"))
+        assert order == ["meanwhile", "work"], order
+        """
+    )
+    result = run("-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "output invalid"
+
+
+def test_semantic_checks_run_beside_the_generators_and_decide(tmp_path):
+    """The checks run in a child; their errors win over a generator's failure on the plan they reject."""
+    (tmp_path / "costplan.yaml").write_text((ROOT / "costplan.yaml").read_text())
+    broken = tmp_path / "broken.yaml"
+    text = (ROOT / "costplan.yaml").read_text()
+    broken.write_text(text.replace("tier: premium", "tier: platinum", 1))
+    assert broken.read_text() != text
+    script = textwrap.dedent(
+        f"""
+        import os
+        from costplan.core.errors import PlanInvalid
+        from costplan.output import build as stage
+        from costplan.plan import checks
+        parent = os.getpid()
+        run_all = checks.run_all
+        def spying(document, plan=None):
+            found = run_all(document, plan)
+            assert os.getpid() != parent, "the checks ran in the building process"
+            return found
+        checks.run_all = spying
+        assert stage.build({str(tmp_path / "costplan.yaml")!r}, [None]).environments
+        def crash(plan):
+            raise KeyError("platinum")
+        stage.compile_plan = crash
+        try:
+            stage.build({str(broken)!r}, [None])
+        except PlanInvalid as invalid:
+            print(sorted({{d.check_id for d in invalid.diagnostics}}))
+        try:
+            stage.build({str(tmp_path / "costplan.yaml")!r}, [None])
+        except KeyError as exc:
+            print("generator", exc)
+        """
+    )
+    result = run("-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["['unknown-reference']", "generator 'platinum'"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,15 +119,25 @@ def _build(
     except ValueError as exc:
         raise UsageProblem(str(exc)) from exc
     several = len(result.environments) > 1  # then identical objects are validated and dumped once
-    problems = [
-        (env, p) for env, artifacts in result.environments.items() for p in validator.validate_all(artifacts, several)
-    ]
-    _report_output_problems(out, problems, locations, written=output_format == "manifests")
-    if any(p.is_error for _, p in problems):
-        raise OutputInvalid("generated output failed validation; nothing was written")
-    if check_rules:
-        _promtool_check(out, result)
+
+    def verify_output() -> None:
+        """Every generated object checked; an error stops the build before anything is written."""
+        problems = [
+            (env, p) for env, artifacts in result.environments.items() for p in validator.validate_all(artifacts, several)
+        ]
+        _report_output_problems(out, problems, locations, written=output_format == "manifests")
+        if any(p.is_error for _, p in problems):
+            raise OutputInvalid("generated output failed validation; nothing was written")
+        if check_rules:
+            _promtool_check(out, result)
+
+    # Manifests are verified while the first environment is being rendered
+    # (rendering is pure; only writing waits for the verdict); the plain
+    # formats replace the artifacts, so theirs are verified first.
+    pending: Callable[[], None] | None = verify_output
     if output_format in ("rules", "alertmanager"):
+        verify_output()
+        pending = None
         plain = build_stage.rules_artifacts if output_format == "rules" else build_stage.alertmanager_artifacts
         result.environments = {env: plain(plan) for env, plan in result.plans.items()}
         if output_dir is None:
@@ -141,13 +151,16 @@ def _build(
     for env, artifacts in result.environments.items():
         rendered = output.render_environment(
             artifacts, result.plan_name, env, dumped, kustomize=output_format == "manifests",
-            jobs=jobs or parallel.default_jobs(),
+            jobs=jobs or parallel.default_jobs(), meanwhile=pending,
         )
+        pending = None
         files.update((f"{env}/{path}", text) for path, text in rendered.items())
         if output_dir is not None:
             # Written from text from here on: an environment's objects go as soon as they
             # are text, so a large build never holds every environment's objects and texts at once.
             result.environments[env] = []
+    if pending is not None:  # no environment to render
+        pending()
     if output_dir is None:
         click.echo(output.render_stream(result.environments, result.plan_name), nl=False)
         return

@@ -17,10 +17,11 @@ from pathlib import Path
 from costplan.core.artifacts import Artifact, file
 from costplan.core.diagnostics import Diagnostic
 from costplan.core.errors import PlanInvalid
+from costplan.core.forking import Pending
 from costplan.generators import alertmanager, generate_all
 from costplan.generators.prometheus import rules_files
 from costplan.plan import fleet
-from costplan.plan.load import ParsedFiles, load_plan
+from costplan.plan.load import ParsedFiles, load_plan_checking_aside
 from costplan.plan.model import Plan
 
 
@@ -67,20 +68,37 @@ def build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
 
 def _build(plan_path: Path | str, environments: list[str | None]) -> BuildResult:
     plans: list[Plan] = []
-    problems: list[Diagnostic] = []
+    invalid = False
+    # Per environment, in order: its problems, or its checks still running.
+    outcomes: list[list[Diagnostic] | Pending[list[Diagnostic]]] = []
     parsed: ParsedFiles = {}  # the base plan is read once for every environment
     for environment in environments:
         try:
-            plans.append(load_plan(Path(plan_path), environment, parsed))
-        except PlanInvalid as invalid:
-            problems.extend(invalid.diagnostics)
+            plan, checked = load_plan_checking_aside(Path(plan_path), environment, parsed)
+        except PlanInvalid as rejected:
+            outcomes.append(rejected.diagnostics)
+            invalid = True
+            continue
+        plans.append(plan)
+        outcomes.append(checked)
     parsed.clear()  # the documents with positions: the largest thing a build holds, no longer needed
+    result = BuildResult(plan_name=plans[0].name if plans else "", environments={})
+    failure: Exception | None = None
+    if not invalid:
+        # The semantic checks run beside the generators; what is generated is
+        # kept only if they find nothing (a generator may fail on a plan they reject).
+        try:
+            for plan in plans:
+                result.environments[plan.environment] = compile_plan(plan)
+                result.plans[plan.environment] = plan
+        except Exception as exc:  # noqa: BLE001 - raised below unless the checks explain it
+            failure = exc
+    # Every environment's checks are waited for: all problems are reported at once.
+    problems = [d for outcome in outcomes for d in (outcome if isinstance(outcome, list) else outcome())]
     if problems:
         raise PlanInvalid(problems)
-    result = BuildResult(plan_name=plans[0].name if plans else "", environments={})
-    for plan in plans:
-        result.environments[plan.environment] = compile_plan(plan)
-        result.plans[plan.environment] = plan
+    if failure is not None:
+        raise failure
     return result
 
 

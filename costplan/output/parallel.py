@@ -7,21 +7,19 @@ goes to share ``i % jobs``, each share is worked on in a process of its own
 is a ``fork`` of this process: it starts with every object already in
 memory, and only its results (text) travel back, pickled through a pipe.
 
-Forking is used only where it is safe and pays: on Linux, with no other
-thread running (a child would inherit locks held by threads that do not
-exist in it), and for lists long enough that a fork costs less than it
-saves. Anywhere else the work runs here, in order: the output is the same.
+Forking is used only where it is safe (``forking.can_fork``) and pays: for
+lists long enough that a fork costs less than it saves. Anywhere else the
+work runs here, in order: the output is the same.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import pickle
-import sys
-import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from costplan.core import forking
 from costplan.core.errors import InternalError
 
 T = TypeVar("T")
@@ -43,71 +41,50 @@ def default_jobs() -> int:
     return max(1, min(available, MAX_JOBS))
 
 
-def can_fork() -> bool:
-    return sys.platform == "linux" and threading.active_count() == 1
-
-
-def map_shares(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], jobs: int) -> list[R]:
+def map_shares(
+    work: Callable[[Sequence[T]], list[R]],
+    items: Sequence[T],
+    jobs: int,
+    meanwhile: Callable[[], None] | None = None,
+) -> list[R]:
     """``work(items)``, the items shared out over up to ``jobs`` processes; results in item order.
 
     ``work`` must return one result per item, in the order given, and
     depend on nothing but its items and what the process held when it
-    forked.
+    forked. ``meanwhile`` runs in this process while the shares are worked
+    on elsewhere (then this process takes no share: the processors are
+    the children's), or first when nothing forks; if it raises, the shares'
+    results are waited for and dropped, and its exception propagates.
     """
     jobs = min(jobs, len(items) // MIN_ITEMS_PER_JOB)
-    if jobs < 2 or not can_fork():
+    if jobs < 2 or not forking.can_fork():
+        if meanwhile is not None:
+            meanwhile()
         return work(items)
     shares = [items[k::jobs] for k in range(jobs)]
-    waits = [_forked(work, share) for share in shares[1:]]
+    here = meanwhile is None  # else every share goes to a child
+    waits = [forking.start(functools.partial(work, share)) for share in shares[1 if here else 0:]]
+    outputs: list[list[R] | BaseException] = []
     try:
-        mine = work(shares[0])
+        if meanwhile is not None:
+            meanwhile()
+        else:
+            outputs.append(work(shares[0]))
     finally:
-        others = [wait() for wait in waits]
+        outputs.extend(_answer(wait) for wait in waits)
     results: list[R] = [None] * len(items)  # type: ignore[list-item]
-    for k, share_results in enumerate([mine, *others]):
-        if len(share_results) != len(shares[k]):
-            raise InternalError(f"a rendering share returned {len(share_results)} results for {len(shares[k])} items")
-        results[k::jobs] = share_results
+    for k, output in enumerate(outputs):
+        if isinstance(output, BaseException):
+            raise output
+        if len(output) != len(shares[k]):
+            raise InternalError(f"a rendering share returned {len(output)} results for {len(shares[k])} items")
+        results[k::jobs] = output
     return results
 
 
-def _forked(work: Callable[[Sequence[T]], list[R]], share: Sequence[T]) -> Callable[[], list[R]]:
-    """Start ``work(share)`` in a forked child; the function returned waits for its results.
-
-    The child sends ``(True, results)`` or ``(False, exception)`` and leaves
-    with ``os._exit``: no exit handlers, no flushing of buffers it shares
-    with this process. Its exception is raised here as this process's own.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        status = 0
-        try:
-            os.close(read_end)
-            try:
-                payload = pickle.dumps((True, work(share)), protocol=pickle.HIGHEST_PROTOCOL)
-            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
-                try:
-                    payload = pickle.dumps((False, exc), protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception:  # noqa: BLE001 - an exception that does not pickle
-                    payload = pickle.dumps((False, InternalError(f"{type(exc).__name__}: {exc}")))
-            with os.fdopen(write_end, "wb") as out:
-                out.write(payload)
-        except BaseException:  # noqa: BLE001 - the parent is gone or the pipe broke
-            status = 1
-        finally:
-            os._exit(status)
-    os.close(write_end)
-
-    def wait() -> list[R]:
-        with os.fdopen(read_end, "rb") as answer:
-            payload = answer.read()
-        _, status = os.waitpid(pid, 0)
-        if not payload:
-            raise InternalError(f"a rendering process ended without a result (status {status})")
-        ok, value = pickle.loads(payload)  # noqa: S301 - our own child's answer
-        if not ok:
-            raise value
-        return value
-
-    return wait
+def _answer(wait: forking.Pending[list[R]]) -> list[R] | BaseException:
+    """A share's results, or its exception (every child is waited for before any is raised)."""
+    try:
+        return wait()
+    except Exception as exc:  # noqa: BLE001 - raised by the caller once all children are reaped
+        return exc

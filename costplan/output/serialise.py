@@ -16,7 +16,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +77,16 @@ def render_environment(
     *,
     kustomize: bool = True,
     jobs: int = 1,
+    meanwhile: Callable[[], None] | None = None,
 ) -> dict[str, str]:
     """Relative path → file text for one environment, with a kustomization when there are manifests to list.
 
     ``dumped`` (see ``dump_yaml_shared``), shared across the environments of
     one build, dumps each distinct top-level entry of an object once.
     ``jobs`` processes share the objects out (``parallel.map_shares``); the
-    text is the same with any number.
+    text is the same with any number. ``meanwhile`` runs in this process
+    while they do (the output's validation: it gates the writing, not the
+    rendering); its exception propagates, and nothing rendered is returned.
     """
     files: dict[str, str] = {}
     for artifact in artifacts:
@@ -109,7 +112,7 @@ def render_environment(
             rendered.append((header(plan_name, environment) + dump_yaml_shared(artifact.data, memo), added))
         return rendered
 
-    for artifact, (text, added) in zip(artifacts, parallel.map_shares(render, artifacts, jobs), strict=True):
+    for artifact, (text, added) in zip(artifacts, parallel.map_shares(render, artifacts, jobs, meanwhile), strict=True):
         files[artifact.path] = text
         if dumped is not None:
             dumped.update(added)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from costplan.core import forking
 from costplan.core.diagnostics import Diagnostic, sort_diagnostics
 from costplan.core.errors import PlanInvalid
 from costplan.plan.document import from_document
@@ -128,7 +129,44 @@ def validated(loaded: LoadedDocument) -> tuple[list[Diagnostic], Plan | None]:
 
 def load_plan(plan_path: Path | str, environment: str | None = None, parsed: ParsedFiles | None = None) -> Plan:
     """A validated plan for one environment, or ``PlanInvalid`` with every problem."""
+    return load_plan_from(load_document(Path(plan_path), environment, parsed))
+
+
+def load_plan_checking_aside(
+    plan_path: Path | str, environment: str | None = None, parsed: ParsedFiles | None = None
+) -> tuple[Plan, forking.Pending[list[Diagnostic]]]:
+    """``load_plan``, returning the model before the semantic checks are done; they run beside the caller.
+
+    The build's generators need only the model, and the checks (a large
+    plan's walk over every user, every reference) cost as much as the
+    generators themselves: a forked child runs them while this process
+    generates (``forking.start``). The function returned gives the checks'
+    errors, sorted; the caller must ask for them, and act on them, before
+    anything it made from the plan leaves the process: until then the plan
+    is schema-valid only, and what is made from it may be wrong or fail.
+    A document with any problem found before the checks (syntax, duplicate
+    keys, schema, a model that cannot be built) is checked here and now, as
+    ``load_plan`` does: ``PlanInvalid`` with every problem.
+    """
+    from costplan.plan import checks, schema
+
     loaded = load_document(Path(plan_path), environment, parsed)
+    document = loaded.document
+    plan = None
+    if document is not None and not any(d.is_error for d in loaded.diagnostics) and not schema.validate(document):
+        plan = checks.model_of(document, loaded.environment)
+    if plan is None:
+        return load_plan_from(loaded), lambda: []
+    model = plan
+
+    def semantic_errors() -> list[Diagnostic]:
+        return [d for d in checks.run_all(document, model) if d.is_error]
+
+    return plan, forking.start(semantic_errors)
+
+
+def load_plan_from(loaded: LoadedDocument) -> Plan:
+    """The validated plan of a loaded document, or ``PlanInvalid`` with every problem."""
     diagnostics, plan = validated(loaded)
     problems = [d for d in diagnostics if d.severity == "error"]
     if problems:
