@@ -2,23 +2,29 @@
 
 For each identity mode and each number of users (10 users per team, so teams
 grow alongside), builds a plan shaped like the bundled one
-(``generate_plan.make_plan``), backfills ``--history`` minutes (default 25
+(``generate_plan.make_plan``) and one synthetic usage counter per user,
+sampled every 30 s (the interval costplan's ServiceMonitor and PodMonitors
+scrape at; 3 calls a minute; ``--restarting`` of the counters restart from 0
+half an hour before the backfill ends). ``--history`` minutes (default 25
 hours, so that the naive rule's 24-hour window is as full as on a server
-that has been running for a day) of one synthetic usage counter per user
-(one sample a minute; ``--restarting`` of the users' counters restart from
-0 in the last closed hour) with ``promtool tsdb create-blocks-from
-openmetrics``, and runs one local Prometheus with the
-plan's rule groups and, beside them, the naive seed rule
+that has run for a day) are backfilled with ``promtool tsdb
+create-blocks-from openmetrics``, one input per 2-hour block; then one local
+Prometheus over those blocks scrapes the same series live from an exporter
+in this process (``honor_labels``: the scraped samples continue the
+backfilled series, which is checked), evaluating the plan's rule groups and,
+beside them, the naive seed rule
 ``sum(increase(<counter>[24h])) by (user, group) * 0.002`` on the very same
-series. Every group is evaluated every ``--interval``; after each group has
+series. After ``--settle`` seconds of scraping (the 5-minute rate windows
+fill), every group is evaluated every ``--interval``; after each group has
 run ``--cycles`` times, each group's ``evaluationTime`` (``/api/v1/rules``)
 is read once per interval and the median kept. Printed: seconds per cycle
 per group, the plan's total and its ratio to the naive rule measured in the
 same Prometheus at the same time; then the same per minute of a server that
 runs each group at the interval the build gives it (the hourly group every
 5 minutes, the others every minute) and the naive rule at Prometheus'
-default evaluation interval (1 minute): the load a Prometheus carries. (``promtool test rules`` caps a query at
-10,000 samples, too few for thousands of users.)
+default evaluation interval (1 minute): the load a Prometheus carries.
+(``promtool test rules`` caps a query at 10,000 samples, too few for
+thousands of users.)
 
 Identity modes:
 
@@ -26,7 +32,8 @@ Identity modes:
   TelemetryPolicy (the bundled plan);
 * ``legacy``: the custom Limitador image, counters labelled ``user`` only
   (team and tier joined from ``costplan:user_identity``, whose
-  ``kube_secret_annotations`` input is backfilled too, one per user);
+  ``kube_secret_annotations`` input is backfilled and scraped too, one per
+  user);
 * ``model-owner``: vLLM, counters with a model and no user (one series per
   pod); team and tier from the model's owner;
 * ``litellm``: LiteLLM's counters labelled user and team.
@@ -38,11 +45,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.server
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -58,6 +67,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from generate_plan import make_plan  # noqa: E402
 
 from costplan.core import conventions as c  # noqa: E402
+from costplan.generators.kuadrant.monitors import SCRAPE_INTERVAL  # noqa: E402
 from costplan.generators.kuadrant.secrets import key_secret_annotations  # noqa: E402
 from costplan.generators.prometheus.groups import rule_groups  # noqa: E402
 from costplan.plan.load import load_plan  # noqa: E402
@@ -127,37 +137,54 @@ def key_secrets(plan: Plan) -> list[dict[str, str]]:
     return out
 
 
-Value = Callable[[int, int], int]  # (series index, minute) -> sample value
+Value = Callable[[int, int], int]  # (series index, seconds since the first sample) -> sample value
+
+def seconds(duration: str) -> float:
+    """``30s``, ``1m``, ``5m``, ``1h`` in seconds (the forms rule groups use)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(duration[:-1]) * units[duration[-1]]
 
 
-def openmetrics(families: dict[str, tuple[list[dict[str, str]], Value]], now: int, minutes: int,
+STEP = int(seconds(SCRAPE_INTERVAL))
+"""Seconds between samples: the interval costplan's ServiceMonitor and PodMonitors scrape at."""
+JOB = "usage"
+BLOCK = 2 * 3600
+"""promtool's block length: it parses its whole input once per block, so the backfill writes one input per block."""
+
+
+def openmetrics(families: dict[str, tuple[list[dict[str, str]], Value]], first: int, times: range,
                 out: Path) -> None:
-    """Every family's series, one sample a minute for ``minutes`` ending now (seconds timestamps)."""
+    """Every family's series at ``times`` (seconds timestamps), ``first`` being the first sample's."""
     with out.open("w") as stream:
         for name, (series, value) in families.items():
             stream.write(f"# TYPE {name} {'gauge' if name.startswith('kube_') else 'unknown'}\n")
             for index, labels in enumerate(series):
                 text = _labels(labels)
-                lines = (f"{name}{{{text}}} {value(index, minute)} {now - (minutes - minute) * 60}\n"
-                         for minute in range(minutes))
-                stream.writelines(lines)
+                stream.writelines(f"{name}{{{text}}} {value(index, t - first)} {t}\n" for t in times)
         stream.write("# EOF\n")
 
 
-def counter_value(minutes: int, restarting: float) -> Value:
-    """3 calls a minute; every ``1/restarting``-th series restarts from 0 half an hour before the end.
+def exposition(families: dict[str, tuple[list[dict[str, str]], Value]], since_first: int) -> bytes:
+    """The families as a scrape sees them ``since_first`` seconds after the first sample (text format)."""
+    lines = [f"{name}{{{_labels(labels)}}} {value(index, since_first)}\n"
+             for name, (series, value) in families.items() for index, labels in enumerate(series)]
+    return "".join(lines).encode()
+
+
+def counter_value(history: int, restarting: float) -> Value:
+    """3 calls a minute; every ``1/restarting``-th series restarts from 0 half an hour before the backfill ends.
 
     The restart falls in the last closed hour of every evaluation in the
     first half hour after the backfill (and in the decrease window after
     that), so the hourly rules' step-by-step path has that share of series.
     """
     every = round(1 / restarting) if restarting > 0 else 0
-    restart = minutes - 30
+    restart = history - 1800
 
-    def value(index: int, minute: int) -> int:
-        if every and index % every == 0 and minute >= restart:
-            return 3 * (minute - restart)
-        return 3 * minute
+    def value(index: int, elapsed: int) -> int:
+        if every and index % every == 0 and elapsed >= restart:
+            return (elapsed - restart) // 20
+        return elapsed // 20
 
     return value
 
@@ -175,22 +202,87 @@ def _group_times(port: int) -> dict[str, tuple[float, str]]:
     return {g["name"]: (g["evaluationTime"], g["lastEvaluation"]) for g in _get(port, "/api/v1/rules")["groups"]}
 
 
-def backfill(families: dict[str, tuple[list[dict[str, str]], Value]], minutes: int, work: Path) -> Path:
-    """The families' samples as TSDB blocks in ``work/data``, ``minutes`` ending now."""
+def backfill(families: dict[str, tuple[list[dict[str, str]], Value]], first: int, end: int, work: Path) -> Path:
+    """The families' samples every ``STEP`` from ``first`` up to ``end`` as TSDB blocks in ``work/data``.
+
+    One promtool input per block, converted while the next is written:
+    promtool reads its whole input once per block it writes.
+    """
     data = work / "data"
-    openmetrics(families, int(time.time()), minutes, work / "in.om")
-    subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(work / "in.om"), str(data)],
-                   check=True, capture_output=True)
-    (work / "in.om").unlink()
+    running: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def finish_one() -> None:
+        process, path = running.pop(0)
+        if process.wait() != 0:
+            raise RuntimeError(f"promtool tsdb create-blocks-from openmetrics {path} failed")
+        path.unlink()
+
+    for low in range(first - first % BLOCK, end, BLOCK):
+        times = range(max(first, low + (first - low) % STEP), min(end, low + BLOCK), STEP)
+        if not times:
+            continue
+        path = work / f"in-{low}.om"
+        openmetrics(families, first, times, path)  # written while the previous block converts
+        if len(running) == 2:
+            finish_one()
+        running.append((subprocess.Popen(
+            ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(path), str(data)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path))
+    while running:
+        finish_one()
     return data
 
 
+class Exporter:
+    """Serves the families' current values on ``/metrics``, the counters going on from the backfill.
+
+    Its address is known before the samples are (the backfilled series carry
+    the ``instance`` label a scrape of it gives); ``first`` is the first
+    backfilled sample's time.
+    """
+
+    def __init__(self) -> None:
+        self.families: dict[str, tuple[list[dict[str, str]], Value]] = {}
+        self.first = 0
+        exporter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = exposition(exporter.families, int(time.time()) - exporter.first)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> Exporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @contextlib.contextmanager
-def prometheus(work: Path, data: Path, groups: list[dict[str, Any]], port: int) -> Iterator[int]:
-    """A Prometheus over ``data`` evaluating ``groups``, stopped on leaving; yields its port."""
+def prometheus(work: Path, data: Path, groups: list[dict[str, Any]], port: int, target: int) -> Iterator[int]:
+    """A Prometheus over ``data`` scraping ``target`` every ``STEP`` and evaluating ``groups``; yields its port.
+
+    ``honor_labels`` keeps the exposed ``job`` and ``instance``, so the
+    scraped samples continue the backfilled series.
+    """
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # rule files of large plans are megabytes
     (work / "rules.yaml").write_text(yaml.dump({"groups": groups}, Dumper=dumper, sort_keys=False))
-    (work / "prometheus.yml").write_text(yaml.safe_dump({"rule_files": [str(work / "rules.yaml")]}))
+    config = {"rule_files": [str(work / "rules.yaml")],
+              "scrape_configs": [{"job_name": JOB, "scrape_interval": f"{STEP}s", "scrape_timeout": f"{STEP}s",
+                                  "honor_labels": True, "static_configs": [{"targets": [f"127.0.0.1:{target}"]}]}]}
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     server = subprocess.Popen(
         ["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
          f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
@@ -234,22 +326,35 @@ def group_costs(port: int, interval: int, cycles: int, patience: int = 600) -> t
 
 
 def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port: int, history: int,
-            restarting: float) -> dict[str, Any]:
+            restarting: float, settle: int) -> dict[str, Any]:
     metric, series = counters(mode, plan)
-    families: dict[str, tuple[list[dict[str, str]], Value]] = {metric: (series, counter_value(history, restarting))}
+    families: dict[str, tuple[list[dict[str, str]], Value]] = {
+        metric: (series, counter_value(history * 60, restarting))}
     if mode == "legacy":
-        families["kube_secret_annotations"] = (key_secrets(plan), lambda i, m: 1)
-    started = time.monotonic()
-    data = backfill(families, history, work)
-    backfilled = time.monotonic() - started
+        families["kube_secret_annotations"] = (key_secrets(plan), lambda i, t: 1)
     generated = rule_groups(plan)
     intervals = {g["name"]: seconds(g["interval"]) for g in generated}
     groups = [{**g, "interval": f"{interval}s"} for g in generated]
     groups.append({"name": NAIVE_GROUP, "interval": f"{interval}s", "rules": naive_rules(metric)})
-    with prometheus(work, data, groups, port):
-        costs, seen = group_costs(port, interval, cycles)
-        result = _get(port, "/api/v1/query?query=" + urllib.parse.quote(f"count({c.METRIC_SPEND_RATE})"))
-        priced = int(float(result["result"][0]["value"][1])) if result["result"] else 0
+    with Exporter() as live:
+        scraped = {"job": JOB, "instance": f"127.0.0.1:{live.port}"}
+        families = {name: ([{**labels, **scraped} for labels in found], value)
+                    for name, (found, value) in families.items()}
+        started = time.monotonic()
+        end = int(time.time())
+        first = end - history * 60
+        data = backfill(families, first, end, work)
+        backfilled = time.monotonic() - started
+        live.families, live.first = families, first
+        with prometheus(work, data, groups, port, live.port):
+            time.sleep(settle)  # the rate windows fill with scraped samples
+            costs, seen = group_costs(port, interval, cycles)
+            result = _get(port, "/api/v1/query?query=" + urllib.parse.quote(f"count({c.METRIC_SPEND_RATE})"))
+            priced = int(float(result["result"][0]["value"][1])) if result["result"] else 0
+            query = urllib.parse.quote(f"count(count_over_time({metric}[{history}m]))")
+            stored = _get(port, f"/api/v1/query?query={query}")["result"]
+            if not stored or int(float(stored[0]["value"][1])) != len(series):  # scrapes continued the backfill
+                raise RuntimeError(f"{metric}: {stored} series stored, {len(series)} expected")
     rules = sum(len(g["rules"]) for g in groups) - 1
     return {"costs": costs, "rules": rules, "priced_series": priced, "backfill_s": backfilled, "cycles": seen,
             "intervals": intervals}
@@ -259,24 +364,18 @@ NAIVE_INTERVAL = 60.0
 """Prometheus' default ``evaluation_interval``: where the naive rule would run (it names none)."""
 
 
-def seconds(duration: str) -> float:
-    """``30s``, ``1m``, ``5m``, ``1h`` in seconds (the forms rule groups use)."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    return float(duration[:-1]) * units[duration[-1]]
-
-
 def per_minute(costs: dict[str, float], intervals: dict[str, float]) -> float:
     """Seconds of evaluation per minute of a server running each group at its generated interval."""
     return sum(cost * 60 / intervals[name] for name, cost in costs.items())
 
 
 def rows(modes: list[str], sizes: list[int], interval: int, cycles: int, port: int, history: int,
-         restarting: float) -> Iterator[dict[str, Any]]:
+         restarting: float, settle: int) -> Iterator[dict[str, Any]]:
     for mode in modes:
         for users in sizes:
             with tempfile.TemporaryDirectory(prefix="costplan-rules-") as tmp:
                 plan = load(mode, users, Path(tmp))
-                found = measure(mode, plan, Path(tmp), interval, cycles, port, history, restarting)
+                found = measure(mode, plan, Path(tmp), interval, cycles, port, history, restarting, settle)
             yield {"mode": mode, "users": len(plan.users()), "teams": len(plan.teams), **found}
 
 
@@ -289,13 +388,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=19190)
     parser.add_argument("--history", type=int, default=25 * 60, help="minutes of counter samples backfilled")
     parser.add_argument("--restarting", type=float, default=0.01, help="share of counters that restart")
+    parser.add_argument("--settle", type=int, default=300,
+                        help="seconds of scraping before the first measured cycle (fills the 5-minute rate windows)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     out = []
     print("| mode | users | teams | rules | naive ms | costplan ms (all groups) | ratio | hourly ms | usage ms |"
           " other groups ms | ms per minute (naive) | ms per minute (costplan) | ratio per minute |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for row in rows(args.modes, args.users, args.interval, args.cycles, args.port, args.history, args.restarting):
+    for row in rows(args.modes, args.users, args.interval, args.cycles, args.port, args.history, args.restarting,
+                    args.settle):
         out.append(row)
         costs = dict(row["costs"])
         naive = costs.pop(NAIVE_GROUP, float("nan"))
