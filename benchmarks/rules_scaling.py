@@ -351,6 +351,9 @@ def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port:
             costs, seen = group_costs(port, interval, cycles)
             result = _get(port, "/api/v1/query?query=" + urllib.parse.quote(f"count({c.METRIC_SPEND_RATE})"))
             priced = int(float(result["result"][0]["value"][1])) if result["result"] else 0
+            identities = 1 if mode == "model-owner" else len(plan.users())  # model-owner: the model's owner
+            if priced != identities:
+                raise RuntimeError(f"{c.METRIC_SPEND_RATE}: {priced} identities priced, {identities} expected")
             query = urllib.parse.quote(f"count(count_over_time({metric}[{history}m]))")
             stored = _get(port, f"/api/v1/query?query={query}")["result"]
             if not stored or int(float(stored[0]["value"][1])) != len(series):  # scrapes continued the backfill
