@@ -325,8 +325,15 @@ def group_costs(port: int, interval: int, cycles: int, patience: int = 600) -> t
     return costs, min((len(v) for v in readings.values()), default=0)
 
 
+def costliest_rules(port: int, count: int) -> list[dict[str, Any]]:
+    """The ``count`` rules whose last evaluation took longest: where a group's time goes."""
+    found = [{"group": g["name"], "rule": r["name"], "ms": round(r["evaluationTime"] * 1000, 1)}
+             for g in _get(port, "/api/v1/rules")["groups"] for r in g["rules"]]
+    return sorted(found, key=lambda r: (-r["ms"], r["group"], r["rule"]))[:count]
+
+
 def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port: int, history: int,
-            restarting: float, settle: int) -> dict[str, Any]:
+            restarting: float, settle: int, top: int = 0) -> dict[str, Any]:
     metric, series = counters(mode, plan)
     families: dict[str, tuple[list[dict[str, str]], Value]] = {
         metric: (series, counter_value(history * 60, restarting))}
@@ -349,6 +356,7 @@ def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port:
         with prometheus(work, data, groups, port, live.port):
             time.sleep(settle)  # the rate windows fill with scraped samples
             costs, seen = group_costs(port, interval, cycles)
+            costliest = costliest_rules(port, top) if top else []
             result = _get(port, "/api/v1/query?query=" + urllib.parse.quote(f"count({c.METRIC_SPEND_RATE})"))
             priced = int(float(result["result"][0]["value"][1])) if result["result"] else 0
             identities = 1 if mode == "model-owner" else len(plan.users())  # model-owner: the model's owner
@@ -360,7 +368,7 @@ def measure(mode: str, plan: Plan, work: Path, interval: int, cycles: int, port:
                 raise RuntimeError(f"{metric}: {stored} series stored, {len(series)} expected")
     rules = sum(len(g["rules"]) for g in groups) - 1
     return {"costs": costs, "rules": rules, "priced_series": priced, "backfill_s": backfilled, "cycles": seen,
-            "intervals": intervals}
+            "intervals": intervals, "costliest": costliest}
 
 
 NAIVE_INTERVAL = 60.0
@@ -373,12 +381,12 @@ def per_minute(costs: dict[str, float], intervals: dict[str, float]) -> float:
 
 
 def rows(modes: list[str], sizes: list[int], interval: int, cycles: int, port: int, history: int,
-         restarting: float, settle: int) -> Iterator[dict[str, Any]]:
+         restarting: float, settle: int, top: int = 0) -> Iterator[dict[str, Any]]:
     for mode in modes:
         for users in sizes:
             with tempfile.TemporaryDirectory(prefix="costplan-rules-") as tmp:
                 plan = load(mode, users, Path(tmp))
-                found = measure(mode, plan, Path(tmp), interval, cycles, port, history, restarting, settle)
+                found = measure(mode, plan, Path(tmp), interval, cycles, port, history, restarting, settle, top)
             yield {"mode": mode, "users": len(plan.users()), "teams": len(plan.teams), **found}
 
 
@@ -393,6 +401,7 @@ def main() -> None:
     parser.add_argument("--restarting", type=float, default=0.01, help="share of counters that restart")
     parser.add_argument("--settle", type=int, default=300,
                         help="seconds of scraping before the first measured cycle (fills the 5-minute rate windows)")
+    parser.add_argument("--top", type=int, default=0, help="print this many costliest rules per run on stderr")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     out = []
@@ -400,8 +409,10 @@ def main() -> None:
           " other groups ms | ms per minute (naive) | ms per minute (costplan) | ratio per minute |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows(args.modes, args.users, args.interval, args.cycles, args.port, args.history, args.restarting,
-                    args.settle):
+                    args.settle, args.top):
         out.append(row)
+        for rule in row["costliest"]:
+            print(f"{row['mode']} {row['users']}: {rule['ms']} ms {rule['group']} {rule['rule']}", file=sys.stderr)
         costs = dict(row["costs"])
         naive = costs.pop(NAIVE_GROUP, float("nan"))
         total = sum(costs.values())

@@ -149,6 +149,27 @@ def test_custom_limitador_image_call_refused_by_the_token_limit_is_not_billed(bu
     ])
 
 
+def test_custom_limitador_image_user_with_only_refused_calls_pays_nothing(bundled_plan):
+    """A token-tier user with refused calls only (``limited_calls``, some also in
+    ``limited_hits``, no ``authorized_calls``: 0 + 1 - 4 < 0) is charged 0,
+    never a negative amount, beside a user whose 2 calls were served (3 counts each)."""
+    plan = bundled_plan("staging")
+    series = [
+        ('limited_calls{user="freeuser1", limitador_namespace="llm/qwen"}', "0x10 4x100"),
+        ('limited_hits{user="freeuser1", limitador_namespace="llm/qwen"}', "0x10 1x100"),
+        ('authorized_calls{user="premiumuser1", limitador_namespace="llm/qwen"}', "0x10 6x100"),
+        *key_secret_series(plan),
+    ]
+    check(plan, series, [
+        # premiumuser1: 6 / 3 = 2 served × 0.002 = 0.004
+        expr(money("costplan:spend_by_user:increase1h > 0"), "60m", [
+            sample('{user="premiumuser1", team="ml-research", tier="premium", cost_center="CC-1001"}', 0.004),
+        ]),
+        expr("costplan:spend_by_user:increase1h < 0", "60m", []),
+        expr("costplan:usage_requests:rate5m < 0", "14m", []),
+    ])
+
+
 def test_counter_reset_never_loses_or_refunds_money(bundled_plan):
     plan = bundled_plan(None)
     # 5 calls, the Limitador pod restarts (counter back to 0), 3 more calls.

@@ -118,18 +118,24 @@ def user_identity_rule(plan: Plan) -> dict[str, Any]:
     charged to a guessed team (``costplan doctor`` reports such keys).
     """
     user_label = c.KSM_SECRET_ANNOTATION_LABELS[c.ANNOTATION_USER_ID]
-    expr = selector(
+    secrets = selector(
         c.KSM_SECRET_ANNOTATIONS,
         {c.KSM_LABEL_NAMESPACE: plan.integrations.gateway.api_key.secret_namespace},
         **{user_label: '!=""'},
     )
+    # Agreeing Secrets become one series before any relabelling, and the
+    # conflict check counts the annotations themselves: only the few users
+    # in conflict are relabelled for it.
+    annotations = ", ".join(c.KSM_SECRET_ANNOTATION_LABELS[a] for a in IDENTITY_ANNOTATIONS.values())
+    distinct = f"max by ({annotations}) ({secrets})"
+    expr = distinct
     for label, annotation in IDENTITY_ANNOTATIONS.items():
         source = c.KSM_SECRET_ANNOTATION_LABELS[annotation]
         expr = f'label_replace({expr}, "{label}", "$1", "{source}", "(.*)")'
-    labels = ", ".join(IDENTITY_ANNOTATIONS)
-    identities = f"max by ({labels}) ({expr})"
-    conflicting = f"count by ({c.LABEL_USER}) ({identities}) > 1"
-    return record(c.METRIC_USER_IDENTITY, f"{identities} unless on({c.LABEL_USER}) ({conflicting})")
+    identities = f"max by ({', '.join(IDENTITY_ANNOTATIONS)}) ({expr})"
+    conflicting = (f'label_replace(count by ({user_label}) ({distinct}) > 1,'
+                   f' "{c.LABEL_USER}", "$1", "{user_label}", "(.*)")')
+    return record(c.METRIC_USER_IDENTITY, f"{identities} unless on({c.LABEL_USER}) {conflicting}")
 
 
 def ksm_annotations_allowlist() -> str:

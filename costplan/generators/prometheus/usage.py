@@ -381,26 +381,41 @@ def _counted(spec_: Spec, measure: Measure, fn: str, window: str) -> str:
 
 
 def _counted_for_some_users(spec_: Spec, measure: Measure, fn: str, window: str) -> str:
-    """``(counter + plus - minus) / per_request`` for ``adjusted_users``, the counter for everyone else.
+    """``counter + plus - minus`` for ``adjusted_users``, the counter for everyone else, never below zero.
 
-    One expression over the counter: the adjustment is kept for the
-    adjusted users only (``and on(user)``, a 0 for the others) and the
-    divisor is ``per_request`` for them and 1 for the others, so the
-    counter, the costly part, is read once whatever the number of users
-    of either kind (two complementary selections would read it twice).
-    Counts are whole numbers, so the sum is the same in any order.
+    One sum over the terms told apart by a transient label, the subtrahends
+    negated: a missing addend or subtrahend adds nothing, so no fallback
+    reads the counter again, and the adjustment is kept for the adjusted
+    users only (``and on(user)``). The division by ``per_request`` is done
+    where team and tier are joined (``_complete_tier``), by the same
+    selection of users, so the users' presence is read once. Counts are
+    whole numbers, so the sum is the same in any order.
     """
     user = c.LABEL_USER
-    expr = _normalise(spec_, measure.counter, fn, window)
-    zero = _present(spec_, measure.counter, fn, window)
-    adjustment = " + ".join(f"({_normalise(spec_, plus, fn, window)} or {zero})" for plus in measure.plus) or "0"
-    adjustment += "".join(f" - ({_normalise(spec_, minus, fn, window)} or {zero})" for minus in measure.minus)
-    adjusted = f"group by ({user}) ({measure.adjusted_users})"
-    expr = f"clamp_min({expr} + (({adjustment}) and on({user}) {adjusted} or {zero}), 0)"
-    if measure.per_request == 1:
+    labels = ", ".join(sorted(CANONICAL[role] for role in spec_.labels))
+
+    def term(expr: str, name: str) -> str:
+        return f'label_replace({expr}, "{_TERM}", "{name}", "", "")'
+
+    counter = _normalise(spec_, measure.counter, fn, window)
+    adjustments = [term(_normalise(spec_, plus, fn, window), f"plus{i}") for i, plus in enumerate(measure.plus)]
+    adjustments += [term(f"-({_normalise(spec_, minus, fn, window)})", f"minus{i}")
+                    for i, minus in enumerate(measure.minus)]
+    expr = counter
+    if adjustments:
+        adjusted = f"group by ({user}) ({measure.adjusted_users})"
+        expr = (f"clamp_min(sum by ({labels}) ({term(counter, 'counter')} or ({' or '.join(adjustments)})"
+                f" and on({user}) {adjusted}), 0)")
+    if measure.per_request == 1 or _divided_at_identity(spec_):
         return expr
-    divisor = f"({adjusted} * 0 + {measure.per_request} or on({user}) {zero} + 1)"
-    return f"{expr} / on({user}) {divisor}"
+    zero = _present(spec_, measure.counter, fn, window)
+    divisor = f"group by ({user}) ({measure.adjusted_users}) * 0 + {measure.per_request}"
+    return f"{expr} / on({user}) ({divisor} or on({user}) {zero} + 1)"
+
+
+def _divided_at_identity(spec_: Spec) -> bool:
+    """Whether team and tier are joined by user from ``costplan:user_identity``, which then also divides."""
+    return cap.USER in spec_.labels and cap.TEAM not in spec_.labels
 
 
 def _measure_expr(plan: Plan, source: UsageSource, spec_: Spec, measure: Measure, fn: str, window: str,
@@ -441,10 +456,15 @@ def _complete_tier(spec_: Spec, measure: Measure, expr: str, plan: Plan, fn: str
     """
     if cap.TIER in spec_.labels and cap.TEAM in spec_.labels:
         return expr
-    if cap.USER in spec_.labels and cap.TEAM not in spec_.labels:
+    if _divided_at_identity(spec_):
         added = [c.LABEL_TEAM] if cap.TIER in spec_.labels else [c.LABEL_TEAM, c.LABEL_TIER]
         on = f"on({c.LABEL_USER})"
         users = _identities(spec_, measure, [c.LABEL_USER], fn, window)
+        if measure.adjusted_users and measure.per_request != 1:
+            # The adjusted users' identity carries their divisor, every other user's 1.
+            adjusted = f"{measure.adjusted_users} * 0 + {measure.per_request}"
+            divisor = f"({adjusted} or {c.METRIC_USER_IDENTITY} * 0 + 1 or {on} {users})"
+            return f"{expr} / {on} group_left({', '.join(added)}) {divisor}"
         return f"{expr} * {on} group_left({', '.join(added)}) ({c.METRIC_USER_IDENTITY} or {on} {users})"
     if cap.TEAM not in spec_.labels:
         return expr
