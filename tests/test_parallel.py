@@ -177,3 +177,24 @@ def test_semantic_checks_run_beside_the_generators_and_decide(tmp_path):
     result = run("-c", script)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["['unknown-reference']", "generator 'platinum'"]
+
+
+def test_a_plan_with_schema_errors_is_schema_checked_once(tmp_path, monkeypatch):
+    """The error path of the build's loading reports the schema's problems from the one check it ran."""
+    from costplan.core.errors import PlanInvalid
+    from costplan.plan import load, schema
+
+    broken = tmp_path / "costplan.yaml"
+    broken.write_text((ROOT / "costplan.yaml").read_text().replace("tier: premium", "tier: 7", 1))
+    calls = []
+    validate = schema.validate
+
+    def counting(document):
+        calls.append(1)
+        return validate(document)
+
+    monkeypatch.setattr(schema, "validate", counting)
+    with pytest.raises(PlanInvalid) as invalid:
+        load.load_plan_checking_aside(broken, None)
+    assert {d.check_id for d in invalid.value.diagnostics} == {"schema"}
+    assert len(calls) == 1

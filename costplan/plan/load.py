@@ -100,8 +100,12 @@ def validate_document(loaded: LoadedDocument) -> list[Diagnostic]:
     return validated(loaded)[0]
 
 
-def validated(loaded: LoadedDocument) -> tuple[list[Diagnostic], Plan | None]:
+def validated(loaded: LoadedDocument, schema_problems: list[Diagnostic] | None = None
+              ) -> tuple[list[Diagnostic], Plan | None]:
     """Every problem in a loaded document, and its plan model when nothing is an error.
+
+    ``schema_problems``: the document's schema check, when the caller has
+    already run it (it is not run twice).
 
     Semantic checks rely on the schema's shape; on a document with schema
     errors they still run where the document can be read (``run_readable``),
@@ -115,7 +119,8 @@ def validated(loaded: LoadedDocument) -> tuple[list[Diagnostic], Plan | None]:
         if not diagnostics:
             diagnostics.append(Diagnostic("<plan>", 1, 1, "", "the plan is empty", "schema"))
         return sort_diagnostics(diagnostics), None
-    schema_problems = schema.validate(loaded.document)
+    if schema_problems is None:
+        schema_problems = schema.validate(loaded.document)
     diagnostics.extend(schema_problems)
     plan = None
     if not schema_problems:
@@ -153,10 +158,13 @@ def load_plan_checking_aside(
     loaded = load_document(Path(plan_path), environment, parsed)
     document = loaded.document
     plan = None
-    if document is not None and not any(d.is_error for d in loaded.diagnostics) and not schema.validate(document):
-        plan = checks.model_of(document, loaded.environment)
+    schema_problems = None
+    if document is not None and not any(d.is_error for d in loaded.diagnostics):
+        schema_problems = schema.validate(document)
+        if not schema_problems:
+            plan = checks.model_of(document, loaded.environment)
     if plan is None:
-        return load_plan_from(loaded), lambda: []
+        return load_plan_from(loaded, schema_problems), lambda: []
     model = plan
 
     def semantic_errors() -> list[Diagnostic]:
@@ -165,9 +173,9 @@ def load_plan_checking_aside(
     return plan, forking.start(semantic_errors)
 
 
-def load_plan_from(loaded: LoadedDocument) -> Plan:
-    """The validated plan of a loaded document, or ``PlanInvalid`` with every problem."""
-    diagnostics, plan = validated(loaded)
+def load_plan_from(loaded: LoadedDocument, schema_problems: list[Diagnostic] | None = None) -> Plan:
+    """The validated plan of a loaded document, or ``PlanInvalid`` with every problem (see ``validated``)."""
+    diagnostics, plan = validated(loaded, schema_problems)
     problems = [d for d in diagnostics if d.severity == "error"]
     if problems:
         raise PlanInvalid(problems)
