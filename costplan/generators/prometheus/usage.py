@@ -386,31 +386,30 @@ def _counted_for_some_users(spec_: Spec, measure: Measure, fn: str, window: str)
     One sum over the terms told apart by a transient label, the subtrahends
     negated: a missing addend or subtrahend adds nothing, so no fallback
     reads the counter again, and the adjustment is kept for the adjusted
-    users only (``and on(user)``). The division by ``per_request`` is done
-    where team and tier are joined (``_complete_tier``), by the same
-    selection of users, so the users' presence is read once. Counts are
-    whole numbers, so the sum is the same in any order.
+    users only (``and on(user)``). An adjusted user with subtrahends but no
+    counter (every call refused) counts 0. The division by ``per_request``
+    is done where team and tier are joined (``_complete_tier``), by the
+    same selection of users, so the users' presence is read once. Hourly
+    counts are whole numbers, so their sum is the same in any order.
     """
     user = c.LABEL_USER
     labels = ", ".join(sorted(CANONICAL[role] for role in spec_.labels))
+    adjusted = f"group by ({user}) ({measure.adjusted_users})"
 
     def term(expr: str, name: str) -> str:
         return f'label_replace({expr}, "{_TERM}", "{name}", "", "")'
 
-    counter = _normalise(spec_, measure.counter, fn, window)
+    expr = _normalise(spec_, measure.counter, fn, window)
     adjustments = [term(_normalise(spec_, plus, fn, window), f"plus{i}") for i, plus in enumerate(measure.plus)]
     adjustments += [term(f"-({_normalise(spec_, minus, fn, window)})", f"minus{i}")
                     for i, minus in enumerate(measure.minus)]
-    expr = counter
     if adjustments:
-        adjusted = f"group by ({user}) ({measure.adjusted_users})"
-        expr = (f"clamp_min(sum by ({labels}) ({term(counter, 'counter')} or ({' or '.join(adjustments)})"
+        expr = (f"clamp_min(sum by ({labels}) ({term(expr, 'counter')} or ({' or '.join(adjustments)})"
                 f" and on({user}) {adjusted}), 0)")
     if measure.per_request == 1 or _divided_at_identity(spec_):
         return expr
     zero = _present(spec_, measure.counter, fn, window)
-    divisor = f"group by ({user}) ({measure.adjusted_users}) * 0 + {measure.per_request}"
-    return f"{expr} / on({user}) ({divisor} or on({user}) {zero} + 1)"
+    return f"{expr} / on({user}) ({adjusted} * 0 + {measure.per_request} or on({user}) {zero} + 1)"
 
 
 def _divided_at_identity(spec_: Spec) -> bool:
@@ -452,7 +451,9 @@ def _complete_tier(spec_: Spec, measure: Measure, expr: str, plan: Plan, fn: str
     tier takes the user's own tier (``users[].tier``, on its key) where the
     plan gives users their own, else the team's. The fallback is part of the
     right-hand side (a 1 for every identity the counters have), so ``expr``
-    is evaluated once.
+    is evaluated once. A measure counted ``per_request`` times for some
+    users is divided by this join: the right-hand side is ``per_request``
+    for those users and 1 for everyone else.
     """
     if cap.TIER in spec_.labels and cap.TEAM in spec_.labels:
         return expr
