@@ -222,7 +222,10 @@ def replay_global(vm: vmserver.VMServer, groups: list[dict], work: Path) -> None
     log = work / "vmalert.log"
     for group in groups:
         layers = promserver.rule_layers(group)
-        alerting = [rule for rule in group["rules"] if "alert" in rule]
+        # Replay writes ALERTS series, which carry labels only; vmalert's replay mode
+        # refuses the `query` template function the budget alerts' text uses
+        # (app/vmalert/rule/alerting.go, execRange), so the annotations are left out here.
+        alerting = [{k: v for k, v in rule.items() if k != "annotations"} for rule in group["rules"] if "alert" in rule]
         for index, rules in enumerate([*layers, alerting] if alerting else layers):
             path = work / f"{group['name']}-{index}.rules.yaml"
             path.write_text(yaml.safe_dump({"groups": [{**group, "rules": rules}]}, sort_keys=False))

@@ -261,12 +261,15 @@ def wait_for(condition, seconds: float, what: str) -> float:
 
 
 def alert_rules(plan) -> dict:
-    """The plan's generated budget threshold alerts, in a group evaluated every second."""
-    files = rules_files(plan)
-    alerts = next(g for doc in files.values() for g in doc["groups"] if g["name"] == c.GROUP_ALERTS)
-    rules = [r for r in alerts["rules"] if r.get("alert") == c.ALERT_BUDGET_THRESHOLD]
-    assert len(rules) == 5  # research 50/80/100, support 90/100
-    return {"groups": [{"name": c.GROUP_ALERTS, "interval": "1s", "rules": rules}]}
+    """The plan's generated budget threshold alerts and the threshold amounts they join, evaluated every second."""
+    groups = [g for doc in rules_files(plan).values() for g in doc["groups"]]
+    amounts = [r for g in groups if g["name"].startswith(c.GROUP_PRICES) for r in g["rules"]
+               if r.get("record") in (c.METRIC_BUDGET_AMOUNT, c.METRIC_BUDGET_THRESHOLD_AMOUNT)]
+    assert len(amounts) == 7  # research 1000 at 50/80/100, support 500 at 90/100
+    alerts = [r for g in groups if g["name"].startswith(c.GROUP_ALERTS) for r in g["rules"]
+              if r.get("alert") == c.ALERT_BUDGET_THRESHOLD]
+    assert len(alerts) == 2  # warning and critical, for every budget
+    return {"groups": [{"name": c.GROUP_ALERTS, "interval": "1s", "rules": amounts + alerts}]}
 
 
 def test_alerts_reach_the_guard_through_alertmanager_and_a_lost_webhook_is_made_up(tmp_path):

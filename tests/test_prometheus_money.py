@@ -401,6 +401,39 @@ def test_budget_thresholds_fire_exactly_at_their_amount_and_forecast_warns(bundl
     ])
 
 
+def test_one_threshold_rule_serves_every_budget_and_states_exact_amounts(bundled_plan):
+    """Budget alerts are one rule per severity joined with the threshold constants; the text is exact.
+
+    ml-research: 100.25 USD a month, alerts at 50 % (50.125) and 87.5 %
+    (87.71875); customer-support: 1000 USD at 80 %, and no spend. 60 USD of
+    spend a closed hour (500 calls a minute × 0.002).
+    """
+    plan = with_budgets(bundled_plan("dev"), "ml-research", (
+        Budget(name="monthly", amount=Decimal("100.25"), period="month",
+               thresholds=(Decimal(50), Decimal("87.5")), team="ml-research"),
+    ))
+    plan = with_budgets(plan, "customer-support", (
+        Budget(name="support-month", amount=Decimal(1000), period="month", thresholds=(Decimal(80),),
+               team="customer-support"),
+    ))
+    threshold_rules = [r for g in rule_groups(plan) for r in g["rules"] if r.get("alert") == "CostplanBudgetThresholdReached"]
+    assert [r["labels"]["severity"] for r in threshold_rules] == ["warning", "critical"]  # the company's 100 %
+    labels = {"team": "ml-research", "budget": "monthly", "period": "month", "severity": "warning"}
+
+    def reached(percent: str, spent: str, amount: str) -> dict[str, Any]:
+        return _alert("CostplanBudgetThresholdReached", {**labels, "threshold": percent},
+                      f"Team ml-research reached {percent}% of budget monthly",
+                      f"Team ml-research has spent {spent} USD of budget monthly (100.25 USD per month); "
+                      f"the {percent}% threshold is {amount} USD.")
+    check(plan, _heavy_user(500, 200), [], alerts=[
+        {"eval_time": "59m", "alertname": "CostplanBudgetThresholdReached", "exp_alerts": []},
+        {"eval_time": "60m", "alertname": "CostplanBudgetThresholdReached",
+         "exp_alerts": [reached("50", "60.00", "50.125")]},
+        {"eval_time": "120m", "alertname": "CostplanBudgetThresholdReached",
+         "exp_alerts": [reached("50", "120.00", "50.125"), reached("87.5", "120.00", "87.71875")]},
+    ])
+
+
 def _gpu_series(allocatable: int) -> list[tuple[str, str]]:
     """n1 (g5.xlarge, 1.006 per GPU-hour): ml-research runs 2 GPUs, platform's namespace llm 1."""
     gpu = 'resource="nvidia_com_gpu", unit="integer"'

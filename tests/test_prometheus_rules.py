@@ -111,15 +111,27 @@ def test_hostile_user_ids_cannot_change_the_promql(bundled_plan):
     assert "or vector(1) or" not in repr([r["expr"] for r in rules_of(plan)]).replace('\\\\"', "")
 
 
-def test_budget_alert_annotations_carry_exact_amounts_and_currency(bundled_plan):
-    alerts = [r for r in rules_of(bundled_plan(None)) if r.get("alert") == c.ALERT_BUDGET_THRESHOLD]
-    # ml-research monthly 1500 at 80% = 1200
-    rule = next(a for a in alerts if a["labels"].get("team") == "ml-research" and a["labels"]["threshold"] == "80")
-    assert rule["expr"].endswith(">= 1200")
-    assert "1200 USD" in rule["annotations"]["description"]
-    assert '{{ $value | printf "%.2f" }} USD' in rule["annotations"]["description"]
-    assert rule["labels"]["severity"] == "warning"
-    assert rule["for"] == "0m"
+def test_budget_alerts_are_a_few_rules_whatever_the_number_of_budgets(bundled_plan):
+    """One threshold rule per severity and one forecast rule; the amounts come from the joined constants."""
+    plan = bundled_plan(None)
+    budget_alerts = (c.ALERT_BUDGET_THRESHOLD, c.ALERT_BUDGET_FORECAST)
+    alerts = [r for r in rules_of(plan) if r.get("alert") in budget_alerts]
+    assert [(r["alert"], r["labels"]) for r in alerts] == [
+        (c.ALERT_BUDGET_THRESHOLD, {"severity": "warning"}),
+        (c.ALERT_BUDGET_THRESHOLD, {"severity": "critical"}),
+        (c.ALERT_BUDGET_FORECAST, {"severity": "warning"}),
+    ]
+    assert len(plan.all_budgets()) > 3
+    warning = alerts[0]
+    assert f"group_right {c.METRIC_BUDGET_THRESHOLD_AMOUNT}{{threshold=~" in warning["expr"]
+    assert '{{ $value | printf "%.2f" }} USD' in warning["annotations"]["description"]
+    assert f'query (printf "{c.METRIC_BUDGET_THRESHOLD_AMOUNT}{{' in warning["annotations"]["description"]
+    assert warning["for"] == "0m"
+    # Twice the teams, twice the budgets: the same rules.
+    doubled = dataclasses.replace(plan, teams=plan.teams + tuple(
+        dataclasses.replace(t, name=f"{t.name}-2", namespaces=(), users=()) for t in plan.teams))
+    assert len(doubled.all_budgets()) > len(plan.all_budgets())
+    assert [r for r in rules_of(doubled) if r.get("alert") in budget_alerts] == alerts
 
 
 def _contract_names() -> set[str]:

@@ -1,9 +1,15 @@
 """Alerts: budget thresholds, forecasts, anomalies, rate limiting, unit cost,
 and usage sources that stopped reporting.
 
-Budget rules are one per budget and threshold (they grow with teams, not
-users) so each annotation can state its amounts exactly; ``$value`` is
-printed with two decimals followed by the plan's currency.
+Budget alerts are a handful of rules whatever the number of budgets: each
+compares every budget's spend with the constant series the prices group
+keeps (``costplan:budget_threshold_amount``, ``costplan:budget_amount``),
+joined on the budget's key, so a cycle costs one join instead of one rule
+evaluation per budget and threshold. The alerts carry the same labels as the
+series they compare (budget, period, team, threshold) plus a severity, and
+their text states the exact amounts, read from those constant series when the
+alert fires; ``$value`` (the spend) is printed with two decimals followed by
+the plan's currency.
 """
 
 from __future__ import annotations
@@ -12,10 +18,10 @@ from typing import Any
 
 from costplan.core import conventions as c
 from costplan.core.money import format_decimal
-from costplan.generators.prometheus.promql import number, selector, template_text
+from costplan.generators.prometheus.budgets import BUDGET_KEY
+from costplan.generators.prometheus.promql import number, one_of, template_text
 from costplan.generators.prometheus.usage import models_of, primary_selector
-from costplan.plan.model import Budget, Plan
-from costplan.plan.pricing import budget_period
+from costplan.plan.model import Plan
 
 VALUE = '{{ $value | printf "%.2f" }}'
 # The alerts' ``for`` durations are plan settings (``alerts.*For``); the
@@ -45,54 +51,64 @@ def _alert(name: str, expr: str, duration: str, severity: str, labels: dict[str,
     }
 
 
-def _whose(budget: Budget) -> str:
-    return f"Team {template_text(budget.team)}" if budget.team else "The company"
+# The alert's own budget: the key its labels carry, as a PromQL selector built in the template.
+_KEY_FORMAT = "budget=%q, period=%q, team=%q"
+_KEY_ARGS = "$labels.budget $labels.period $labels.team"
+# Amounts are printed exactly as the plan wrote them for anything up to six
+# decimals: fixed-point, trailing zeros (and a bare point) removed.
+_EXACT = 'printf "%.6f" | reReplaceAll "\\\\.?0+$" ""'
+_WHOSE = "{{ if $labels.team }}Team {{ $labels.team }}{{ else }}The company{{ end }}"
+_WHOSE_LOWER = "{{ if $labels.team }}Team {{ $labels.team }}{{ else }}the company{{ end }}"
 
 
-def _budget_selector(budget: Budget, metric: str) -> str:
-    return selector(metric, {
-        c.LABEL_BUDGET: budget.name,
-        c.LABEL_PERIOD: budget_period(budget),
-        c.LABEL_TEAM: budget.team or "",
-    })
+def _constant_of_alert(metric: str, extra: str = "", extra_args: str = "") -> str:
+    """Template text: the value of the plan constant ``metric`` of the alert's budget, exactly.
+
+    A Go template's ``%q`` quotes label values the way a PromQL string is
+    written. Nothing is printed if the series is missing (``with``).
+    """
+    key = _KEY_FORMAT + extra
+    args = _KEY_ARGS + extra_args
+    return f'{{{{ with query (printf "{metric}{{{key}}}" {args}) }}}}{{{{ . | first | value | {_EXACT} }}}}{{{{ end }}}}'
 
 
-def _budget_labels(budget: Budget) -> dict[str, str]:
-    """The series' own labels, repeated so each rule is distinct to linters."""
-    labels = {c.LABEL_BUDGET: budget.name, c.LABEL_PERIOD: budget_period(budget)}
-    if budget.team:
-        labels[c.LABEL_TEAM] = budget.team
-    return labels
+def _threshold_alert(plan: Plan, thresholds: list[str], severity: str) -> dict[str, Any]:
+    cur = template_text(plan.currency)
+    amounts = f"{c.METRIC_BUDGET_THRESHOLD_AMOUNT}{{{c.LABEL_THRESHOLD}{one_of(thresholds)}}}"
+    total = _constant_of_alert(c.METRIC_BUDGET_AMOUNT)
+    amount = _constant_of_alert(c.METRIC_BUDGET_THRESHOLD_AMOUNT, ", threshold=%q", " $labels.threshold")
+    return _alert(
+        # The spend's value, the threshold series' labels (group_right keeps the many side's).
+        c.ALERT_BUDGET_THRESHOLD, f"{compared(c.METRIC_BUDGET_SPEND)} >= on({BUDGET_KEY}) group_right {amounts}",
+        plan.alerts.budget_threshold_for, severity, {},
+        f"{_WHOSE} reached {{{{ $labels.threshold }}}}% of budget {{{{ $labels.budget }}}}",
+        f"{_WHOSE} has spent {VALUE} {cur} of budget {{{{ $labels.budget }}}} ({total} {cur} per "
+        f"{{{{ $labels.period }}}}); the {{{{ $labels.threshold }}}}% threshold is {amount} {cur}.",
+    )
 
 
 def budget_alerts(plan: Plan) -> list[dict[str, Any]]:
+    """One threshold alert per severity (100 % and above is critical) and one forecast alert, for every budget."""
+    budgets = plan.all_budgets()
+    thresholds = {format_decimal(t): t for budget in budgets for t in budget.thresholds}
     out = []
-    cur = template_text(plan.currency)
-    for budget in plan.all_budgets():
-        name = template_text(budget.name)
-        total = f"{format_decimal(budget.amount)} {cur}"
-        spend = _budget_selector(budget, c.METRIC_BUDGET_SPEND)
-        for threshold in budget.thresholds:
-            amount = budget.amount * threshold / 100
-            percent = format_decimal(threshold)
-            out.append(_alert(
-                c.ALERT_BUDGET_THRESHOLD, f"{compared(spend)} >= {number(amount)}", plan.alerts.budget_threshold_for,
-                "critical" if threshold >= 100 else "warning",
-                {**_budget_labels(budget), c.LABEL_THRESHOLD: percent},
-                f"{_whose(budget)} reached {percent}% of budget {name}",
-                f"{_whose(budget)} has spent {VALUE} {cur} of budget {name} ({total} per "
-                f"{template_text(budget_period(budget))}); the {percent}% threshold is {format_decimal(amount)} {cur}.",
-            ))
-        if budget.period in c.PERIODS:
-            forecast = _budget_selector(budget, c.METRIC_BUDGET_FORECAST)
-            out.append(_alert(
-                c.ALERT_BUDGET_FORECAST,
-                f"{compared(forecast)} > {number(budget.amount)} and {compared(spend)} < {number(budget.amount)}",
-                plan.alerts.budget_forecast_for, "warning", _budget_labels(budget),
-                f"{_whose(budget)} is on course to exceed budget {name}",
-                f"At the last 24 hours' rate, {_whose(budget).lower() if not budget.team else _whose(budget)} "
-                f"will spend {VALUE} {cur} by the end of the {budget.period}, over its budget {name} of {total}.",
-            ))
+    for severity, reached in (("warning", False), ("critical", True)):
+        chosen = sorted(text for text, value in thresholds.items() if (value >= 100) == reached)
+        if chosen:
+            out.append(_threshold_alert(plan, chosen, severity))
+    if any(budget.period in c.PERIODS for budget in budgets):
+        cur = template_text(plan.currency)
+        amount = f"on({BUDGET_KEY}) {c.METRIC_BUDGET_AMOUNT}"
+        out.append(_alert(
+            # Forecasts exist for calendar periods only (see budgets.rules).
+            c.ALERT_BUDGET_FORECAST,
+            f"{compared(c.METRIC_BUDGET_FORECAST)} > {amount} and {compared(c.METRIC_BUDGET_SPEND)} < {amount}",
+            plan.alerts.budget_forecast_for, "warning", {},
+            f"{_WHOSE} is on course to exceed budget {{{{ $labels.budget }}}}",
+            f"At the last 24 hours' rate, {_WHOSE_LOWER} will spend {VALUE} {cur} by the end of the "
+            f"{{{{ $labels.period }}}}, over its budget {{{{ $labels.budget }}}} of "
+            f"{_constant_of_alert(c.METRIC_BUDGET_AMOUNT)} {cur}.",
+        ))
     return out
 
 

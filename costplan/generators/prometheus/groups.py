@@ -136,7 +136,7 @@ def _global_content(plan: Plan) -> dict[str, list[dict[str, Any]]]:
 
 # Groups whose rules never read each other's results: splitting them changes
 # nothing Prometheus computes. They are the only ones that grow with teams and
-# budgets (constant price/budget series, one alert per budget threshold); the
+# budgets (constant price and budget series; the budget alerts are a few joins); the
 # usage, hourly and spend groups follow tiers, models and sources, and their
 # rules read rules above them, so they are never split.
 SHARDABLE = frozenset({c.GROUP_PRICES, c.GROUP_ALERTS})
