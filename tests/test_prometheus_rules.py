@@ -125,7 +125,7 @@ def test_budget_alerts_are_a_few_rules_whatever_the_number_of_budgets(bundled_pl
     warning = alerts[0]
     assert f"group_right {c.METRIC_BUDGET_THRESHOLD_AMOUNT}{{threshold=~" in warning["expr"]
     assert '{{ $value | printf "%.2f" }} USD' in warning["annotations"]["description"]
-    assert f'query (printf "{c.METRIC_BUDGET_THRESHOLD_AMOUNT}{{' in warning["annotations"]["description"]
+    assert f'query (printf "{c.METRIC_BUDGET_AMOUNT}{{' in warning["annotations"]["description"]
     assert warning["for"] == "0m"
     # Twice the teams, twice the budgets: the same rules.
     doubled = dataclasses.replace(plan, teams=plan.teams + tuple(

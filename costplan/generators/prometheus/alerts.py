@@ -61,29 +61,36 @@ _WHOSE = "{{ if $labels.team }}Team {{ $labels.team }}{{ else }}The company{{ en
 _WHOSE_LOWER = "{{ if $labels.team }}Team {{ $labels.team }}{{ else }}the company{{ end }}"
 
 
-def _constant_of_alert(metric: str, extra: str = "", extra_args: str = "") -> str:
+def _constant_of_alert(metric: str) -> str:
     """Template text: the value of the plan constant ``metric`` of the alert's budget, exactly.
 
     A Go template's ``%q`` quotes label values the way a PromQL string is
     written. Nothing is printed if the series is missing (``with``).
     """
-    key = _KEY_FORMAT + extra
-    args = _KEY_ARGS + extra_args
-    return f'{{{{ with query (printf "{metric}{{{key}}}" {args}) }}}}{{{{ . | first | value | {_EXACT} }}}}{{{{ end }}}}'
+    return (f'{{{{ with query (printf "{metric}{{{_KEY_FORMAT}}}" {_KEY_ARGS}) }}}}'
+            f"{{{{ . | first | value | {_EXACT} }}}}{{{{ end }}}}")
 
 
 def _threshold_alert(plan: Plan, thresholds: list[str], severity: str) -> dict[str, Any]:
     cur = template_text(plan.currency)
     amounts = f"{c.METRIC_BUDGET_THRESHOLD_AMOUNT}{{{c.LABEL_THRESHOLD}{one_of(thresholds)}}}"
-    total = _constant_of_alert(c.METRIC_BUDGET_AMOUNT)
-    amount = _constant_of_alert(c.METRIC_BUDGET_THRESHOLD_AMOUNT, ", threshold=%q", " $labels.threshold")
+    # Both amounts in one query per firing alert: the budget's (no threshold
+    # label) and the threshold's, kept in template variables for the text.
+    both = (f"{c.METRIC_BUDGET_AMOUNT}{{{_KEY_FORMAT}}} or "
+            f"{c.METRIC_BUDGET_THRESHOLD_AMOUNT}{{{_KEY_FORMAT}, threshold=%q}}")
+    read = (
+        '{{ $total := "" }}{{ $amount := "" }}'
+        f'{{{{ range query (printf "{both}" {_KEY_ARGS} {_KEY_ARGS} $labels.threshold) }}}}'
+        f"{{{{ if .Labels.threshold }}}}{{{{ $amount = .Value | {_EXACT} }}}}"
+        f"{{{{ else }}}}{{{{ $total = .Value | {_EXACT} }}}}{{{{ end }}}}{{{{ end }}}}"
+    )
     return _alert(
         # The spend's value, the threshold series' labels (group_right keeps the many side's).
         c.ALERT_BUDGET_THRESHOLD, f"{compared(c.METRIC_BUDGET_SPEND)} >= on({BUDGET_KEY}) group_right {amounts}",
         plan.alerts.budget_threshold_for, severity, {},
         f"{_WHOSE} reached {{{{ $labels.threshold }}}}% of budget {{{{ $labels.budget }}}}",
-        f"{_WHOSE} has spent {VALUE} {cur} of budget {{{{ $labels.budget }}}} ({total} {cur} per "
-        f"{{{{ $labels.period }}}}); the {{{{ $labels.threshold }}}}% threshold is {amount} {cur}.",
+        f"{read}{_WHOSE} has spent {VALUE} {cur} of budget {{{{ $labels.budget }}}} ({{{{ $total }}}} {cur} per "
+        f"{{{{ $labels.period }}}}); the {{{{ $labels.threshold }}}}% threshold is {{{{ $amount }}}} {cur}.",
     )
 
 
