@@ -57,40 +57,36 @@ _KEY_ARGS = "$labels.budget $labels.period $labels.team"
 # Amounts are printed exactly as the plan wrote them for anything up to six
 # decimals: fixed-point, trailing zeros (and a bare point) removed.
 _EXACT = 'printf "%.6f" | reReplaceAll "\\\\.?0+$" ""'
-_WHOSE = "{{ if $labels.team }}Team {{ $labels.team }}{{ else }}The company{{ end }}"
-_WHOSE_LOWER = "{{ if $labels.team }}Team {{ $labels.team }}{{ else }}the company{{ end }}"
 
 
-def _constant_of_alert(metric: str) -> str:
-    """Template text: the value of the plan constant ``metric`` of the alert's budget, exactly.
+def _whose(article: str) -> str:
+    """Template text: ``Team <team>`` for a team's budget, else ``<article> company``."""
+    return f"{{{{ if $labels.team }}}}Team {{{{ $labels.team }}}}{{{{ else }}}}{article} company{{{{ end }}}}"
+
+
+def _constant_of_alert(metric: str, threshold: bool = False) -> str:
+    """Template text: the value of the plan constant ``metric`` of the alert's budget (and threshold), exactly.
 
     A Go template's ``%q`` quotes label values the way a PromQL string is
     written. Nothing is printed if the series is missing (``with``).
     """
-    return (f'{{{{ with query (printf "{metric}{{{_KEY_FORMAT}}}" {_KEY_ARGS}) }}}}'
+    key, args = (f"{_KEY_FORMAT}, threshold=%q", f"{_KEY_ARGS} $labels.threshold") if threshold else (_KEY_FORMAT, _KEY_ARGS)
+    return (f'{{{{ with query (printf "{metric}{{{key}}}" {args}) }}}}'
             f"{{{{ . | first | value | {_EXACT} }}}}{{{{ end }}}}")
 
 
 def _threshold_alert(plan: Plan, thresholds: list[str], severity: str) -> dict[str, Any]:
     cur = template_text(plan.currency)
     amounts = f"{c.METRIC_BUDGET_THRESHOLD_AMOUNT}{{{c.LABEL_THRESHOLD}{one_of(thresholds)}}}"
-    # Both amounts in one query per firing alert: the budget's (no threshold
-    # label) and the threshold's, kept in template variables for the text.
-    both = (f"{c.METRIC_BUDGET_AMOUNT}{{{_KEY_FORMAT}}} or "
-            f"{c.METRIC_BUDGET_THRESHOLD_AMOUNT}{{{_KEY_FORMAT}, threshold=%q}}")
-    read = (
-        '{{ $total := "" }}{{ $amount := "" }}'
-        f'{{{{ range query (printf "{both}" {_KEY_ARGS} {_KEY_ARGS} $labels.threshold) }}}}'
-        f"{{{{ if .Labels.threshold }}}}{{{{ $amount = .Value | {_EXACT} }}}}"
-        f"{{{{ else }}}}{{{{ $total = .Value | {_EXACT} }}}}{{{{ end }}}}{{{{ end }}}}"
-    )
+    total = _constant_of_alert(c.METRIC_BUDGET_AMOUNT)
+    amount = _constant_of_alert(c.METRIC_BUDGET_THRESHOLD_AMOUNT, threshold=True)
     return _alert(
         # The spend's value, the threshold series' labels (group_right keeps the many side's).
         c.ALERT_BUDGET_THRESHOLD, f"{compared(c.METRIC_BUDGET_SPEND)} >= on({BUDGET_KEY}) group_right {amounts}",
         plan.alerts.budget_threshold_for, severity, {},
-        f"{_WHOSE} reached {{{{ $labels.threshold }}}}% of budget {{{{ $labels.budget }}}}",
-        f"{read}{_WHOSE} has spent {VALUE} {cur} of budget {{{{ $labels.budget }}}} ({{{{ $total }}}} {cur} per "
-        f"{{{{ $labels.period }}}}); the {{{{ $labels.threshold }}}}% threshold is {{{{ $amount }}}} {cur}.",
+        f"{_whose('The')} reached {{{{ $labels.threshold }}}}% of budget {{{{ $labels.budget }}}}",
+        f"{_whose('The')} has spent {VALUE} {cur} of budget {{{{ $labels.budget }}}} ({total} {cur} per "
+        f"{{{{ $labels.period }}}}); the {{{{ $labels.threshold }}}}% threshold is {amount} {cur}.",
     )
 
 
@@ -111,8 +107,8 @@ def budget_alerts(plan: Plan) -> list[dict[str, Any]]:
             c.ALERT_BUDGET_FORECAST,
             f"{compared(c.METRIC_BUDGET_FORECAST)} > {amount} and {compared(c.METRIC_BUDGET_SPEND)} < {amount}",
             plan.alerts.budget_forecast_for, "warning", {},
-            f"{_WHOSE} is on course to exceed budget {{{{ $labels.budget }}}}",
-            f"At the last 24 hours' rate, {_WHOSE_LOWER} will spend {VALUE} {cur} by the end of the "
+            f"{_whose('The')} is on course to exceed budget {{{{ $labels.budget }}}}",
+            f"At the last 24 hours' rate, {_whose('the')} will spend {VALUE} {cur} by the end of the "
             f"{{{{ $labels.period }}}}, over its budget {{{{ $labels.budget }}}} of "
             f"{_constant_of_alert(c.METRIC_BUDGET_AMOUNT)} {cur}.",
         ))
