@@ -34,8 +34,8 @@ many decimals as its finest unit price, at least six); request and token counts
 to whole units. Every total is an exact ``Decimal`` sum of those rounded
 rows, so all views of one report add up to the same total.
 
-Everything here except ``collect``, ``post_webhook`` and the click command
-is pure and tested without a server.
+Everything here except what queries (``each_window``, ``collect``,
+``gather``) and ``post_webhook`` is pure and tested without a server.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from costplan.chargeback.promapi import Endpoint, PrometheusClient, PrometheusError, Sample, post, vector
@@ -313,6 +313,9 @@ class UsageRow:
         return sum(self.tokens.values(), Decimal(0))
 
 
+_ZERO = Decimal(0)  # a sum starts from it: ``0 + x`` is ``x`` in the context's precision (and ``-0`` is ``0``)
+
+
 class _Window:
     """The rows of one window, summed by row key as samples arrive (no sample is kept)."""
 
@@ -324,21 +327,21 @@ class _Window:
         self.tokens: dict[tuple[str, ...], dict[str, Decimal]] = {}
 
     def key(self, labels: Mapping[str, str]) -> tuple[str, ...]:
-        team = labels.get(c.LABEL_TEAM, "")
-        cost_center = labels.get(c.LABEL_COST_CENTER, "") or (self.cost_centers.get(team, "") if team else "")
-        return (team, labels.get(c.LABEL_USER, ""), labels.get(c.LABEL_TIER, ""), labels.get(c.LABEL_MODEL, ""),
-                cost_center, labels.get(c.LABEL_CLUSTER, ""))
+        get = labels.get
+        team = get(c.LABEL_TEAM, "")
+        return (team, get(c.LABEL_USER, ""), get(c.LABEL_TIER, ""), get(c.LABEL_MODEL, ""),
+                get(c.LABEL_COST_CENTER, "") or (self.cost_centers.get(team, "") if team else ""), get(c.LABEL_CLUSTER, ""))
 
     def add(self, kind: str, labels: Mapping[str, str], value: Decimal) -> None:
         key = self.key(labels)
         if kind == SPEND:
-            self.costs[key] = self.costs.get(key, Decimal(0)) + value
+            self.costs[key] = self.costs.get(key, _ZERO) + value
         elif kind == REQUESTS:
-            self.counts[key] = self.counts.get(key, Decimal(0)) + value
+            self.counts[key] = self.counts.get(key, _ZERO) + value
         elif kind == TOKENS:
             bucket = self.tokens.setdefault(key, {})
             token_type = labels.get(c.LABEL_TOKEN_TYPE, "")
-            bucket[token_type] = bucket.get(token_type, Decimal(0)) + value
+            bucket[token_type] = bucket.get(token_type, _ZERO) + value
         else:
             raise ValueError(kind)
 
@@ -400,22 +403,24 @@ QUERIES_IN_FLIGHT = 2
 """Window queries sent ahead of the one being read: the server evaluates while the client sums."""
 
 
-def collect(
+def each_window(
     client: PrometheusClient,
     plan: Plan,
     period: Period,
     progress: Callable[[str], None] = lambda _: None,
     in_flight: int = QUERIES_IN_FLIGHT,
-) -> list[UsageRow]:
-    """One query per window (spend, requests and tokens together), a few in flight (I/O at the edge).
+) -> Iterator[list[UsageRow]]:
+    """The rows of every window, one window at a time: one query each, a few in flight (I/O at the edge).
 
     Answers are read in window order, so rows and progress are the same
     whatever order the server answers in; at most ``in_flight`` answers are
-    held at once.
+    held at once. Each window's rows come sorted by ``ROW_LABELS``, so the
+    windows in turn are the FOCUS export's order (``FocusLines``): a caller
+    that sums them (``PeriodSums.add``) and writes their FOCUS lines as they
+    come holds one window's rows, not the period's.
     """
     tz = ZoneInfo(plan.timezone)
     parts = windows(period, tz)
-    rows: list[UsageRow] = []
     lag = billing_lag_hours(plan)
 
     def fetch(window: tuple[datetime, datetime]) -> dict[str, Any]:
@@ -426,18 +431,32 @@ def collect(
         ahead = iter(parts)
         for window in itertools.islice(ahead, max(1, in_flight)):
             pending.append(pool.submit(fetch, window))
-        for index, (start, end) in enumerate(parts, 1):
-            payload = pending.popleft().result()
-            following = next(ahead, None)
-            if following is not None:
-                pending.append(pool.submit(fetch, following))
-            window_rows = rows_from_answer(plan, start, end, payload, client.base_url)
-            del payload
-            _refuse_negative(window_rows, client.base_url)
-            rows.extend(window_rows)
-            if len(parts) > 1:
-                progress(f"read {start.astimezone(tz):%Y-%m-%d} ({index}/{len(parts)}): {len(window_rows)} row(s)")
-    return rows
+        try:
+            for index, (start, end) in enumerate(parts, 1):
+                payload = pending.popleft().result()
+                following = next(ahead, None)
+                if following is not None:
+                    pending.append(pool.submit(fetch, following))
+                window_rows = rows_from_answer(plan, start, end, payload, client.base_url)
+                del payload
+                _refuse_negative(window_rows, client.base_url)
+                if len(parts) > 1:
+                    progress(f"read {start.astimezone(tz):%Y-%m-%d} ({index}/{len(parts)}): {len(window_rows)} row(s)")
+                yield window_rows
+        finally:
+            for future in pending:  # a caller that stops early (or fails) leaves no query to wait for
+                future.cancel()
+
+
+def collect(
+    client: PrometheusClient,
+    plan: Plan,
+    period: Period,
+    progress: Callable[[str], None] = lambda _: None,
+    in_flight: int = QUERIES_IN_FLIGHT,
+) -> list[UsageRow]:
+    """Every window's rows in one list (``each_window``), for callers that want them all at once."""
+    return [row for rows in each_window(client, plan, period, progress, in_flight) for row in rows]
 
 
 def _refuse_negative(rows: Iterable[UsageRow], source: str) -> None:
@@ -504,18 +523,37 @@ def _view_labels(group: str, clusters: bool) -> tuple[str, ...]:
 Key = tuple[str, ...]
 
 
+class _Summing:
+    """``(key, cost, requests, tokens)`` summed by key as parts arrive, in the order keys first appear."""
+
+    def __init__(self) -> None:
+        self.costs: dict[Key, Decimal] = {}
+        self.requests: dict[Key, Decimal] = {}
+        self.tokens: dict[Key, dict[str, Decimal]] = {}
+
+    def add(self, parts: Iterable[tuple[Key, Decimal, Decimal, Mapping[str, Decimal]]]) -> int:
+        """Sum ``parts`` in; how many there were."""
+        costs, requests, tokens = self.costs, self.requests, self.tokens
+        zero = Decimal(0)
+        added = 0
+        for key, cost, count, kinds in parts:
+            costs[key] = costs.get(key, zero) + cost
+            requests[key] = requests.get(key, zero) + count
+            bucket = tokens.setdefault(key, {})
+            for kind, number in kinds.items():
+                bucket[kind] = bucket.get(kind, zero) + number
+            added += 1
+        return added
+
+    def lines(self) -> list[Line]:
+        return [Line(key, cost, self.requests[key], self.tokens[key]) for key, cost in self.costs.items()]
+
+
 def _summed(parts: Iterable[tuple[Key, Decimal, Decimal, Mapping[str, Decimal]]]) -> list[Line]:
     """``(key, cost, requests, tokens)`` summed by key, in the order keys first appear."""
-    costs: dict[Key, Decimal] = {}
-    requests: dict[Key, Decimal] = {}
-    tokens: dict[Key, dict[str, Decimal]] = {}
-    for key, cost, count, kinds in parts:
-        costs[key] = costs.get(key, Decimal(0)) + cost
-        requests[key] = requests.get(key, Decimal(0)) + count
-        bucket = tokens.setdefault(key, {})
-        for kind, number in kinds.items():
-            bucket[kind] = bucket.get(kind, Decimal(0)) + number
-    return [Line(key, costs[key], requests[key], tokens[key]) for key in costs]
+    summing = _Summing()
+    summing.add(parts)
+    return summing.lines()
 
 
 def _tuple_of(get: Callable[[Any], Any], size: int) -> Callable[[Any], Key]:
@@ -558,11 +596,34 @@ class PeriodSums:
     Lines are ordered as ``aggregate`` orders them.
     """
 
-    def __init__(self, rows: Iterable[UsageRow]) -> None:
+    def __init__(self, rows: Iterable[UsageRow] = ()) -> None:
+        self._summing = _Summing()
+        self._lines: list[Line] | None = None
+        self.row_count = 0
+        """Daily rows summed in."""
+        self.add(rows)
+
+    def add(self, rows: Iterable[UsageRow]) -> None:
+        """Sum more rows in (e.g. one window's, as ``each_window`` yields them); no row is kept."""
         get = operator.attrgetter(*ROW_LABELS)
-        self.lines = _summed((get(row), row.cost, row.requests, row.tokens) for row in rows)
-        self.clusters = any(line.key[-1] for line in self.lines)
-        self.total = sum((line.cost for line in self.lines), Decimal(0))
+        self.row_count += self._summing.add((get(row), row.cost, row.requests, row.tokens) for row in rows)
+        self._lines = None
+
+    @property
+    def lines(self) -> list[Line]:
+        """One line per identity and cluster, in the order they first appeared."""
+        if self._lines is None:
+            self._lines = self._summing.lines()
+        return self._lines
+
+    @property
+    def clusters(self) -> bool:
+        """Whether any line has a cluster (a fleet's global view)."""
+        return any(line.key[-1] for line in self.lines)
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.cost for line in self.lines), Decimal(0))
 
     def labels(self, group: str) -> tuple[str, ...]:
         """``view_labels`` of the rows these lines sum."""
@@ -841,19 +902,34 @@ _FOCUS_PER_ROW = (
     "x_OutputTokens",
 )
 """The FOCUS columns that change from row to row; every other one depends only on the plan and the row's identity."""
-_FOCUS_SLOTS = tuple(FOCUS_COLUMNS.index(column) for column in _FOCUS_PER_ROW)
+
+
+def _csv_field(value: object) -> str:
+    """One cell as ``csv.writer`` writes it in a row of several (quoted where it must be)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(("", value))
+    return buffer.getvalue()[1:-1]
 
 
 @dataclass(frozen=True, slots=True)
 class _FocusIdentity:
-    """The FOCUS cells of one identity (team, user, tier, model, cost center, cluster), shaped once."""
+    """The FOCUS line of one identity (team, user, tier, model, cost center, cluster), shaped once.
 
-    cells: list[object]  # every column, the per-row ones still empty; neutralised for spreadsheets
+    ``segments`` is the line's text around the per-row cells: the identity
+    cells already neutralised for spreadsheets and CSV-quoted, with their
+    commas, so that a row is the segments joined with its numbers and times
+    (which neither ``csv_cell`` nor CSV quoting ever changes: digits, a
+    point, ``-``, ``T``, ``:``, ``Z`` and two unit words).
+    """
+
+    segments: tuple[str, ...]  # len(_FOCUS_PER_ROW) + 1; the last one ends the line
     quantity: _Quantity
     list_multiplier: Decimal | None
 
 
-def _focus_identity(plan: Plan, row: UsageRow, models: Mapping[str, Model]) -> _FocusIdentity:
+def _focus_identity(
+    plan: Plan, row: UsageRow, models: Mapping[str, Model], fields: dict[str, str]
+) -> _FocusIdentity:
     model = models.get(row.model)
     # The pricing is the first model's whose name or served model name this is; the names shown come from ``models``.
     priced = next((m for m in plan.models if row.model in (m.name, m.model_name)), None)
@@ -896,70 +972,100 @@ def _focus_identity(plan: Plan, row: UsageRow, models: Mapping[str, Model]) -> _
         "x_Environment": plan.environment,
         "x_Cluster": row.cluster or plan.cluster,
     }
-    cells = [_cell(fixed.get(column, "")) for column in FOCUS_COLUMNS]
-    return _FocusIdentity(cells, quantity, _list_multiplier(plan, priced, row.tier))
+    segments: list[str] = []
+    text = ""
+    for index, column in enumerate(FOCUS_COLUMNS):
+        separator = "," if index else ""
+        if column in _FOCUS_PER_ROW_SET:
+            segments.append(text + separator)
+            text = ""
+            continue
+        value = fixed.get(column, "")
+        shown = fields.get(value)
+        if shown is None:  # names repeat across identities: each text is neutralised and quoted once
+            shown = fields[value] = _csv_field(_cell(value))
+        text += separator + shown
+    segments.append(text + "\n")
+    return _FocusIdentity(tuple(segments), quantity, _list_multiplier(plan, priced, row.tier))
 
 
-def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
-    """FOCUS 1.2-shaped rows: one per day x team x user x tier x model.
+_FOCUS_PER_ROW_SET = frozenset(_FOCUS_PER_ROW)
+if tuple(column for column in FOCUS_COLUMNS if column in _FOCUS_PER_ROW_SET) != _FOCUS_PER_ROW:
+    raise ImportError("_FOCUS_PER_ROW must list the per-row columns in FOCUS_COLUMNS' order")  # FocusLines.lines joins them so
+
+
+class FocusLines:
+    """FOCUS 1.2-shaped CSV lines, one per day x team x user x tier x model, shaped a window at a time.
 
     What depends only on a row's identity (descriptions, tags, the pricing
     unit, the list-price multiplier) is shaped once per identity, and only
-    the numbers and times once per row. Identity cells go through ``_cell``
-    when they are shaped; the per-row cells are numbers and times, which
-    ``csv_cell`` never changes, so they are written as they are.
+    the numbers and times once per row. Rows must come in the export's
+    order, by start and then ``ROW_LABELS``: ``each_window`` yields them so,
+    one window after another, and ``focus_csv`` sorts any other rows.
     """
-    tz = ZoneInfo(plan.timezone)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([_cell(column) for column in FOCUS_COLUMNS])
-    models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
-    quantum = money_quantum(plan)
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self._tz = ZoneInfo(plan.timezone)
+        self._models = {m.name: m for m in plan.models} | {m.model_name: m for m in plan.models}
+        self._quantum = money_quantum(plan)
+        self._identity = operator.attrgetter(*ROW_LABELS)
+        self._shaped: dict[tuple[str, ...], _FocusIdentity] = {}
+        self._fields: dict[str, str] = {}
+        self._times: dict[datetime, str] = {}
+
+    def header(self) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow([_cell(column) for column in FOCUS_COLUMNS])
+        return buffer.getvalue()
+
+    def _stamp(self, moment: datetime) -> str:
+        shown = self._times.get(moment)
+        if shown is None:
+            shown = self._times[moment] = utc(moment)
+        return shown
+
+    def lines(self, rows: Iterable[UsageRow]) -> str:
+        """The lines of ``rows``, in the order given."""
+        plan, models, quantum, shaped, identity = self.plan, self._models, self._quantum, self._shaped, self._identity
+        zero = Decimal(0)
+        out: list[str] = []
+        billing: dict[datetime, tuple[str, str, str, str]] = {}
+        for row in rows:
+            key = identity(row)
+            known = shaped.get(key)
+            if known is None:
+                known = shaped[key] = _focus_identity(plan, row, models, self._fields)
+            times = billing.get(row.start)
+            if times is None:
+                first, last = billing_period(row.start, self._tz)
+                times = billing[row.start] = (utc(first), utc(last), self._stamp(row.start), self._stamp(row.end))
+            tokens = row.tokens
+            total_tokens = sum(tokens.values(), zero)
+            requests = units(row.requests)
+            billed = money(row.cost, quantum)
+            listed = billed if known.list_multiplier is None else money(row.cost / known.list_multiplier, quantum)
+            s = known.segments
+            out.append("".join((
+                s[0], times[0], s[1], times[1], s[2], times[2], s[3], times[3],
+                s[4], billed, s[5], billed, s[6], listed, s[7], billed,
+                s[8], known.quantity(row, total_tokens),
+                s[9], units(total_tokens) if total_tokens else requests,
+                s[10], "Tokens" if total_tokens else "Requests",
+                s[11], requests,
+                s[12], units(tokens.get(c.TOKEN_TYPE_INPUT, zero)),
+                s[13], units(tokens.get(c.TOKEN_TYPE_OUTPUT, zero)),
+                s[14],
+            )))
+        return "".join(out)
+
+
+def focus_csv(plan: Plan, rows: Sequence[UsageRow]) -> str:
+    """The FOCUS export of ``rows`` in one text: by start, then identity (``FocusLines``)."""
+    shaping = FocusLines(plan)
     identity = operator.attrgetter(*ROW_LABELS)
-    shaped: dict[tuple[str, ...], _FocusIdentity] = {}
-    times: dict[datetime, str] = {}
-    billing: dict[datetime, tuple[str, str]] = {}
-    zero = Decimal(0)
-
-    def stamp(moment: datetime) -> str:
-        if moment not in times:
-            times[moment] = utc(moment)
-        return times[moment]
-
-    for key, row in sorted(((identity(row), row) for row in rows), key=lambda pair: (pair[1].start, pair[0])):
-        known = shaped.get(key)
-        if known is None:
-            known = shaped[key] = _focus_identity(plan, row, models)
-        if row.start not in billing:
-            first, last = billing_period(row.start, tz)
-            billing[row.start] = (utc(first), utc(last))
-        bill_start, bill_end = billing[row.start]
-        tokens = row.tokens
-        total_tokens = sum(tokens.values(), zero)
-        requests = units(row.requests)
-        billed = money(row.cost, quantum)
-        listed = billed if known.list_multiplier is None else money(row.cost / known.list_multiplier, quantum)
-        values = (
-            bill_start,
-            bill_end,
-            stamp(row.start),
-            stamp(row.end),
-            billed,
-            billed,
-            listed,
-            billed,
-            known.quantity(row, total_tokens),
-            units(total_tokens) if total_tokens else requests,
-            "Tokens" if total_tokens else "Requests",
-            requests,
-            units(tokens.get(c.TOKEN_TYPE_INPUT, zero)),
-            units(tokens.get(c.TOKEN_TYPE_OUTPUT, zero)),
-        )
-        cells = known.cells.copy()
-        for slot, value in zip(_FOCUS_SLOTS, values, strict=True):
-            cells[slot] = value
-        writer.writerow(cells)
-    return buffer.getvalue()
+    ordered = [row for _, row in sorted(((identity(row), row) for row in rows), key=lambda pair: (pair[1].start, pair[0]))]
+    return shaping.header() + shaping.lines(ordered)
 
 
 def output_files(plan: Plan, period: Period, rows: Sequence[UsageRow]) -> dict[str, str]:
@@ -976,12 +1082,48 @@ def each_output_file(
     them) for every view; the FOCUS export is per row.
     """
     sums = sums if sums is not None else PeriodSums(rows)
+    yield from view_files(plan, period, sums)
+    yield focus_file_name(plan, period), focus_csv(plan, rows)
+
+
+def view_files(plan: Plan, period: Period, sums: PeriodSums) -> Iterator[tuple[str, str]]:
+    """Every report file but the FOCUS export, each summed from the period's lines."""
     base = f"chargeback-{plan.environment}-{period.label}"
     yield f"{base}.csv", chargeback_csv(plan, period, sums, "detail")
     for group in ("team", "user", "model", "cost-center", *(("cluster",) if sums.clusters else ())):
         yield f"{base}-by-{group}.csv", chargeback_csv(plan, period, sums, group)
     yield f"{base}.json", chargeback_json(plan, period, sums)
-    yield f"focus-{plan.environment}-{period.label}.csv", focus_csv(plan, rows)
+
+
+def focus_file_name(plan: Plan, period: Period) -> str:
+    return f"focus-{plan.environment}-{period.label}.csv"
+
+
+def gather(
+    client: PrometheusClient,
+    plan: Plan,
+    period: Period,
+    focus: IO[str] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+    in_flight: int = QUERIES_IN_FLIGHT,
+) -> PeriodSums:
+    """The period summed window by window, and its FOCUS export written to ``focus`` as the windows arrive.
+
+    No daily row outlives its window: memory follows the identities (the
+    summed lines), not days x identities, and the FOCUS text goes to the
+    stream (a file the caller puts in place once every query has answered)
+    instead of into one string. ``focus_csv`` of ``collect`` is the same
+    text.
+    """
+    sums = PeriodSums()
+    shaping = FocusLines(plan) if focus is not None else None
+    if focus is not None and shaping is not None:
+        focus.write(shaping.header())
+    for rows in each_window(client, plan, period, progress, in_flight):
+        sums.add(rows)
+        if focus is not None and shaping is not None:
+            focus.write(shaping.lines(rows))
+    return sums
 
 
 def webhook_endpoint(url: str) -> Endpoint:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -26,6 +30,7 @@ from costplan.cli.options import (
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure
 from costplan.plan.load import load_plan
+from costplan.plan.model import Plan
 
 
 @click.command("report")
@@ -76,30 +81,94 @@ def report_command(
     period = chargeback.choose_period(plan, month, start, end, datetime.now(UTC))
     say(f"chargeback {plan.name}/{plan.environment} {chargeback.utc(period.start)} .. "
         f"{chargeback.utc(period.end)} from {client.base_url}")
-    rows = chargeback.collect(client, plan, period, progress=say)
-    if not rows and not allow_empty:
+    if output_dir is not None:
+        sums = _report_files(client, plan, period, group_by, output_dir, allow_empty)
+    elif output_format == "focus":
+        with tempfile.TemporaryFile(mode="w+", encoding="utf-8", newline="") as focus:  # stdout gets it once all answered
+            sums = _gathered(client, plan, period, group_by, allow_empty, focus)
+            focus.seek(0)
+            while chunk := focus.read(1 << 20):
+                click.echo(chunk, nl=False)
+    else:
+        sums = _gathered(client, plan, period, group_by, allow_empty)
+        if output_format == "json":
+            click.echo(chargeback.chargeback_json(plan, period, sums), nl=False)
+        else:
+            click.echo(chargeback.chargeback_csv(plan, period, sums, group_by), nl=False)
+    if webhook_url:
+        chargeback.post_webhook(webhook_url, chargeback.chargeback_json(plan, period, sums))
+        say("posted the report to the webhook")
+
+
+def _gathered(
+    client: PrometheusClient,
+    plan: Plan,
+    period: chargeback.Period,
+    group_by: str,
+    allow_empty: bool,
+    focus: IO[str] | None = None,
+) -> chargeback.PeriodSums:
+    """The period's sums (and its FOCUS lines into ``focus``); no spend at all is an error unless allowed."""
+    say = console().info
+    sums = chargeback.gather(client, plan, period, focus, progress=say)
+    if not sums.row_count and not allow_empty:
         raise ExternalFailure(
             f"Prometheus at {client.base_url} has no {c.METRIC_SPEND_HOURLY} samples between {chargeback.utc(period.start)} and "
             f"{chargeback.utc(period.end)}; are the costplan spend rules loaded there? (--allow-empty writes an empty report)"
         )
-    sums = chargeback.PeriodSums(rows)  # summed once for every view written below
-    lines = len(sums.view(sums.labels(group_by)))
     say(f"total {chargeback.money(sums.total, chargeback.money_quantum(plan))} {plan.currency}: "
-        f"{lines} {group_by} line(s) from {len(rows)} daily row(s), {client.queries} quer{'y' if client.queries == 1 else 'ies'}")
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for name, text in chargeback.each_output_file(plan, period, rows, sums):
-            (output_dir / name).write_text(text, encoding="utf-8")
-            say(f"wrote {output_dir / name}")
-    elif output_format == "json":
-        click.echo(chargeback.chargeback_json(plan, period, sums), nl=False)
-    elif output_format == "focus":
-        click.echo(chargeback.focus_csv(plan, rows), nl=False)
-    else:
-        click.echo(chargeback.chargeback_csv(plan, period, sums, group_by), nl=False)
-    if webhook_url:
-        chargeback.post_webhook(webhook_url, chargeback.chargeback_json(plan, period, sums))
-        say("posted the report to the webhook")
+        f"{len(sums.view(sums.labels(group_by)))} {group_by} line(s) from {sums.row_count} daily row(s), "
+        f"{client.queries} quer{'y' if client.queries == 1 else 'ies'}")
+    return sums
+
+
+def _report_files(
+    client: PrometheusClient, plan: Plan, period: chargeback.Period, group_by: str, output_dir: Path, allow_empty: bool
+) -> chargeback.PeriodSums:
+    """Every view and the FOCUS export into ``output_dir``, each file put in place whole, none before all answered.
+
+    The FOCUS export is written as the windows arrive into a hidden partial
+    file beside its final name and renamed when every query has answered;
+    the views are written the same way. A failure leaves the directory as it
+    was: the partial files are removed, and a directory the report created
+    is removed again while it is empty.
+    """
+    created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    partial: list[Path] = []
+    umask = os.umask(0o022)
+    os.umask(umask)
+
+    def staged(name: str) -> tuple[Path, IO[str]]:
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, before it is renamed
+            "w", dir=output_dir, prefix=f".{name}.", suffix=".partial", delete=False, encoding="utf-8", newline=""
+        )
+        partial.append(Path(handle.name))
+        os.chmod(handle.fileno(), 0o666 & ~umask)  # as an ordinary write would leave it, not the 0600 of a temporary file
+        return Path(handle.name), handle
+
+    try:
+        focus_path, focus = staged(chargeback.focus_file_name(plan, period))
+        with focus:
+            sums = _gathered(client, plan, period, group_by, allow_empty, focus)
+        ready = []
+        for name, text in chargeback.view_files(plan, period, sums):
+            path, handle = staged(name)
+            with handle:
+                handle.write(text)
+            ready.append((name, path))
+        ready.append((chargeback.focus_file_name(plan, period), focus_path))
+        for name, path in ready:
+            os.replace(path, output_dir / name)
+            partial.remove(path)
+            console().info(f"wrote {output_dir / name}")
+    finally:
+        for path in partial:
+            path.unlink(missing_ok=True)
+        if created and partial:
+            with contextlib.suppress(OSError):
+                output_dir.rmdir()  # only while empty
+    return sums
 
 
 @click.command("check-gpu-prices")
