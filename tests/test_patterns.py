@@ -23,6 +23,8 @@ SAMPLES = {
     "goDuration": "1h30m",
     "cron": "0 6 1 * *",
     "quantity": "1Gi",
+    "memoryQuantity": "512Mi",
+    "cpuQuantity": "250m",
     "promMetricName": "app_requests_total",
     "promLabelName": "project",
     "/$defs/contact/properties/to": "team@example.com",

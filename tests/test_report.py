@@ -316,6 +316,33 @@ def test_shipped_plan_loads_back_equal(bundled_plan, env, tmp_path: Path):
     assert shipped == dataclasses.replace(plan, teams=reduced)
 
 
+def _containers(plan) -> dict[str, dict]:
+    return {a.name: a.data["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+            for a in reports.generate(plan) if a.kind == "CronJob"}
+
+
+def test_report_job_resources_come_from_the_plan_and_a_lone_limit_lowers_the_request(tmp_path: Path, bundled_plan):
+    # The report's memory follows the users: a large plan raises its limit. A plan that only lowers the
+    # limit below the default request (128Mi) gets that limit as its request, which the API server
+    # accepts; the GPU check keeps its own small defaults either way.
+    (tmp_path / "environments").mkdir()
+    plan_text = (Path(__file__).parent / "plans" / "minimal.yaml").read_text(encoding="utf-8")
+    (tmp_path / "costplan.yaml").write_text(
+        plan_text + "reports:\n  resources:\n    requests:\n      cpu: 250m\n    limits:\n      memory: 64Mi\n",
+        encoding="utf-8")
+    plan = load_plan(tmp_path / "costplan.yaml")
+    containers = _containers(dataclasses.replace(bundled_plan("prod"), reports=plan.reports))
+    assert containers["costplan-report"]["resources"] == {
+        "requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}}
+    assert containers["costplan-gpu-price-check"]["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+    # The jobs' own copy of the plan carries the resources, and reads back the same.
+    data = next(a.data for a in reports.generate(plan) if a.name == "costplan-plan")["data"]
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "costplan.yaml").write_text(data["costplan.yaml"], encoding="utf-8")
+    assert load_plan(tmp_path / "copy" / "costplan.yaml").reports.resources == plan.reports.resources
+
+
 def test_gpu_price_check_cronjob(bundled_plan):
     job = next(a.data for a in reports.generate(bundled_plan("dev")) if a.name == "costplan-gpu-price-check")
     container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]

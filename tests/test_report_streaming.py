@@ -10,15 +10,18 @@ format itself is proven against a real Prometheus in ``test_report_e2e``).
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import tempfile
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -195,3 +198,47 @@ def test_report_collect_order_is_the_focus_order(prometheus):
     flat = [row for rows in windows for row in rows]
     assert [len(rows) for rows in windows] == [2, 3, 1]
     assert flat == sorted(flat, key=identity)
+
+
+class _DiskFull:
+    """A temporary file on a full volume: it opens, but every write fails as ``write(2)`` does with ENOSPC."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.name = inner, getattr(inner, "name", "")
+
+    def fileno(self) -> int:
+        return int(self.inner.fileno())
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self) -> _DiskFull:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.close()
+
+
+def test_a_full_volume_is_a_clear_error_and_leaves_the_directory_as_it_was(prometheus, tmp_path: Path, monkeypatch):
+    # The report CronJob writes to a PVC; a month that does not fit must say so, not claim a costplan bug.
+    url = prometheus(None)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("not costplan's\n")
+    fresh = tmp_path / "fresh"
+    named = tempfile.NamedTemporaryFile
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", lambda *a, **k: _DiskFull(named(*a, **k)))
+    for target in (existing, fresh):
+        result = run(url, "--output-dir", str(target))
+        assert result.exit_code == ExitCode.USAGE, result.output
+        assert f"error: cannot write the report to {target}: No space left on device" in result.output
+        assert "bug" not in result.output and "Traceback" not in result.output
+    assert [path.name for path in existing.iterdir()] == ["notes.txt"]  # no partial file left behind
+    assert not fresh.exists()
+
+    spooled = tempfile.TemporaryFile
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: _DiskFull(spooled(*a, **k)))
+    result = run(url, "--format", "focus")
+    assert result.exit_code == ExitCode.USAGE
+    assert "cannot hold the FOCUS export in a temporary file: No space left on device" in result.output
+    assert result.stdout == ""

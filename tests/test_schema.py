@@ -180,6 +180,8 @@ def test_a_plan_with_every_key_validates_and_maps():
     assert plan.integrations.cost_engine.image_tag == "2.5"
     assert str(plan.integrations.cost_engine.ram_hourly) == "0.004237"
     assert plan.reports.webhook.key == "endpoint" and plan.reports.create_pvc is False
+    assert plan.reports.resources.as_kubernetes() == {
+        "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1.5Gi"}}
     assert plan.tier("gold").quotas.weekly == 500
     assert plan.alerts.source_absent_for == "1h"
     weekly = plan.team("search").budgets[0]

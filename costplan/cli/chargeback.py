@@ -29,6 +29,7 @@ from costplan.cli.options import (
 )
 from costplan.core import conventions as c
 from costplan.core.errors import ExternalFailure
+from costplan.output.serialise import OutputUnwritable
 from costplan.plan.load import load_plan
 from costplan.plan.model import Plan
 
@@ -84,11 +85,7 @@ def report_command(
     if output_dir is not None:
         sums = _report_files(client, plan, period, group_by, output_dir, allow_empty)
     elif output_format == "focus":
-        with tempfile.TemporaryFile(mode="w+", encoding="utf-8", newline="") as focus:  # stdout gets it once all answered
-            sums = _gathered(client, plan, period, group_by, allow_empty, focus)
-            focus.seek(0)
-            while chunk := focus.read(1 << 20):
-                click.echo(chunk, nl=False)
+        sums = _focus_to_stdout(client, plan, period, group_by, allow_empty)
     else:
         sums = _gathered(client, plan, period, group_by, allow_empty)
         if output_format == "json":
@@ -98,6 +95,25 @@ def report_command(
     if webhook_url:
         chargeback.post_webhook(webhook_url, chargeback.chargeback_json(plan, period, sums))
         say("posted the report to the webhook")
+
+
+def _focus_to_stdout(
+    client: PrometheusClient, plan: Plan, period: chargeback.Period, group_by: str, allow_empty: bool
+) -> chargeback.PeriodSums:
+    """The FOCUS export on stdout once every query has answered (spooled to a temporary file until then)."""
+    try:
+        spool = tempfile.TemporaryFile(mode="w+", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise OutputUnwritable(f"cannot hold the FOCUS export in a temporary file: {exc.strerror}") from None
+    with spool:
+        try:
+            sums = _gathered(client, plan, period, group_by, allow_empty, spool)
+        except OSError as exc:
+            raise OutputUnwritable(f"cannot hold the FOCUS export in a temporary file: {exc.strerror}") from None
+        spool.seek(0)
+        while chunk := spool.read(1 << 20):
+            click.echo(chunk, nl=False)
+    return sums
 
 
 def _gathered(
@@ -133,6 +149,17 @@ def _report_files(
     was: the partial files are removed, and a directory the report created
     is removed again while it is empty.
     """
+    try:
+        return _written_report_files(client, plan, period, group_by, output_dir, allow_empty)
+    except OSError as exc:  # a full volume, a read-only mount, permissions: the report's, not costplan's, failure
+        raise OutputUnwritable(
+            f"cannot write the report to {output_dir}: {exc.strerror or type(exc).__name__}"
+        ) from None
+
+
+def _written_report_files(
+    client: PrometheusClient, plan: Plan, period: chargeback.Period, group_by: str, output_dir: Path, allow_empty: bool
+) -> chargeback.PeriodSums:
     created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     partial: list[Path] = []

@@ -55,6 +55,7 @@ PLAN_CHECKS: dict[str, str] = {
     "budget-action": "a budget action cannot take effect (global budget, the team's own tier, after a block)",
     "contacts": "a team's contacts cannot be delivered (e.g. email without notifications.email)",
     "fleet": "clusters without a metrics section (the global engine), or metrics without clusters (warning)",
+    "resources": "a report job's CPU or memory request is above its limit (the API server refuses the job)",
     "legacy-image": "warning: the custom Limitador image is not pinned by a digest or a tag other than latest",
 }
 

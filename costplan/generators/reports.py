@@ -35,9 +35,7 @@ from costplan.generators.common import WAVE_CONFIG, WAVE_WORKLOADS, metadata
 from costplan.plan.document import plan_document
 from costplan.plan.enforcement import metrics_token_path
 from costplan.plan.load import BASE_ENVIRONMENT
-from costplan.plan.model import (
-    Plan,
-)
+from costplan.plan.model import JobResources, Plan
 
 COMPONENT = "reports"
 PLAN_CONFIGMAP = "costplan-plan"
@@ -53,6 +51,9 @@ PLAN_INLINE_BYTES = 128 * 1024
 REPORTS_DIR = "/reports"
 WEBHOOK_ENV = "COSTPLAN_WEBHOOK_URL"
 RUN_AS = 10001
+# The GPU price check reads a handful of prices: the report's defaults, which
+# ``reports.resources`` changes for the report alone.
+GPU_CHECK_RESOURCES = JobResources()
 
 
 def reports_namespace(plan: Plan) -> str:
@@ -101,6 +102,7 @@ def _cronjob(
     env: list[dict[str, Any]],
     mounts: list[dict[str, Any]],
     volumes: list[dict[str, Any]],
+    resources: JobResources,
 ) -> dict[str, Any]:
     namespace = reports_namespace(plan)
     return {
@@ -132,10 +134,7 @@ def _cronjob(
                                     "imagePullPolicy": "IfNotPresent",
                                     "args": args,
                                     "env": env,
-                                    "resources": {
-                                        "requests": {"cpu": "50m", "memory": "128Mi"},
-                                        "limits": {"memory": "512Mi"},
-                                    },
+                                    "resources": resources.as_kubernetes(),
                                     "securityContext": _container_security(),
                                     "volumeMounts": mounts,
                                 }
@@ -195,7 +194,8 @@ def report_cronjob(plan: Plan) -> dict[str, Any]:
     volumes = [_plan_volume(plan), {"name": "reports", "persistentVolumeClaim": {"claimName": plan.reports.pvc_claim}}]
     access_args, access_mounts, access_volumes = query_access(plan)
     return _cronjob(plan, REPORT_CRONJOB, plan.reports.schedule, args + access_args, env=env,
-                    mounts=mounts + access_mounts, volumes=volumes + access_volumes)
+                    mounts=mounts + access_mounts, volumes=volumes + access_volumes,
+                    resources=plan.reports.resources)
 
 
 def gpu_check_cronjob(plan: Plan) -> dict[str, Any]:
@@ -203,7 +203,7 @@ def gpu_check_cronjob(plan: Plan) -> dict[str, Any]:
     args = ["check-gpu-prices", *_plan_args(plan), *access_args]
     mounts = [{"name": "plan", "mountPath": PLAN_DIR, "readOnly": True}, *access_mounts]
     return _cronjob(plan, GPU_CHECK_CRONJOB, plan.reports.gpu_price_check_schedule, args, env=[], mounts=mounts,
-                    volumes=[_plan_volume(plan), *access_volumes])
+                    volumes=[_plan_volume(plan), *access_volumes], resources=GPU_CHECK_RESOURCES)
 
 
 def plan_data(document: str) -> dict[str, Any]:

@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 from costplan.core import names
 from costplan.core.diagnostics import Diagnostic, sort_diagnostics
 from costplan.core.money import MAX_DECIMAL_PLACES, decimal_places
+from costplan.core.quantity import quantity_value
 from costplan.plan.capabilities import missing_for, source_capabilities
 from costplan.plan.document import from_document
-from costplan.plan.model import Plan
+from costplan.plan.model import JobResources, Plan
 from costplan.plan.source import Position, locate, pointer
 
 JsonPath = list[Any]  # keys and indexes from the document root
@@ -956,6 +957,39 @@ def check_budget_windows(document: Any) -> Iterator[Diagnostic]:
 
 
 # --------------------------------------------------------------------------
+# report job resources
+# --------------------------------------------------------------------------
+
+
+def check_job_resources(document: Any) -> Iterator[Diagnostic]:
+    """A report job's request must not be above its limit: the API server refuses such a pod.
+
+    Found at build time, not in the cluster on the 1st of the month when the
+    CronJob first creates a Job. A request left unset never trips this: it
+    is lowered to the limit (``document._job_resources``).
+    """
+    resources = _get(document, ["reports", "resources"])
+    if not isinstance(resources, dict):
+        return
+    defaults = JobResources()
+    default_limits = {"cpu": defaults.limit_cpu, "memory": defaults.limit_memory}
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for amount in ("cpu", "memory"):
+        request, limit = requests.get(amount), limits.get(amount, default_limits[amount])
+        if not isinstance(request, str) or not isinstance(limit, str):
+            continue
+        wanted, most = quantity_value(request), quantity_value(limit)
+        if wanted is not None and most is not None and wanted > most:
+            whose = "its limit" if amount in limits else "the default limit"
+            yield _at(
+                document,
+                ["reports", "resources", "requests", amount],
+                f"a {amount} request of {request} is above {whose} of {limit}: the API server refuses the job",
+                "resources",
+            )
+
+
+# --------------------------------------------------------------------------
 # fleets
 # --------------------------------------------------------------------------
 
@@ -1009,6 +1043,7 @@ CHECKS_RUN: tuple[Callable[[Any], Iterable[Diagnostic]], ...] = (
     check_gateway_telemetry,
     check_budget_actions,
     check_contacts,
+    check_job_resources,
     check_legacy_image,
     check_fleet,
 )

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from costplan.core.money import to_decimal
+from costplan.core.quantity import quantity_value
 from costplan.plan.model import (
     IDLE_SEPARATE,
     Alerts,
@@ -34,6 +35,7 @@ from costplan.plan.model import (
     Guard,
     Install,
     Integrations,
+    JobResources,
     Limitador,
     Metrics,
     Model,
@@ -228,7 +230,32 @@ def _reports(doc: Mapping[str, Any] | None) -> Reports:
         if webhook is None
         else SecretKey(name=webhook["secretName"], key=webhook.get("key", "url")),
         gpu_price_check_schedule=doc.get("gpuPriceCheckSchedule", defaults.gpu_price_check_schedule),
+        resources=_job_resources(doc.get("resources")),
     )
+
+
+def _job_resources(doc: Mapping[str, Any] | None) -> JobResources:
+    """The report job's resources; an unset request is the default or the limit, whichever is lower.
+
+    So raising or lowering only a limit never leaves a request above it
+    (which the API server refuses).
+    """
+    doc = doc or {}
+    defaults = JobResources()
+    requests, limits = doc.get("requests") or {}, doc.get("limits") or {}
+    limit_cpu = limits.get("cpu", defaults.limit_cpu)
+    limit_memory = limits.get("memory", defaults.limit_memory)
+    return JobResources(
+        request_cpu=requests.get("cpu", _not_above(defaults.request_cpu, limit_cpu)),
+        request_memory=requests.get("memory", _not_above(defaults.request_memory, limit_memory)),
+        limit_cpu=limit_cpu,
+        limit_memory=limit_memory,
+    )
+
+
+def _not_above(request: str, limit: str | None) -> str:
+    wanted, most = quantity_value(request), None if limit is None else quantity_value(limit)
+    return limit if limit is not None and wanted is not None and most is not None and most < wanted else request
 
 
 # -- budgets that act: actions, contacts, notifications, the guard ----------
@@ -652,6 +679,8 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         reports["namespace"] = r.namespace
     if r.webhook is not None:
         reports["webhook"] = {"secretName": r.webhook.name, "key": r.webhook.key}
+    if r.resources != JobResources():
+        reports["resources"] = r.resources.as_kubernetes()
     document = {
         "apiVersion": "costplan.dev/v1alpha1",
         "kind": "CostPlan",

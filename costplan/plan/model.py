@@ -417,6 +417,29 @@ class SecretKey:
 
 
 @dataclass(frozen=True)
+class JobResources:
+    """What the report job's container asks of its node (Kubernetes quantities).
+
+    The report holds one row per identity of the period (team, user, tier,
+    model, cluster) while it sums the days, so its memory follows the
+    number of users (the README's report benchmark gives measured peaks).
+    ``limit_cpu`` is unset by default: a CPU limit only slows the job.
+    """
+
+    request_cpu: str = "50m"
+    request_memory: str = "128Mi"
+    limit_cpu: str | None = None
+    limit_memory: str = "512Mi"
+
+    def as_kubernetes(self) -> dict[str, dict[str, str]]:
+        """The container's ``resources``, as the plan writes them and the pod spec takes them."""
+        limits = {"memory": self.limit_memory}
+        if self.limit_cpu is not None:
+            limits["cpu"] = self.limit_cpu
+        return {"requests": {"cpu": self.request_cpu, "memory": self.request_memory}, "limits": limits}
+
+
+@dataclass(frozen=True)
 class Reports:
     """The scheduled chargeback report and the GPU price check.
 
@@ -425,6 +448,8 @@ class Reports:
     Reports land on the PVC ``pvc_claim`` (created with ``pvc_size`` unless
     ``create_pvc`` is false) and are also posted to the URL held in
     ``webhook`` when set. ``namespace`` defaults to Prometheus' namespace.
+    ``resources`` sizes the report job (not the GPU price check, which
+    holds a handful of prices).
     """
 
     enabled: bool = True
@@ -436,6 +461,7 @@ class Reports:
     create_pvc: bool = True
     webhook: SecretKey | None = None
     gpu_price_check_schedule: str = "17 * * * *"
+    resources: JobResources = field(default_factory=JobResources)
 
 
 # --------------------------------------------------------------------------

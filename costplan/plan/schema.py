@@ -43,6 +43,8 @@ _FORMATS = {
     "goDuration": "a duration (e.g. 1h, 15m)",
     "cron": "a cron expression (five fields, e.g. 0 6 1 * *, or a macro such as @daily)",
     "quantity": "a storage size (e.g. 1Gi, 500Mi)",
+    "memoryQuantity": "a memory size (e.g. 512Mi, 1Gi)",
+    "cpuQuantity": "a CPU amount (e.g. 50m, 0.5, 2)",
     "promMetricName": "a Prometheus metric name (letters, digits, _ and :)",
     "promLabelName": "a Prometheus label name (letters, digits and _, not starting with __)",
 }
