@@ -12,10 +12,11 @@ starts the Debian ``prometheus`` on them. Then, in the same run:
   of the answer (best of three), and the same for spend alone
   (``report.spend_query``);
 * **report**: ``costplan report --month 2025-03 --output-dir`` in a child
-  process: wall time, peak RSS (``ru_maxrss`` of the child) and the number of
-  queries it sent (its last progress line), and the CPU time of the child
-  (user + system): the client's share of the wall time, the rest is waiting
-  for the server.
+  process, reading a plan with the series' teams (``report_plan``): wall
+  time, peak RSS (``ru_maxrss`` of the report process alone, from
+  ``wait4``), the number of queries it sent (its last progress line) and
+  its CPU time (user + system): the client's share of the wall time, the
+  rest is waiting for the server.
 
 ``--profile`` runs the report a second time under ``cProfile`` and writes the
 30 functions with the most cumulative time to stderr. Only the main thread
@@ -45,7 +46,6 @@ import http.client
 import os
 import pstats
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -58,12 +58,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
+
 from costplan.chargeback import report
 from costplan.core import conventions as c
 from costplan.plan.load import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from generate_plan import make_plan  # noqa: E402
+
 from tests.promserver import PrometheusServer  # noqa: E402
 from tests.vmserver import vm_server  # noqa: E402
 
@@ -204,34 +208,55 @@ def timed_query(url: str, expr: str, at: datetime) -> tuple[float, int]:
     return elapsed, answer.count(b'"metric"')
 
 
-def report_command(url: str, out: Path) -> list[str]:
-    return ["-m", "costplan", "report", "-f", str(ROOT / "costplan.yaml"), "--month", "2025-03",
+def report_plan(directory: Path, users: int) -> Path:
+    """The plan the report reads: the bundled one with the series' teams (10 users each) and cost centers.
+
+    The usage series carry no ``cost_center`` (the report takes it from the
+    plan's team), so the teams must be the plan's, as they are in a real
+    cluster, or each identity would split into a spend row and a usage row.
+    """
+    plan = make_plan(teams=max(1, users // 10), users_per_team=10, models=1)
+    bundled = yaml.load((ROOT / "costplan.yaml").read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+    plan["models"], plan["usageSources"] = bundled["models"], bundled["usageSources"]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "costplan.yaml"
+    path.write_text(yaml.dump(plan, Dumper=yaml.CSafeDumper, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def report_command(plan: Path, url: str, out: Path) -> list[str]:
+    return ["-m", "costplan", "report", "-f", str(plan), "--month", "2025-03",
             "--prometheus-url", url, "--output-dir", str(out), "--timeout", "600"]
 
 
-def run_report(url: str, out: Path) -> tuple[float, float, float, int, str]:
-    """Wall time, peak RSS (MiB), CPU time (user + system), queries and total of one report run."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, *report_command(url, out)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr[-2000:])
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    queries = re.search(r"(\d+) quer(?:y|ies)$", result.stderr, re.M)
-    total = re.search(r"^total (\S+)", result.stderr, re.M)
-    peak = max(after.ru_maxrss, before.ru_maxrss) / 1024
-    return elapsed, peak, cpu, int(queries.group(1)) if queries else -1, total.group(1) if total else "?"
+def run_report(plan: Path, url: str, out: Path) -> tuple[float, float, float, int, str]:
+    """Wall time, peak RSS (MiB), CPU time (user + system), queries and total of one report run.
+
+    The peak and CPU are the report process's own (``wait4`` on its pid):
+    ``RUSAGE_CHILDREN`` would fold in every child this process waited for
+    before, promtool's backfill among them.
+    """
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        child = subprocess.Popen([sys.executable, *report_command(plan, url, out)], stdout=subprocess.DEVNULL,
+                                 stderr=stderr, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        _, status, usage = os.wait4(child.pid, 0)
+        elapsed = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        messages = stderr.read().decode("utf-8", "replace")
+    if child.returncode != 0:
+        raise RuntimeError(messages[-2000:])
+    cpu = usage.ru_utime + usage.ru_stime
+    queries = re.search(r"(\d+) quer(?:y|ies)$", messages, re.M)
+    total = re.search(r"^total (\S+)", messages, re.M)
+    return elapsed, usage.ru_maxrss / 1024, cpu, int(queries.group(1)) if queries else -1, total.group(1) if total else "?"
 
 
-def profile_report(url: str, out: Path, stats: Path) -> None:
+def profile_report(plan: Path, url: str, out: Path, stats: Path) -> None:
     """The report once more under ``cProfile``; the top 30 by cumulative time on stderr."""
     result = subprocess.run(
-        [sys.executable, "-m", "cProfile", "-o", str(stats), *report_command(url, out)],
+        [sys.executable, "-m", "cProfile", "-o", str(stats), *report_command(plan, url, out)],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     if result.returncode != 0:
@@ -294,16 +319,18 @@ def bench(users: int, engine: str = "prometheus", profile: bool = False, repeat:
             except (TimeoutError, urllib.error.URLError, http.client.HTTPException) as exc:
                 # A server that cannot answer the month at once (time, memory) still answers its days.
                 print(f"  single query over the month did not finish: {exc}", file=sys.stderr)
-            elapsed, peak, cpu, queries, total = run_report(url, work / "out")
-            rows = sum(1 for _ in (work / "out" / "focus-base-2025-03.csv").open()) - 1
+            plan = report_plan(work / "plan", users)
+            elapsed, peak, cpu, queries, total = run_report(plan, url, work / "out")
+            focus = work / "out" / "focus-base-2025-03.csv"
+            rows, focus_bytes = sum(1 for _ in focus.open()) - 1, focus.stat().st_size
             if profile:
-                profile_report(url, work / "profiled", work / "report.pstats")
+                profile_report(plan, url, work / "profiled", work / "report.pstats")
     print(f"{engine} users={users} samples={samples} (prepared in {prepared:.0f} s, {storage}) "
           f"spend series={series}")
     print(f"  one query (spend+requests+tokens, month): {one:.2f} s; spend alone: {spend_only:.2f} s"
           + (f" (did not finish within {QUERY_TIMEOUT} s)" if one != one else ""))
     print(f"  costplan report: {elapsed:.2f} s, peak RSS {peak:.0f} MiB, {queries} queries, {rows} FOCUS rows, "
-          f"total {total}")
+          f"total {total}; FOCUS file {focus_bytes / 1e6:.1f} MB")
     print(f"  report CPU (client): {cpu:.2f} s, {cpu / elapsed:.0%} of its wall time")
     print(f"  ratio report / one query: {elapsed / one:.2f}; report / spend-only query: {elapsed / spend_only:.2f}")
 
